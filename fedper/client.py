@@ -1,0 +1,180 @@
+"""FedPer's ClientApp: train all layers locally, send back the base only.
+
+The personal layers (``model.num_head_layers`` units, K_P) live in
+``context.state`` between rounds and never leave the client. ``fedavg`` is
+the same client with no personal layers, ``local`` keeps everything personal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedper.dataset import FederatedData, federated_data
+from fedper.models import MobileNetV1, ResNet34, build_model, personal_keys
+from pflcore.data import BatchTransform
+from pflcore.simulation import (
+    PARTITION_KEY,
+    add_partition_query,
+    client_device,
+    derive_seed,
+    partition_id,
+)
+from pflcore.training import EvalStats, evaluate, make_sgd, train_epochs
+
+STATE_KEY = "personal"
+
+
+def initial_model(config: dict[str, Any], num_classes: int, channels: int) -> MobileNetV1 | ResNet34:
+    """The run's initial network: identical in every process for one seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        return build_model(
+            config["model"]["name"],
+            num_classes,
+            channels,
+            config["model"].get("num_blocks", 13),
+        )
+
+
+@dataclass
+class ClientRuntime:
+    """What a worker process builds once and reuses for every client it serves."""
+
+    data: FederatedData
+    model: torch.nn.Module
+    initial_state: dict[str, torch.Tensor]
+    personal: list[str]
+    base: list[str]
+    transform: BatchTransform
+    device: torch.device
+
+    def load(self, base: ArrayRecord, state: RecordDict) -> None:
+        """Load the received base and this client's personal layers into the model."""
+        weights = dict(self.initial_state)
+        weights.update(base.to_torch_state_dict())
+        if STATE_KEY in state.array_records:
+            weights.update(state.array_records[STATE_KEY].to_torch_state_dict())
+        self.model.load_state_dict(weights, strict=True)
+
+    def part(self, keys: list[str]) -> ArrayRecord:
+        """The model's current tensors for ``keys``."""
+        state = self.model.state_dict()
+        return ArrayRecord({k: state[k] for k in keys})
+
+
+def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
+    dataset = config["dataset"]
+    fed = federated_data(dataset, config["num_clients"], config["seed"])
+    device = client_device(float(config["client_resources"]["num_gpus"]))
+    model = initial_model(config, fed.data.num_classes, fed.data.channels)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    personal = personal_keys(
+        model,
+        config["algorithm"],
+        config["model"]["num_head_layers"],
+        config["model"]["base_buffers"],
+    )
+    base = [k for k in initial if k not in set(personal)]
+    mean, std = fed.data.channel_stats()
+    transform = BatchTransform(
+        mean,
+        std,
+        image_size=dataset["image_size"],
+        crop_padding=dataset["crop_padding"],
+        flip=dataset["flip"],
+    )
+    return ClientRuntime(fed, model.to(device), initial, personal, base, transform, device)
+
+
+@lru_cache(maxsize=2)
+def _runtime(config_json: str) -> ClientRuntime:
+    return _runtime_from(json.loads(config_json))
+
+
+def get_runtime(config: dict[str, Any]) -> ClientRuntime:
+    """The per-process runtime for ``config`` (built on first use)."""
+    return _runtime(json.dumps(config, sort_keys=True))
+
+
+def local_train(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> tuple[float, int]:
+    """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
+    x, y, _, _ = runtime.data.client(pid)
+    optimizer = make_sgd(
+        runtime.model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
+    )
+    generator = torch.Generator().manual_seed(derive_seed(config["seed"], pid, server_round))
+    stats = train_epochs(
+        runtime.model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=config["local_epochs"],
+        batch_size=config["batch_size"],
+        generator=generator,
+        device=runtime.device,
+    )
+    return stats.loss, int(x.shape[0])
+
+
+def local_evaluate(runtime: ClientRuntime, config: dict[str, Any], pid: int) -> EvalStats:
+    """Evaluate the loaded model on client ``pid``'s test split."""
+    _, _, x, y = runtime.data.client(pid)
+    return evaluate(
+        runtime.model,
+        x,
+        y,
+        runtime.transform,
+        batch_size=config["eval_batch_size"],
+        device=runtime.device,
+    )
+
+
+def make_client_app(config: dict[str, Any]) -> ClientApp:
+    """Build FedPer's ClientApp for a resolved configuration.
+
+    The closure carries the plain config only; data and the model are built
+    in the worker process on first use and cached there.
+    """
+    app = ClientApp()
+    add_partition_query(app)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        runtime.load(msg.content.array_records["arrays"], context.state)
+        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        loss, n = local_train(runtime, config, pid, server_round)
+        if runtime.personal:
+            context.state[STATE_KEY] = runtime.part(runtime.personal)
+        metrics = MetricRecord({"num-examples": n, "train-loss": loss, PARTITION_KEY: pid})
+        content = RecordDict({"arrays": runtime.part(runtime.base), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        runtime.load(msg.content.array_records["arrays"], context.state)
+        stats = local_evaluate(runtime, config, pid)
+        metrics = MetricRecord(
+            {
+                PARTITION_KEY: pid,
+                "correct": stats.correct,
+                "loss-sum": stats.loss_sum,
+                "num-examples": stats.num_samples,
+            }
+        )
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app

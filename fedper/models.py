@@ -1,0 +1,192 @@
+"""FedPer's networks and their split into base and personal parts.
+
+Both networks are a chain of *units*: a stem, the basic blocks, and a
+classifier unit (global pool + fully connected layer). FedPer's ``K_P``
+(``model.num_head_layers``) counts personal units from the output: ``K_P = 1``
+is the classifier only, ``K_P = 2`` adds the last basic block, and so on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+MODEL_NAMES = ("mobilenet_v1", "resnet34")
+
+# (in_channels, out_channels, stride) of MobileNet-v1's 13 depthwise-separable blocks.
+_MOBILENET_BLOCKS = (
+    (32, 64, 1),
+    (64, 128, 2),
+    (128, 128, 1),
+    (128, 256, 2),
+    (256, 256, 1),
+    (256, 512, 2),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 512, 1),
+    (512, 1024, 2),
+    (1024, 1024, 1),
+)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """MobileNet-v1's basic block: depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__(*_conv_bn(cin, cin, 3, stride, groups=cin), *_conv_bn(cin, cout, 1, 1))
+
+
+class Classifier(nn.Sequential):
+    """Global average pooling, flatten, and the final linear layer."""
+
+    def __init__(self, features: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, num_classes))
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet-v1 (Howard et al. 2017), width 1.0, adaptive pooling.
+
+    Parameters
+    ----------
+    num_classes : int
+        Output classes.
+    in_channels : int
+        Image channels.
+    num_blocks : int
+        13 for the standard network; 11 for the count the FedPer paper states
+        (three instead of five 512->512 blocks). The last four units, which
+        K_P <= 4 can make personal, are the same in both.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, num_blocks: int = 13) -> None:
+        super().__init__()
+        if num_blocks not in (11, 13):
+            raise ValueError(f"MobileNet-v1 has 13 (standard) or 11 (paper) blocks, got {num_blocks}")
+        specs = _MOBILENET_BLOCKS if num_blocks == 13 else _MOBILENET_BLOCKS[:9] + _MOBILENET_BLOCKS[11:]
+        self.stem = nn.Sequential(*_conv_bn(in_channels, 32, 3, 2))
+        self.blocks = nn.ModuleList(DepthwiseSeparable(*spec) for spec in specs)
+        self.classifier = Classifier(1024, num_classes)
+
+    def units(self) -> list[nn.Module]:
+        """Stem, the 13 blocks, and the classifier, in forward order."""
+        return [self.stem, *self.blocks, self.classifier]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised batch."""
+        for unit in self.units():
+            x = unit(x)
+        return x
+
+
+class ResNet34(nn.Module):
+    """torchvision's ResNet-34 (random init), seen as 16 basic blocks.
+
+    Parameters
+    ----------
+    num_classes : int
+        Output classes.
+    in_channels : int
+        Image channels (the stem convolution is rebuilt when not 3).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+        super().__init__()
+        self.net = torchvision.models.resnet34(weights=None, num_classes=num_classes)
+        if in_channels != 3:
+            self.net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+
+    def units(self) -> list[nn.Module]:
+        """Stem, the 16 BasicBlocks, and the classifier, in forward order.
+
+        The units are views over ``self.net``'s modules; building them creates
+        no parameters.
+        """
+        net = self.net
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        blocks = [b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer]
+        classifier = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
+        return [stem, *blocks, classifier]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised batch."""
+        return self.net(x)
+
+
+def build_model(
+    name: str, num_classes: int, in_channels: int, num_blocks: int = 13
+) -> MobileNetV1 | ResNet34:
+    """Build one of FedPer's networks by name (``num_blocks``: MobileNet only)."""
+    if name == "mobilenet_v1":
+        return MobileNetV1(num_classes, in_channels, num_blocks)
+    if name == "resnet34":
+        return ResNet34(num_classes, in_channels)
+    raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+
+
+def split_model(model: MobileNetV1 | ResNet34, num_head_units: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Split a network into (base, head) sharing the network's modules.
+
+    ``head(base(x))`` computes ``model(x)``. ``num_head_units = 0`` gives an
+    empty head (FedAvg).
+    """
+    units = model.units()
+    if not 0 <= num_head_units < len(units):
+        raise ValueError(
+            f"num_head_layers must lie in 0..{len(units) - 1} for this model, got {num_head_units}"
+        )
+    cut = len(units) - num_head_units
+    return nn.Sequential(*units[:cut]), nn.Sequential(*units[cut:])
+
+
+def keys_of(model: nn.Module, part: nn.Module) -> list[str]:
+    """State-dict keys of ``model`` whose tensors belong to the submodule ``part``."""
+    ids = {id(t) for t in part.state_dict(keep_vars=True).values()}
+    return [k for k, t in model.state_dict(keep_vars=True).items() if id(t) in ids]
+
+
+def personal_keys(
+    model: MobileNetV1 | ResNet34, algorithm: str, num_head_layers: int, base_buffers: str
+) -> list[str]:
+    """State-dict keys a client keeps to itself.
+
+    Parameters
+    ----------
+    model : MobileNetV1 or ResNet34
+        The network.
+    algorithm : str
+        ``fedper`` (the last ``num_head_layers`` units), ``fedavg`` (none) or
+        ``local`` (everything).
+    num_head_layers : int
+        FedPer's K_P.
+    base_buffers : str
+        ``aggregate`` (BatchNorm statistics of the base are averaged, Flower's
+        behaviour) or ``local`` (each client keeps its own).
+
+    Returns
+    -------
+    list of str
+        Personal keys in state-dict order.
+    """
+    all_keys = list(model.state_dict().keys())
+    if algorithm == "local":
+        return all_keys
+    head_units = num_head_layers if algorithm == "fedper" else 0
+    base, head = split_model(model, head_units)
+    personal = set(keys_of(model, head))
+    if base_buffers == "local":
+        buffer_ids = {id(b) for b in base.buffers()}
+        personal |= {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in buffer_ids}
+    elif base_buffers != "aggregate":
+        raise ValueError(f"model.base_buffers must be aggregate or local, got {base_buffers!r}")
+    return [k for k in all_keys if k in personal]

@@ -1,0 +1,403 @@
+"""Datasets as in-memory uint8 tensors, and batch-wise transforms on the device.
+
+A dataset is read once per process (``load_dataset`` is cached) from its
+published on-disk format into ``uint8`` tensors of shape ``(N, C, H, W)``.
+Batches are normalised and augmented on the training device, never sample by
+sample through PIL.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+KNOWN_DATASETS = ("cifar10", "cifar100", "mnist", "digits", "npz")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "digits": 10}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing where the configuration points."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image dataset held in memory.
+
+    Attributes
+    ----------
+    name : str
+        Dataset name, e.g. ``"cifar10"``.
+    x_train, y_train : torch.Tensor
+        ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels ``(N,)``.
+    x_test, y_test : torch.Tensor or None
+        The official test split, if the source has one.
+    num_classes : int
+        Number of classes.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Height (= width) of the stored images."""
+        return int(self.x_train.shape[2])
+
+    def pooled(self, include_test: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the training split, optionally concatenated with the test split."""
+        if include_test and self.x_test is not None and self.y_test is not None:
+            return (
+                torch.cat([self.x_train, self.x_test]),
+                torch.cat([self.y_train, self.y_test]),
+            )
+        return self.x_train, self.y_train
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training images, in [0, 1] units."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares = torch.zeros(self.channels, dtype=torch.float64)
+        for chunk in self.x_train.split(4096):  # bounded memory on large sets
+            values = chunk.to(torch.float64) / 255.0
+            total += values.sum(dim=(0, 2, 3))
+            squares += values.square().sum(dim=(0, 2, 3))
+        count = self.x_train.numel() / self.channels
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _missing(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"{name} not found: looked for {looked_at}. {how}"
+    )
+
+
+def _to_tensors(
+    x: np.ndarray, y: np.ndarray, layout: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convert images to uint8 NCHW and labels to int64."""
+    if x.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {x.dtype}")
+    if layout == "NHW":
+        x = x[:, None, :, :]
+    elif layout == "NHWC":
+        x = x.transpose(0, 3, 1, 2)
+    elif layout != "NCHW":
+        raise ValueError(f"unknown layout {layout}")
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(
+        np.asarray(y).astype(np.int64)
+    )
+
+
+def _read_cifar_pickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as handle:
+        entry = pickle.load(handle, encoding="bytes")
+    data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, np.asarray(entry[label_key])
+
+
+def _download_torchvision(name: str, root: Path) -> None:
+    """Fetch a dataset with torchvision (needs internet)."""
+    import torchvision.datasets as tvd
+
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST}[name]
+    root.mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> ImageData:
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        test_files = [folder / "test_batch"]
+        label_key, classes = b"labels", 10
+    else:
+        folder = root / "cifar-100-python"
+        train_files, test_files = [folder / "train"], [folder / "test"]
+        label_key, classes = b"fine_labels", 100
+    missing = [p for p in train_files + test_files if not p.is_file()]
+    if missing and download:
+        _download_torchvision(name, root)
+        missing = [p for p in train_files + test_files if not p.is_file()]
+    if missing:
+        raise _missing(
+            name,
+            missing[0],
+            f"Extract the python version of {name} so that {folder} holds its "
+            "pickles, or set dataset.download=true on a machine with internet "
+            "access, or point dataset.source=npz and dataset.path at an .npz copy.",
+        )
+    parts = [_read_cifar_pickle(p, label_key) for p in train_files]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    x_test, y_test = _read_cifar_pickle(test_files[0], label_key)
+    xt, yt = _to_tensors(x_train, y_train, "NCHW")
+    xs, ys = _to_tensors(x_test, y_test, "NCHW")
+    return ImageData(name, xt, yt, xs, ys, classes)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (optionally gzipped), the format MNIST ships in."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape}, file holds {data.size} bytes")
+    return data.reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_mnist(root: Path, download: bool) -> ImageData:
+    folder = root / "MNIST" / "raw"
+    stems = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+    paths = [_find_idx(folder, s) for s in stems]
+    if any(p is None for p in paths) and download:
+        _download_torchvision("mnist", root)
+        paths = [_find_idx(folder, s) for s in stems]
+    if any(p is None for p in paths):
+        absent = stems[[p is None for p in paths].index(True)]
+        raise _missing(
+            "mnist",
+            folder / f"{absent}[.gz]",
+            f"Copy the four MNIST idx files into {folder}, or set "
+            "dataset.download=true on a machine with internet access.",
+        )
+    arrays = [_read_idx(p) for p in paths if p is not None]
+    xt, yt = _to_tensors(arrays[0], arrays[1], "NHW")
+    xs, ys = _to_tensors(arrays[2], arrays[3], "NHW")
+    return ImageData("mnist", xt, yt, xs, ys, 10)
+
+
+def _infer_layout(x: np.ndarray) -> str:
+    if x.ndim == 3:
+        return "NHW"
+    if x.ndim == 4 and x.shape[-1] in (1, 3):
+        return "NHWC"
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        return "NCHW"
+    raise ValueError(f"cannot infer the image layout of an array of shape {x.shape}")
+
+
+def _load_npz(name: str, path: Path) -> ImageData:
+    if not path.is_file():
+        raise _missing(
+            name,
+            path,
+            "Set dataset.path to an .npz file with x_train and y_train "
+            "(and optionally x_test, y_test).",
+        )
+    with np.load(path) as archive:
+        keys = set(archive.files)
+        if not {"x_train", "y_train"} <= keys:
+            raise ValueError(
+                f"{path} must contain x_train and y_train; it has {sorted(keys)}"
+            )
+        x_train, y_train = archive["x_train"], archive["y_train"]
+        has_test = {"x_test", "y_test"} <= keys
+        x_test = archive["x_test"] if has_test else None
+        y_test = archive["y_test"] if has_test else None
+    layout = _infer_layout(x_train)
+    xt, yt = _to_tensors(x_train, y_train, layout)
+    xs = ys = None
+    if x_test is not None and y_test is not None:
+        xs, ys = _to_tensors(x_test, y_test, layout)
+    labels = torch.cat([yt, ys]) if ys is not None else yt
+    if int(labels.min()) < 0:
+        raise ValueError(f"{path}: labels must be non-negative integers")
+    return ImageData(name, xt, yt, xs, ys, int(labels.max()) + 1)
+
+
+def _load_digits() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 8x8 images with intensities 0..16, scaled to the full uint8 range.
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    xt, yt = _to_tensors(x, bunch.target, "NHW")
+    return ImageData("digits", xt, yt, None, None, 10)
+
+
+@lru_cache(maxsize=4)
+def load_dataset(
+    name: str,
+    root: str,
+    source: str = "default",
+    path: str | None = None,
+    download: bool = False,
+) -> ImageData:
+    """Load a dataset into memory once per process.
+
+    Parameters
+    ----------
+    name : str
+        One of ``cifar10``, ``cifar100``, ``mnist``, ``digits``, ``npz``.
+    root : str
+        Data root; torchvision formats live below it (``cifar-10-batches-py/``,
+        ``cifar-100-python/``, ``MNIST/raw/``).
+    source : str
+        ``"default"`` for the dataset's published format, ``"npz"`` to read the
+        same dataset from an ``.npz`` file at ``path``.
+    path : str, optional
+        The ``.npz`` file (absolute, or relative to ``root``).
+    download : bool
+        Fetch missing torchvision datasets (needs internet access).
+
+    Returns
+    -------
+    ImageData
+        The dataset as uint8 tensors.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the files are missing; the message names the path looked at.
+    ValueError
+        If the name is unknown or the files are malformed.
+    """
+    if name not in KNOWN_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {KNOWN_DATASETS}")
+    base = Path(root).expanduser()
+    if name == "npz" or source == "npz":
+        if not path:
+            raise ValueError("dataset.path must name an .npz file for an npz source")
+        file = Path(path).expanduser()
+        data = _load_npz(name, file if file.is_absolute() else base / file)
+        expected = NUM_CLASSES.get(name)
+        if expected is not None and data.num_classes > expected:
+            raise ValueError(f"{path}: labels exceed the {expected} classes of {name}")
+        if expected is not None:
+            data = ImageData(
+                name, data.x_train, data.y_train, data.x_test, data.y_test, expected
+            )
+        return data
+    if source != "default":
+        raise ValueError(f"unknown dataset.source {source!r}; use default or npz")
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, base, download)
+    if name == "mnist":
+        return _load_mnist(base, download)
+    return _load_digits()
+
+
+class BatchTransform:
+    """Turn a uint8 batch into a normalised float batch on its device.
+
+    Parameters
+    ----------
+    mean, std : sequence of float
+        Per-channel statistics in [0, 1] units.
+    image_size : int, optional
+        Resize (bilinear) to this side length; ``None`` keeps the stored size.
+    crop_padding : int
+        Random-crop padding in pixels (0 disables the crop); training only.
+    flip : bool
+        Random horizontal flips; training only.
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        image_size: int | None = None,
+        crop_padding: int = 0,
+        flip: bool = False,
+    ) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.image_size = image_size
+        self.crop_padding = crop_padding
+        self.flip = flip
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        train: bool,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Transform a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``uint8`` batch ``(B, C, H, W)`` on the training device.
+        train : bool
+            Apply the random augmentations.
+        generator : torch.Generator, optional
+            CPU generator for the augmentation draws (reproducibility).
+
+        Returns
+        -------
+        torch.Tensor
+            ``float32`` batch on the same device.
+        """
+        out = x.to(torch.float32).div_(255.0)
+        if train and self.crop_padding > 0:
+            out = random_crop(out, self.crop_padding, generator)
+        if train and self.flip:
+            flip = torch.rand(out.shape[0], generator=generator) < 0.5
+            flip = flip.to(out.device)
+            out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+        if self.image_size is not None and out.shape[-1] != self.image_size:
+            out = F.interpolate(
+                out,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+            )
+        mean = self.mean.to(out.device)
+        std = self.std.to(out.device)
+        return (out - mean) / std
+
+
+def random_crop(
+    x: torch.Tensor, padding: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back to the input size at random offsets.
+
+    Each sample gets its own offset; the whole batch is cropped in one gather.
+    """
+    batch, channels, height, width = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    off_y = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
+    off_x = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
+    rows = (off_y.view(-1, 1) + torch.arange(height)).to(x.device)
+    cols = (off_x.view(-1, 1) + torch.arange(width)).to(x.device)
+    batch_idx = torch.arange(batch, device=x.device).view(-1, 1, 1, 1)
+    chan_idx = torch.arange(channels, device=x.device).view(1, -1, 1, 1)
+    return padded[
+        batch_idx, chan_idx, rows.view(batch, 1, height, 1), cols.view(batch, 1, 1, width)
+    ]

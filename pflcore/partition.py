@@ -1,0 +1,226 @@
+"""Deterministic partition primitives.
+
+Every function is a pure function of its inputs and a seed: each process that
+calls it with the same arguments derives the same client data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class PartitionError(ValueError):
+    """A partition setting that cannot be satisfied."""
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """Indices of each client's train and test samples into one pooled array.
+
+    Attributes
+    ----------
+    train : list of numpy.ndarray
+        ``train[j]`` indexes client ``j``'s training samples.
+    test : list of numpy.ndarray
+        ``test[j]`` indexes client ``j``'s test samples.
+    """
+
+    train: list[np.ndarray]
+    test: list[np.ndarray]
+
+    @property
+    def num_clients(self) -> int:
+        """Number of clients."""
+        return len(self.train)
+
+    def class_counts(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        """Per-client class counts, shape ``(num_clients, 2, num_classes)``.
+
+        The middle axis is (train, test).
+        """
+        counts = np.zeros((self.num_clients, 2, num_classes), dtype=np.int64)
+        for j in range(self.num_clients):
+            counts[j, 0] = np.bincount(labels[self.train[j]], minlength=num_classes)
+            counts[j, 1] = np.bincount(labels[self.test[j]], minlength=num_classes)
+        return counts
+
+
+def assign_class_sets(
+    num_clients: int,
+    num_classes: int,
+    classes_per_client: int,
+    seed: int,
+    mode: str = "random",
+) -> list[np.ndarray]:
+    """Give each client a set of distinct classes.
+
+    Parameters
+    ----------
+    num_clients : int
+        Number of clients.
+    num_classes : int
+        Number of classes in the dataset.
+    classes_per_client : int
+        k, the number of distinct classes per client.
+    seed : int
+        Seed of the draw (``random`` mode).
+    mode : str
+        ``random``: k classes drawn uniformly without replacement per client.
+        ``balanced``: client j gets ``{(j * (C // N) + r) mod C : r < k}``.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Sorted class ids per client.
+    """
+    if not 1 <= classes_per_client <= num_classes:
+        raise PartitionError(
+            f"classes per client k={classes_per_client} must lie in 1..{num_classes} "
+            f"(the dataset has {num_classes} classes)"
+        )
+    if num_clients < 1:
+        raise PartitionError(f"need at least one client, got {num_clients}")
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        return [
+            np.sort(rng.choice(num_classes, size=classes_per_client, replace=False))
+            for _ in range(num_clients)
+        ]
+    if mode == "balanced":
+        stride = max(num_classes // num_clients, 1)
+        return [
+            np.sort((j * stride + np.arange(classes_per_client)) % num_classes)
+            for j in range(num_clients)
+        ]
+    raise PartitionError(f"unknown class assignment mode {mode!r}")
+
+
+def split_classes_among_holders(
+    labels: np.ndarray, class_sets: list[np.ndarray], seed: int
+) -> list[list[np.ndarray]]:
+    """Cut each class's samples into near-equal parts, one per client holding it.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label of every pooled sample.
+    class_sets : list of numpy.ndarray
+        Classes each client may draw.
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        ``parts[j]`` lists client ``j``'s index arrays, one per held class.
+    """
+    rng = np.random.default_rng(seed)
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    holders: dict[int, list[int]] = {c: [] for c in range(num_classes)}
+    for client, classes in enumerate(class_sets):
+        for c in classes:
+            holders.setdefault(int(c), []).append(client)
+    parts: list[list[np.ndarray]] = [[] for _ in class_sets]
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if not holders[c]:
+            log.info("class %d has no holder; its %d samples stay unused", c, members.size)
+            continue
+        rng.shuffle(members)
+        for client, chunk in zip(
+            holders[c], np.array_split(members, len(holders[c])), strict=True
+        ):
+            parts[client].append(chunk)
+    return parts
+
+
+def split_train_test(
+    parts: list[list[np.ndarray]], test_fraction: float, seed: int
+) -> ClientSplit:
+    """Split each client's data into train and test, stratified by class part.
+
+    Parameters
+    ----------
+    parts : list of list of numpy.ndarray
+        Per-client index arrays (e.g. one per class).
+    test_fraction : float
+        Share of each part that goes to the client's test split, in (0, 1).
+    seed : int
+        Seed of the shuffles.
+
+    Returns
+    -------
+    ClientSplit
+        Train and test indices per client.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise PartitionError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for client_parts in parts:
+        tr, te = [], []
+        for part in client_parts:
+            shuffled = rng.permutation(part)
+            n_test = int(round(test_fraction * shuffled.size))
+            te.append(shuffled[:n_test])
+            tr.append(shuffled[n_test:])
+        train.append(np.sort(np.concatenate(tr)) if tr else np.zeros(0, np.int64))
+        test.append(np.sort(np.concatenate(te)) if te else np.zeros(0, np.int64))
+    return ClientSplit(train=train, test=test)
+
+
+def dirichlet_parts(
+    labels: np.ndarray, num_clients: int, alpha: float, seed: int
+) -> list[list[np.ndarray]]:
+    """Split each class among all clients with Dirichlet(alpha) proportions.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label of every pooled sample.
+    num_clients : int
+        Number of clients.
+    alpha : float
+        Concentration; small values give skewed label mixes.
+    seed : int
+        Seed.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        ``parts[j]`` lists client ``j``'s index arrays, one per class.
+    """
+    if alpha <= 0:
+        raise PartitionError(f"Dirichlet alpha must be positive, got {alpha}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        shares = rng.dirichlet(np.full(num_clients, alpha))
+        cuts = (np.cumsum(shares)[:-1] * members.size).astype(np.int64)
+        for client, chunk in enumerate(np.split(members, cuts)):
+            parts[client].append(chunk)
+    return parts
+
+
+def check_min_samples(split: ClientSplit, min_train: int = 1, min_test: int = 1) -> None:
+    """Raise if any client is left with too few samples.
+
+    Raises
+    ------
+    PartitionError
+        Naming the first client that falls short.
+    """
+    for j in range(split.num_clients):
+        if split.train[j].size < min_train or split.test[j].size < min_test:
+            raise PartitionError(
+                f"client {j} gets {split.train[j].size} train and {split.test[j].size} "
+                f"test samples (need at least {min_train} and {min_test}): too many "
+                "clients for this dataset and partition"
+            )

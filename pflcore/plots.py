@@ -1,0 +1,212 @@
+"""Figures from run folders: test accuracy against round, spread shaded.
+
+``python -m pflcore.plots FOLDER [FOLDER ...] --out figure.png`` finds every
+run below the folders (a run folder holds ``rounds.csv`` and
+``summary.json``), labels each run by the config keys that differ between
+runs, and draws one line per label: the mean over clients, shaded by the
+spread across clients (mean +- std), or, when a label has several seeds, the
+mean over seeds shaded by the spread across seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# One colour per method, the same in every figure.
+METHOD_COLOURS = {
+    "fedavg": "#1f77b4",
+    "fedper": "#d62728",
+    "local": "#7f7f7f",
+    "fedavg_ft": "#17becf",
+    "pfedhn": "#2ca02c",
+    "pfedhn_pc": "#98df8a",
+    "perfedavg_fo": "#9467bd",
+    "perfedavg_hf": "#c5b0d5",
+    "fedfomo": "#ff7f0e",
+}
+IGNORED_KEYS = {"seed", "timeout_s", "verbose", "dataset.root", "dataset.path"}
+
+
+class NoResultsError(FileNotFoundError):
+    """A folder holds no run results."""
+
+
+@dataclass
+class Run:
+    """One run folder's records."""
+
+    folder: Path
+    config: dict[str, Any]
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def find_runs(folders: list[str | Path]) -> list[Run]:
+    """Every run folder below ``folders`` that has recorded at least one round.
+
+    Raises
+    ------
+    NoResultsError
+        If none is found.
+    """
+    runs = []
+    for folder in folders:
+        for rounds_file in sorted(Path(folder).rglob("rounds.csv")):
+            run_dir = rounds_file.parent
+            summary_file = run_dir / "summary.json"
+            if not summary_file.is_file():
+                continue
+            rounds = pd.read_csv(rounds_file)
+            if rounds.empty:
+                continue
+            clients_file = run_dir / "clients.csv"
+            clients = pd.read_csv(clients_file) if clients_file.is_file() else pd.DataFrame()
+            config = json.loads(summary_file.read_text()).get("config", {})
+            runs.append(Run(run_dir, _flatten(config), rounds, clients))
+    if not runs:
+        raise NoResultsError(
+            f"no run results (rounds.csv with at least one round, and summary.json) "
+            f"under {', '.join(str(f) for f in folders)}"
+        )
+    return runs
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values differ between runs (seed excluded)."""
+    keys = sorted(set().union(*(r.config for r in runs)) - IGNORED_KEYS)
+    return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+
+
+def label_of(run: Run, keys: list[str]) -> str:
+    """A legend label from the run's values of ``keys``."""
+    if not keys:
+        return str(run.config.get("algorithm", run.folder.name))
+    parts = []
+    for key in keys:
+        value = run.config.get(key)
+        parts.append(str(value) if key == "algorithm" else f"{key.split('.')[-1]}={value}")
+    return ", ".join(parts)
+
+
+def client_band(run: Run) -> pd.DataFrame:
+    """Per evaluated round: mean and std of client accuracy."""
+    if not run.clients.empty:
+        grouped = run.clients.groupby("round")["accuracy"]
+        return pd.DataFrame({"mean": grouped.mean(), "spread": grouped.std(ddof=0)})
+    rows = run.rounds.dropna(subset=["test_acc_mean"]).set_index("round")
+    return pd.DataFrame({"mean": rows["test_acc_mean"], "spread": rows["test_acc_std"]})
+
+
+def title_of(runs: list[Run]) -> str:
+    """Dataset, partition and model shared by the runs."""
+    first = runs[0].config
+    parts = [str(first.get("dataset.name", "?"))]
+    ks = {r.config.get("dataset.classes_per_client") for r in runs}
+    if len(ks) == 1 and None not in ks:
+        parts.append(f"k={ks.pop()} classes/client")
+    parts.append(f"{first.get('num_clients', '?')} clients")
+    models = {r.config.get("model.name") for r in runs}
+    parts.append(", ".join(str(m) for m in sorted(models, key=str)))
+    return " | ".join(parts)
+
+
+def plot_runs(
+    folders: list[str | Path], out: str | Path, title: str | None = None
+) -> Path:
+    """Draw accuracy against round for every run below ``folders``.
+
+    Parameters
+    ----------
+    folders : list of path
+        Run or multirun folders.
+    out : path
+        PNG to write.
+    title : str, optional
+        Figure title (default: dataset, partition and model of the runs).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    runs = find_runs(folders)
+    keys = varying_keys(runs)
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(label_of(run, keys), []).append(run)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fallback = iter(plt.get_cmap("tab10").colors)
+    for label, members in groups.items():
+        algorithm = str(members[0].config.get("algorithm", ""))
+        only_algorithm = keys in ([], ["algorithm"])
+        colour = METHOD_COLOURS.get(algorithm) if only_algorithm else None
+        colour = colour or next(fallback)
+        bands = [client_band(r) for r in members]
+        if len(bands) == 1:
+            mean, spread = bands[0]["mean"], bands[0]["spread"]
+            suffix = ""
+        else:
+            table = pd.concat([b["mean"] for b in bands], axis=1)
+            mean, spread = table.mean(axis=1), table.std(axis=1, ddof=0)
+            suffix = f" ({len(bands)} seeds)"
+        ax.plot(mean.index, mean.to_numpy(), label=label + suffix, color=colour, lw=1.8)
+        ax.fill_between(
+            mean.index,
+            np.clip(mean - spread, 0, 1),
+            np.clip(mean + spread, 0, 1),
+            color=colour,
+            alpha=0.18,
+            lw=0,
+        )
+    ax.set_xlabel("round (global aggregations)")
+    ax.set_ylabel("test accuracy (fraction, mean over clients)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or title_of(runs), fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m pflcore.plots FOLDER ... --out PNG``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", help="run or multirun folders")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    try:
+        path = plot_runs(args.folders, args.out, args.title)
+    except NoResultsError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Per-round and per-client recording, written after every round.
+
+A run folder holds ``rounds.csv``, ``clients.csv``, ``partition.csv`` and
+``summary.json``. Every row is flushed as soon as its round ends, so a run
+that stops early keeps every round it finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROUND_FIELDS = (
+    "round",
+    "time_s",
+    "train_loss",
+    "test_acc_mean",
+    "test_acc_std",
+    "test_acc_min",
+    "test_acc_p10",
+    "test_acc_pooled",
+    "test_loss",
+    "bytes_sent",
+    "bytes_received",
+    "num_train_clients",
+    "num_eval_clients",
+)
+CLIENT_FIELDS = ("round", "partition_id", "accuracy", "loss", "correct", "num_samples")
+
+
+@dataclass
+class ClientEval:
+    """One client's evaluation in one round."""
+
+    partition_id: int
+    correct: int
+    loss_sum: float
+    num_samples: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction correct."""
+        return self.correct / self.num_samples if self.num_samples else 0.0
+
+
+def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:
+    """Across-client statistics of one round's evaluations.
+
+    Mean, std, min and 10th percentile are over clients, unweighted; pooled
+    accuracy is total correct over total samples; loss is sample-weighted.
+    """
+    acc = np.array([e.accuracy for e in evals], dtype=np.float64)
+    total = sum(e.num_samples for e in evals)
+    return {
+        "test_acc_mean": float(acc.mean()),
+        "test_acc_std": float(acc.std()),
+        "test_acc_min": float(acc.min()),
+        "test_acc_p10": float(np.percentile(acc, 10)),
+        "test_acc_pooled": sum(e.correct for e in evals) / total if total else 0.0,
+        "test_loss": sum(e.loss_sum for e in evals) / total if total else 0.0,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import flwr
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "flwr": flwr.__version__,
+        "numpy": np.__version__,
+    }
+
+
+class RunRecorder:
+    """Append-only recorder for one run folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run folder (Hydra's output directory).
+    config : dict
+        The resolved configuration, stored in ``summary.json``.
+    """
+
+    def __init__(self, out_dir: str | Path, config: dict[str, Any]) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.start = time.time()
+        self.rows: list[dict[str, Any]] = []
+        self._pending_train: dict[str, float] = {}
+        self._pending_eval: list[ClientEval] = []
+        self._bytes = [0, 0]
+        self._extra_summary: dict[str, Any] = {}
+        self._init_csv("rounds.csv", ROUND_FIELDS)
+        self._init_csv("clients.csv", CLIENT_FIELDS)
+        self.write_summary(status="running")
+
+    def _init_csv(self, name: str, fields: tuple[str, ...]) -> None:
+        with (self.out_dir / name).open("w", newline="") as handle:
+            csv.writer(handle).writerow(fields)
+
+    def _append(self, name: str, fields: tuple[str, ...], rows: list[dict]) -> None:
+        with (self.out_dir / name).open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writerows(rows)
+
+    def write_partition(self, counts: np.ndarray) -> None:
+        """Store per-client class counts, shape ``(clients, 2, classes)``."""
+        classes = counts.shape[2]
+        with (self.out_dir / "partition.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["partition_id", "split", *[f"c{c}" for c in range(classes)]])
+            for j in range(counts.shape[0]):
+                for s, split in enumerate(("train", "test")):
+                    writer.writerow([j, split, *counts[j, s].tolist()])
+
+    def add_bytes(self, sent: int = 0, received: int = 0) -> None:
+        """Count serialized array bytes sent to and received from clients."""
+        self._bytes[0] += sent
+        self._bytes[1] += received
+
+    def log_train(self, train_loss: float, num_clients: int) -> None:
+        """Remember this round's aggregated training loss."""
+        self._pending_train = {"train_loss": train_loss, "num_train_clients": num_clients}
+
+    def log_eval(self, evals: list[ClientEval]) -> None:
+        """Remember this round's per-client evaluations."""
+        self._pending_eval = list(evals)
+
+    def set_summary(self, **values: Any) -> None:
+        """Add algorithm-specific entries to ``summary.json``."""
+        self._extra_summary.update(values)
+
+    def end_round(self, server_round: int) -> dict[str, Any]:
+        """Write this round's rows and the summary; return the round row."""
+        row: dict[str, Any] = {
+            "round": server_round,
+            "time_s": round(time.time() - self.start, 3),
+            "bytes_sent": self._bytes[0],
+            "bytes_received": self._bytes[1],
+            "train_loss": float("nan"),
+            "num_train_clients": 0,
+            "num_eval_clients": len(self._pending_eval),
+        }
+        row.update(self._pending_train)
+        if self._pending_eval:
+            row.update(summarize_clients(self._pending_eval))
+            self._append(
+                "clients.csv",
+                CLIENT_FIELDS,
+                [
+                    {
+                        "round": server_round,
+                        "partition_id": e.partition_id,
+                        "accuracy": e.accuracy,
+                        "loss": e.loss_sum / e.num_samples if e.num_samples else 0.0,
+                        "correct": e.correct,
+                        "num_samples": e.num_samples,
+                    }
+                    for e in sorted(self._pending_eval, key=lambda e: e.partition_id)
+                ],
+            )
+        self._append("rounds.csv", ROUND_FIELDS, [row])
+        self.rows.append(row)
+        self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
+        self.write_summary(status="running")
+        return row
+
+    def write_summary(self, status: str, error: str | None = None) -> None:
+        """Rewrite ``summary.json`` (atomically) with final and best figures."""
+        evaluated = [r for r in self.rows if "test_acc_mean" in r]
+        summary: dict[str, Any] = {
+            "status": status,
+            "rounds_completed": len(self.rows),
+            "wall_time_s": round(time.time() - self.start, 3),
+            "seed": self.config.get("seed"),
+            "versions": _versions(),
+        }
+        if evaluated:
+            last = evaluated[-1]
+            best = max(evaluated, key=lambda r: r["test_acc_mean"])
+            summary["final"] = {k: last[k] for k in last if k.startswith("test_")}
+            summary["final"]["round"] = last["round"]
+            summary["best_test_acc_mean"] = {
+                "round": best["round"],
+                "value": best["test_acc_mean"],
+                "note": "diagnostic only: selected on test data",
+            }
+        if error:
+            summary["error"] = error
+        summary.update(self._extra_summary)
+        summary["config"] = self.config
+        tmp = self.out_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(self.out_dir / "summary.json")

@@ -1,0 +1,206 @@
+"""From a resolved config to Flower's Ray simulation, and client identity.
+
+Node ids are random, so the server first asks every node for its
+``partition-id`` (a ``query`` round) and from then on addresses clients by
+partition-id, sampling them with a seeded generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+log = logging.getLogger(__name__)
+
+PARTITION_KEY = "partition-id"
+
+
+class ClientFailure(RuntimeError):
+    """A client replied with an error or did not reply."""
+
+
+def partition_id(context: Context) -> int:
+    """Return the partition-id Flower assigned to this node."""
+    return int(context.node_config[PARTITION_KEY])
+
+
+def client_device(num_gpus: float) -> torch.device:
+    """The device a client trains on: CUDA when the config gives it a GPU share.
+
+    Ray also hides GPUs from actors started with ``num_gpus=0``; deciding from
+    the config keeps that true whatever Ray's default becomes.
+    """
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def quiet_logging(verbose: bool) -> None:
+    """Keep Flower's per-round INFO lines out of the terminal unless asked."""
+    level = logging.INFO if verbose else logging.WARNING
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.setLevel(level)
+    flwr_logger.propagate = False  # it has its own console handler
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived deterministically from integers."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def add_partition_query(app: ClientApp) -> None:
+    """Register the ``query`` handler that tells the server this node's partition-id."""
+
+    @app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        content = RecordDict({"identity": ConfigRecord({PARTITION_KEY: partition_id(context)})})
+        return Message(content=content, reply_to=msg)
+
+
+def discover_partitions(
+    grid: Grid, num_nodes: int, timeout: float = 600.0
+) -> dict[int, int]:
+    """Map partition-id to node id by querying every node once.
+
+    Parameters
+    ----------
+    grid : Grid
+        The server's grid.
+    num_nodes : int
+        Number of nodes expected to register.
+    timeout : float
+        Seconds to wait for all nodes.
+
+    Returns
+    -------
+    dict
+        ``{partition_id: node_id}``.
+    """
+    deadline = time.time() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < num_nodes:
+        if time.time() > deadline:
+            raise ClientFailure(f"only {len(node_ids)} of {num_nodes} nodes registered")
+        time.sleep(0.05)
+    messages = [
+        Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
+        for node in node_ids
+    ]
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            raise ClientFailure(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+        pid = int(reply.content.config_records["identity"][PARTITION_KEY])  # type: ignore[arg-type]
+        mapping[pid] = reply.metadata.src_node_id
+    if sorted(mapping) != list(range(num_nodes)):
+        raise ClientFailure(f"expected partition-ids 0..{num_nodes - 1}, got {sorted(mapping)}")
+    return mapping
+
+
+class ClientSampler:
+    """Seeded sampling of partition-ids: one seed reproduces one run.
+
+    Parameters
+    ----------
+    num_clients : int
+        Population size.
+    seed : int
+        Run seed.
+    """
+
+    def __init__(self, num_clients: int, seed: int) -> None:
+        self.num_clients = num_clients
+        self.seed = seed
+
+    def sample(self, server_round: int, count: int) -> list[int]:
+        """Draw ``count`` distinct partition-ids for ``server_round`` (sorted)."""
+        if count >= self.num_clients:
+            return list(range(self.num_clients))
+        rng = np.random.default_rng([self.seed, server_round])
+        return sorted(rng.choice(self.num_clients, size=count, replace=False).tolist())
+
+
+def build_server_app(
+    main_loop: Callable[[Grid, dict[int, int]], None], num_clients: int
+) -> ServerApp:
+    """A ServerApp that learns the partition map, then runs ``main_loop``.
+
+    Parameters
+    ----------
+    main_loop : callable
+        ``main_loop(grid, partition_to_node)``: the algorithm's rounds.
+    num_clients : int
+        Number of SuperNodes to wait for.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        main_loop(grid, discover_partitions(grid, num_clients))
+
+    return app
+
+
+def run_federation(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_clients: int,
+    client_resources: dict[str, Any],
+    verbose: bool = False,
+) -> None:
+    """Run the apps on Flower's Ray simulation engine.
+
+    Parameters
+    ----------
+    server_app, client_app : ServerApp, ClientApp
+        The apps.
+    num_clients : int
+        Number of virtual SuperNodes (one per partition).
+    client_resources : dict
+        ``num_cpus`` and ``num_gpus`` per client; a GPU fraction below 1 packs
+        several clients on one GPU.
+    verbose : bool
+        Keep Flower's INFO logging.
+    """
+    from flwr.simulation import run_simulation
+
+    resources = {
+        "num_cpus": float(client_resources.get("num_cpus", 1)),
+        "num_gpus": float(client_resources.get("num_gpus", 0.0)),
+    }
+    if resources["num_gpus"] > 0 and not torch.cuda.is_available():
+        raise ValueError(
+            f"client_resources.num_gpus={resources['num_gpus']} but no CUDA device is "
+            "visible; set client_resources.num_gpus=0"
+        )
+    quiet_logging(verbose)
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=num_clients,
+        backend_name="ray",
+        backend_config={
+            "client_resources": resources,
+            "init_args": {"logging_level": "WARNING", "log_to_driver": True},
+        },
+        verbose_logging=verbose,
+    )
+
+
+def array_bytes(record: ArrayRecord) -> int:
+    """Serialized size of an ArrayRecord's arrays."""
+    return int(record.count_bytes())

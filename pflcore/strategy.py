@@ -1,0 +1,246 @@
+"""A FedAvg that addresses clients by partition-id and records every round.
+
+Algorithm packages subclass :class:`PartitionFedAvg`; it adds to Flower's
+``FedAvg`` what all of them need: seeded sampling of partition-ids, strict
+checking of replies, dtype-preserving weighted averaging, evaluation every
+``eval_every`` rounds on every client, and one ``rounds.csv`` row per round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from pflcore.results import ClientEval, RunRecorder
+from pflcore.simulation import PARTITION_KEY, ClientFailure, ClientSampler
+
+log = logging.getLogger(__name__)
+
+WEIGHT_KEY = "num-examples"
+
+
+def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
+    """Weighted mean of ArrayRecords with identical keys.
+
+    Floating arrays keep their dtype; integer arrays (e.g. BatchNorm's
+    ``num_batches_tracked``) are averaged in float64 and rounded back.
+
+    Parameters
+    ----------
+    records : list of ArrayRecord
+        One record per client, all with the same keys.
+    weights : list of float
+        Non-negative weights, not all zero; normalised here.
+
+    Returns
+    -------
+    ArrayRecord
+        The weighted mean.
+    """
+    if not records:
+        raise ValueError("nothing to average")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"weights must have a positive sum, got {weights}")
+    keys = list(records[0].keys())
+    for record in records[1:]:
+        if list(record.keys()) != keys:
+            raise ValueError("replies carry different array keys")
+    out = ArrayRecord()
+    for key in keys:
+        acc = np.zeros(records[0][key].shape, dtype=np.float64)
+        for record, weight in zip(records, weights, strict=True):
+            acc += record[key].numpy().astype(np.float64) * (weight / total)
+        dtype = records[0][key].numpy().dtype
+        if np.issubdtype(dtype, np.integer):
+            acc = np.rint(acc)
+        out[key] = Array(np.ascontiguousarray(acc.astype(dtype)))
+    return out
+
+
+class PartitionFedAvg(FedAvg):
+    """FedAvg over partition-ids with seeded sampling and per-round records.
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        Where rounds and per-client evaluations are written.
+    num_clients : int
+        Number of partitions (= SuperNodes).
+    clients_per_round : int
+        Clients sampled for training each round.
+    num_rounds : int
+        Total rounds (the last one is always evaluated).
+    eval_every : int
+        Evaluate all clients every this many rounds; 0 evaluates only the last.
+    seed : int
+        Seed of the client sampler.
+    """
+
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        *,
+        num_clients: int,
+        clients_per_round: int,
+        num_rounds: int,
+        eval_every: int,
+        seed: int,
+    ) -> None:
+        super().__init__(
+            min_train_nodes=clients_per_round,
+            min_evaluate_nodes=num_clients,
+            min_available_nodes=num_clients,
+            weighted_by_key=WEIGHT_KEY,
+        )
+        self.recorder = recorder
+        self.num_clients = num_clients
+        self.clients_per_round = clients_per_round
+        self.num_rounds = num_rounds
+        self.eval_every = eval_every
+        self.sampler = ClientSampler(num_clients, seed)
+        self.node_of: dict[int, int] = {}
+        self._round_start = time.time()
+
+    # -- identity -------------------------------------------------------------
+
+    def bind_partitions(self, partition_to_node: dict[int, int]) -> None:
+        """Learn which node holds which partition (from the query round)."""
+        self.node_of = dict(partition_to_node)
+
+    def _messages(
+        self, content: RecordDict, partitions: list[int], message_type: str
+    ) -> list[Message]:
+        return [
+            Message(content, dst_node_id=self.node_of[p], message_type=message_type)
+            for p in partitions
+        ]
+
+    def check_replies(
+        self, replies: Iterable[Message], expected: int, stage: str, server_round: int
+    ) -> list[RecordDict]:
+        """Return reply contents, raising on any error or missing reply."""
+        replies = list(replies)
+        pid_of = {node: pid for pid, node in self.node_of.items()}
+        for reply in replies:
+            if reply.has_error():
+                pid = pid_of.get(reply.metadata.src_node_id, "?")
+                raise ClientFailure(
+                    f"client {pid} failed in {stage} of round {server_round}: "
+                    f"{reply.error.reason}"
+                )
+        if len(replies) != expected:
+            raise ClientFailure(
+                f"{stage} of round {server_round}: {len(replies)} of {expected} "
+                "clients replied before the timeout"
+            )
+        return [reply.content for reply in replies]
+
+    # -- training -------------------------------------------------------------
+
+    def train_partitions(self, server_round: int) -> list[int]:
+        """Partition-ids that train in ``server_round``."""
+        return self.sampler.sample(server_round, self.clients_per_round)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the global arrays to the seeded sample of partitions."""
+        self._round_start = time.time()
+        partitions = self.train_partitions(server_round)
+        config["server-round"] = server_round
+        content = RecordDict({"arrays": arrays, "config": config})
+        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
+        self._expected = len(partitions)
+        return self._messages(content, partitions, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Sample-weighted mean of the returned arrays and training loss."""
+        contents = self.check_replies(replies, self._expected, "training", server_round)
+        arrays = [next(iter(c.array_records.values())) for c in contents]
+        metrics = [next(iter(c.metric_records.values())) for c in contents]
+        weights = [float(m[WEIGHT_KEY]) for m in metrics]  # type: ignore[arg-type]
+        self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
+        loss = sum(float(m["train-loss"]) * w for m, w in zip(metrics, weights, strict=True))  # type: ignore[arg-type]
+        self.recorder.log_train(loss / sum(weights), len(contents))
+        aggregated = weighted_average(arrays, weights) if len(arrays[0]) else ArrayRecord()
+        return aggregated, MetricRecord({"train-loss": loss / sum(weights)})
+
+    # -- evaluation -----------------------------------------------------------
+
+    def is_eval_round(self, server_round: int) -> bool:
+        """Whether every client is evaluated after ``server_round``."""
+        if server_round == self.num_rounds:
+            return True
+        return self.eval_every > 0 and server_round % self.eval_every == 0
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Evaluate every client on its own test split, on evaluation rounds."""
+        if not self.is_eval_round(server_round):
+            return []
+        config["server-round"] = server_round
+        content = RecordDict({"arrays": arrays, "config": config})
+        self.recorder.add_bytes(sent=arrays.count_bytes() * self.num_clients)
+        return self._messages(content, list(range(self.num_clients)), MessageType.EVALUATE)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record per-client counts; return the across-client summary."""
+        if not self.is_eval_round(server_round):
+            return None
+        contents = self.check_replies(replies, self.num_clients, "evaluation", server_round)
+        evals = []
+        for content in contents:
+            m = next(iter(content.metric_records.values()))
+            evals.append(
+                ClientEval(
+                    partition_id=int(m[PARTITION_KEY]),  # type: ignore[arg-type]
+                    correct=int(m["correct"]),  # type: ignore[arg-type]
+                    loss_sum=float(m["loss-sum"]),  # type: ignore[arg-type]
+                    num_samples=int(m[WEIGHT_KEY]),  # type: ignore[arg-type]
+                )
+            )
+        self.recorder.log_eval(evals)
+        acc = [e.accuracy for e in evals]
+        return MetricRecord({"accuracy-mean": float(np.mean(acc))})
+
+    # -- end of round ---------------------------------------------------------
+
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Write this round's row; passed to ``Strategy.start`` as ``evaluate_fn``.
+
+        ``Strategy.start`` calls it once before the first round (round 0), and
+        after each round once training and evaluation are done.
+        """
+        if server_round == 0:
+            return None
+        row = self.recorder.end_round(server_round)
+        elapsed = row["time_s"]
+        eta = elapsed / server_round * (self.num_rounds - server_round)
+        acc = row.get("test_acc_mean")
+        acc_text = f"acc {acc:.4f}" if acc is not None else "acc  --   "
+        print(
+            f"[round {server_round:>4}/{self.num_rounds}] {acc_text} "
+            f"loss {row['train_loss']:.4f}  elapsed {elapsed:7.1f}s  eta {eta:7.1f}s",
+            flush=True,
+        )
+        return None

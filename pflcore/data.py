@@ -166,7 +166,7 @@ def _read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says {shape}, file holds {data.size} bytes")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # frombuffer views read-only bytes
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -364,7 +364,7 @@ class BatchTransform:
         torch.Tensor
             ``float32`` batch on the same device.
         """
-        out = x.to(torch.float32).div_(255.0)
+        out = x.to(torch.float32) / 255.0  # never modifies the caller's tensor
         if train and self.crop_padding > 0:
             out = random_crop(out, self.crop_padding, generator)
         if train and self.flip:

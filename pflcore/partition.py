@@ -71,7 +71,8 @@ def assign_class_sets(
         Seed of the draw (``random`` mode).
     mode : str
         ``random``: k classes drawn uniformly without replacement per client.
-        ``balanced``: client j gets ``{(j * (C // N) + r) mod C : r < k}``.
+        ``balanced``: client j gets ``{(j * s + r) mod C : r < k}`` with
+        stride ``s = max(C // N, 1)``.
 
     Returns
     -------

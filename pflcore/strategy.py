@@ -68,7 +68,7 @@ def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayR
         dtype = records[0][key].numpy().dtype
         if np.issubdtype(dtype, np.integer):
             acc = np.rint(acc)
-        out[key] = Array(np.ascontiguousarray(acc.astype(dtype)))
+        out[key] = Array(np.asarray(acc.astype(dtype)))  # keeps 0-d shapes
     return out
 
 

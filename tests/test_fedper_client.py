@@ -1,0 +1,112 @@
+"""FedPer's ClientApp called directly: personal layers persist, only the base leaves."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from hydra import compose, initialize_config_dir
+
+from fedper.client import STATE_KEY, get_runtime, initial_model, make_client_app
+from fedper.models import personal_keys
+from pflcore.config import to_plain
+from pflcore.data import BatchTransform
+from pflcore.training import evaluate
+from tests.fakedata import write_cifar10
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("data")
+    write_cifar10(root, per_batch=40, test=40)
+    overrides = [
+        f"dataset.root={root}",
+        "num_clients=3",
+        "local_epochs=1",
+        "batch_size=16",
+        "model.num_head_layers=2",
+        "lr=0.05",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return to_plain(compose("fedper", overrides=overrides))
+
+
+def message(kind: str, arrays: ArrayRecord, server_round: int) -> Message:
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Message(content, dst_node_id=1, message_type=kind)
+
+
+def context(pid: int) -> Context:
+    return Context(run_id=1, node_id=1, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
+
+
+def base_of(config: dict) -> tuple[ArrayRecord, list[str]]:
+    model = initial_model(config, 10, 3)
+    personal = personal_keys(model, "fedper", 2, "aggregate")
+    base = {k: v for k, v in model.state_dict().items() if k not in personal}
+    return ArrayRecord(base), personal
+
+
+def test_personal_layers_survive_across_rounds_and_never_leave(config):
+    app = make_client_app(config)
+    base, personal = base_of(config)
+    ctx = context(pid=1)
+    first = app(message(MessageType.TRAIN, base, 1), ctx)
+    sent = list(first.content.array_records["arrays"].keys())
+    assert sent == list(base.keys())
+    assert not set(sent) & set(personal)
+    head_after_round_1 = ctx.state.array_records[STATE_KEY].to_torch_state_dict()
+    assert list(head_after_round_1) == personal
+    initial_head = initial_model(config, 10, 3).state_dict()
+    assert any(not torch.equal(head_after_round_1[k], initial_head[k]) for k in personal)
+
+    # Round 2 with lr = 0: parameters cannot move, so the head the client ends
+    # with is the head it started from, which must be the stored one.
+    frozen = dict(config, lr=0.0, momentum=0.0)
+    app_frozen = make_client_app(frozen)
+    app_frozen(message(MessageType.TRAIN, base, 2), ctx)
+    head_after_round_2 = ctx.state.array_records[STATE_KEY].to_torch_state_dict()
+    for key in personal:
+        if key.endswith(("weight", "bias")):
+            torch.testing.assert_close(head_after_round_2[key], head_after_round_1[key], rtol=0, atol=0)
+
+
+def test_evaluation_uses_received_base_and_stored_head(config):
+    app = make_client_app(config)
+    base, personal = base_of(config)
+    ctx = context(pid=2)
+    app(message(MessageType.TRAIN, base, 1), ctx)
+    reply = app(message(MessageType.EVALUATE, base, 1), ctx)
+    metrics = reply.content.metric_records["metrics"]
+
+    # Independent composition: a fresh network with the base and the stored head.
+    model = initial_model(config, 10, 3)
+    weights = base.to_torch_state_dict()
+    weights.update(ctx.state.array_records[STATE_KEY].to_torch_state_dict())
+    model.load_state_dict(weights)
+    runtime = get_runtime(config)
+    _, _, x_test, y_test = runtime.data.client(2)
+    mean, std = runtime.data.data.channel_stats()
+    stats = evaluate(model, x_test, y_test, BatchTransform(mean, std, 32), batch_size=7, device=torch.device("cpu"))
+    assert metrics["partition-id"] == 2
+    assert metrics["num-examples"] == x_test.shape[0] == stats.num_samples
+    assert metrics["correct"] == stats.correct
+    assert metrics["loss-sum"] == pytest.approx(stats.loss_sum, rel=1e-4)
+
+
+def test_query_reports_partition_id(config):
+    app = make_client_app(config)
+    reply = app(Message(RecordDict(), dst_node_id=1, message_type=MessageType.QUERY), context(pid=2))
+    assert reply.content.config_records["identity"]["partition-id"] == 2
+
+
+def test_training_is_reproducible_for_one_seed(config):
+    app = make_client_app(config)
+    base, _ = base_of(config)
+    outs = [app(message(MessageType.TRAIN, base, 3), context(pid=0)) for _ in range(2)]
+    a, b = (o.content.array_records["arrays"] for o in outs)
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())

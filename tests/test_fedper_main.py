@@ -1,0 +1,146 @@
+"""``python -m fedper.main`` end to end through the real Ray simulation."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.fakedata import write_cifar10
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["num_clients=4", "num_rounds=2", "local_epochs=1", "batch_size=16", "eval_batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root, per_batch=40, test=40)
+    return root
+
+
+def run_main(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "fedper.main", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    summary = json.loads((folder / "summary.json").read_text())
+    return pd.read_csv(folder / "rounds.csv"), pd.read_csv(folder / "clients.csv"), summary
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for algorithm in ("fedavg", "fedper", "local"):
+        folder = tmp_path_factory.mktemp(algorithm)
+        result = run_main(
+            f"algorithm={algorithm}", f"dataset.root={data_root}", f"hydra.run.dir={folder}", *SMALL, cwd=folder
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        out[algorithm] = folder
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedper", "local"])
+def test_each_algorithm_records_every_round_and_client(runs, algorithm):
+    rounds, clients, summary = read_run(runs[algorithm])
+    assert rounds["round"].tolist() == [1, 2]
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 2
+    assert sorted(clients["partition_id"].unique()) == [0, 1, 2, 3]
+    assert len(clients) == 2 * 4
+    # The recorded mean is the mean of the per-client accuracies, pooled is total/total.
+    last = clients[clients["round"] == 2]
+    assert rounds["test_acc_mean"].iloc[-1] == pytest.approx(last["accuracy"].mean())
+    assert rounds["test_acc_pooled"].iloc[-1] == pytest.approx(last["correct"].sum() / last["num_samples"].sum())
+    partition = pd.read_csv(runs[algorithm] / "partition.csv")
+    class_columns = [c for c in partition.columns if c.startswith("c")]
+    assert ((partition[class_columns] > 0).sum(axis=1) <= 4).all()
+
+
+def test_bytes_on_the_wire_follow_what_is_shared(runs):
+    sent = {a: read_run(runs[a])[0]["bytes_sent"].sum() for a in runs}
+    received = {a: read_run(runs[a])[0]["bytes_received"].sum() for a in runs}
+    assert sent["local"] == 0 and received["local"] == 0
+    assert 0 < sent["fedper"] < sent["fedavg"]
+    assert 0 < received["fedper"] < received["fedavg"]
+    summary = read_run(runs["fedper"])[2]
+    assert summary["num_personal_tensors"] > 0
+
+
+def test_same_seed_same_partition_and_results(runs, data_root, tmp_path):
+    result = run_main("algorithm=fedper", f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again, first = pd.read_csv(tmp_path / "partition.csv"), pd.read_csv(runs["fedper"] / "partition.csv")
+    pd.testing.assert_frame_equal(again, first)
+    assert read_run(tmp_path)[0]["train_loss"].tolist() == pytest.approx(
+        read_run(runs["fedper"])[0]["train_loss"].tolist(), rel=1e-4
+    )
+
+
+def test_multirun_sweeps_two_points(data_root, tmp_path):
+    result = run_main(
+        "--multirun",
+        "algorithm=fedavg,fedper",
+        f"dataset.root={data_root}",
+        f"hydra.sweep.dir={tmp_path}",
+        "num_rounds=1",
+        *SMALL[:1],
+        *SMALL[2:],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert len(summaries) == 2
+    algorithms = {json.loads(p.read_text())["config"]["algorithm"] for p in summaries}
+    assert algorithms == {"fedavg", "fedper"}
+    plot = subprocess.run(
+        [sys.executable, "-m", "pflcore.plots", str(tmp_path), "--out", str(tmp_path / "fig.png")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["num_roundz=3"], "num_roundz"),
+        (["dataset=imagenet"], "dataset/imagenet"),
+        (["dataset.name=imagenet"], "unknown dataset 'imagenet'"),
+        (["dataset.classes_per_client=11"], "k=11 must lie in 1..10"),
+        (["num_clients=500"], "too many clients"),
+        (["clients_per_round=9"], "clients_per_round must lie in 1..num_clients=4"),
+        (["model.num_head_layers=7"], "num_head_layers (K_P) must lie in 1..4"),
+        (["dataset.root=/nonexistent/place"], "/nonexistent/place/cifar-10-batches-py"),
+    ],
+)
+def test_bad_input_stops_before_ray_with_a_clear_message(data_root, tmp_path, overrides, expected):
+    base = [f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL]
+    result = run_main(*base, *overrides, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert expected in output, output[-2000:]
+    assert "ActorPool" not in output and "Traceback" not in output
+    assert not (tmp_path / "rounds.csv").exists()
+
+
+def test_a_failing_client_is_reported_and_recorded(data_root, tmp_path):
+    # A huge learning rate makes the loss non-finite; the client raises.
+    result = run_main("lr=1e12", "momentum=0", f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "client" in result.stderr and "failed" in result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss" in summary["error"]

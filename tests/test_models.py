@@ -1,0 +1,99 @@
+"""FedPer's networks: the split computes the same function, K_P counts units."""
+
+import pytest
+import torch
+
+from fedper.models import MobileNetV1, ResNet34, build_model, keys_of, personal_keys, split_model
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> MobileNetV1:
+    torch.manual_seed(0)
+    return MobileNetV1(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet() -> ResNet34:
+    torch.manual_seed(0)
+    return ResNet34(num_classes=10).eval()
+
+
+def test_parameter_counts_match_the_published_networks(mobilenet, resnet):
+    # MobileNet-v1 (1.0, 1000 classes) has 4.23 M parameters, of which 1,025,000 in
+    # the classifier; with 10 classes: 4,231,976 - 1,025,000 + 10,250.
+    assert sum(p.numel() for p in mobilenet.parameters()) == 4_231_976 - 1_025_000 + 10_250
+    # ResNet-34 has 21,797,672 parameters with 1000 classes (fc 513,000).
+    assert sum(p.numel() for p in resnet.parameters()) == 21_797_672 - 513_000 + 5_130
+    assert len(mobilenet.units()) == 13 + 2 and len(resnet.units()) == 16 + 2
+
+
+def test_paper_block_count_variant_has_eleven_blocks():
+    model = MobileNetV1(num_classes=10, num_blocks=11)
+    assert len(model.blocks) == 11
+    # Its last four units equal the standard network's: K_P <= 4 is unaffected.
+    standard = MobileNetV1(num_classes=10)
+    for a, b in zip(model.units()[-4:], standard.units()[-4:], strict=True):
+        assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "resnet"])
+@pytest.mark.parametrize("head_units", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("size", [32, 64])
+def test_split_forward_equals_unsplit_forward(request, name, head_units, size):
+    model = request.getfixturevalue(name)
+    base, head = split_model(model, head_units)
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(head(base(x)), model(x), rtol=0, atol=0)
+
+
+def test_personal_keys_count_units_from_the_output(mobilenet, resnet):
+    assert personal_keys(mobilenet, "fedper", 1, "aggregate") == [
+        "classifier.2.weight",
+        "classifier.2.bias",
+    ]
+    k2 = personal_keys(mobilenet, "fedper", 2, "aggregate")
+    assert {k.split(".")[1] for k in k2 if k.startswith("blocks.")} == {"12"}
+    k4 = personal_keys(mobilenet, "fedper", 4, "aggregate")
+    assert {k.split(".")[1] for k in k4 if k.startswith("blocks.")} == {"10", "11", "12"}
+    assert personal_keys(resnet, "fedper", 1, "aggregate") == ["net.fc.weight", "net.fc.bias"]
+    r2 = personal_keys(resnet, "fedper", 2, "aggregate")
+    assert set(r2) - {"net.fc.weight", "net.fc.bias"} == {
+        k for k in resnet.state_dict() if k.startswith("net.layer4.2.")
+    }
+    r4 = personal_keys(resnet, "fedper", 4, "aggregate")
+    assert {k for k in r4 if k != "net.fc.weight" and k != "net.fc.bias"} == {
+        k for k in resnet.state_dict() if k.startswith("net.layer4.")
+    }
+
+
+def test_fedavg_shares_everything_and_local_nothing(mobilenet):
+    assert personal_keys(mobilenet, "fedavg", 2, "aggregate") == []
+    assert personal_keys(mobilenet, "local", 2, "aggregate") == list(mobilenet.state_dict())
+
+
+def test_local_base_buffers_keeps_batchnorm_statistics_personal(mobilenet):
+    keys = set(personal_keys(mobilenet, "fedper", 1, "local"))
+    buffers = {k for k in mobilenet.state_dict() if "running_" in k or "num_batches" in k}
+    assert buffers <= keys
+    assert not any(k.endswith(".weight") and k.startswith("blocks.0") for k in keys)
+
+
+def test_keys_of_matches_module_prefix(mobilenet):
+    assert keys_of(mobilenet, mobilenet.classifier) == ["classifier.2.weight", "classifier.2.bias"]
+
+
+def test_bad_settings_are_rejected(mobilenet):
+    with pytest.raises(ValueError, match="num_head_layers"):
+        split_model(mobilenet, 15)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("vgg", 10, 3)
+    with pytest.raises(ValueError, match="13"):
+        MobileNetV1(10, num_blocks=12)
+
+
+def test_grayscale_input_is_supported():
+    for name in ("mobilenet_v1", "resnet34"):
+        model = build_model(name, 10, 1).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)

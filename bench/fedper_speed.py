@@ -56,13 +56,11 @@ from omegaconf import DictConfig
 from fedper.client import (
     ClientRuntime,
     get_runtime,
-    initial_model,
     local_train,
     make_client_app,
 )
 from fedper.dataset import FederatedData
-from fedper.main import PREPARATION_ERRORS, prepare
-from fedper.models import personal_keys
+from fedper.main import PREPARATION_ERRORS, initial_arrays, prepare
 from fedper.strategy import FedPer
 from pflcore.experiment import guarded
 from pflcore.results import RunRecorder
@@ -298,20 +296,11 @@ def fedper_run(
     config: dict[str, Any], fed: FederatedData, with_eval: bool, work: Path
 ) -> SimRun:
     """FedPer's own ClientApp and strategy, as ``fedper.main`` builds them."""
-    model = initial_model(config, fed.data.num_classes, fed.data.channels)
-    personal = set(
-        personal_keys(
-            model,
-            config["algorithm"],
-            config["model"]["num_head_layers"],
-            config["model"]["base_buffers"],
-        )
-    )
-    base = {k: v for k, v in model.state_dict().items() if k not in personal}
+    base, _ = initial_arrays(config, fed)
     out = work / "fedper"
     strategy = TimedFedPer(
         RunRecorder(out, config),
-        base_keys=list(base),
+        base_keys=list(base.keys()),
         num_clients=config["num_clients"],
         clients_per_round=config["clients_per_round"],
         num_rounds=config["num_rounds"],
@@ -321,9 +310,7 @@ def fedper_run(
         with_eval=with_eval,
     )
     label = f"FedPer simulation, {config['num_clients']} clients"
-    return run_timed(
-        label, strategy, ArrayRecord(base), make_client_app(config), config
-    )
+    return run_timed(label, strategy, base, make_client_app(config), config)
 
 
 @dataclass

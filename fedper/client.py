@@ -31,7 +31,9 @@ from pflcore.training import EvalStats, evaluate, make_sgd, train_epochs
 STATE_KEY = "personal"
 
 
-def initial_model(config: dict[str, Any], num_classes: int, channels: int) -> MobileNetV1 | ResNet34:
+def initial_model(
+    config: dict[str, Any], num_classes: int, channels: int
+) -> MobileNetV1 | ResNet34:
     """The run's initial network: identical in every process for one seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
@@ -90,7 +92,9 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
         crop_padding=dataset["crop_padding"],
         flip=dataset["flip"],
     )
-    return ClientRuntime(fed, model.to(device), initial, personal, base, transform, device)
+    return ClientRuntime(
+        fed, model.to(device), initial, personal, base, transform, device
+    )
 
 
 @lru_cache(maxsize=2)
@@ -109,9 +113,14 @@ def local_train(
     """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
     x, y, _, _ = runtime.data.client(pid)
     optimizer = make_sgd(
-        runtime.model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
+        runtime.model.parameters(),
+        config["lr"],
+        config["momentum"],
+        config["weight_decay"],
     )
-    generator = torch.Generator().manual_seed(derive_seed(config["seed"], pid, server_round))
+    generator = torch.Generator().manual_seed(
+        derive_seed(config["seed"], pid, server_round)
+    )
     stats = train_epochs(
         runtime.model,
         x,
@@ -126,7 +135,9 @@ def local_train(
     return stats.loss, int(x.shape[0])
 
 
-def local_evaluate(runtime: ClientRuntime, config: dict[str, Any], pid: int) -> EvalStats:
+def local_evaluate(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int
+) -> EvalStats:
     """Evaluate the loaded model on client ``pid``'s test split."""
     _, _, x, y = runtime.data.client(pid)
     return evaluate(
@@ -157,7 +168,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         loss, n = local_train(runtime, config, pid, server_round)
         if runtime.personal:
             context.state[STATE_KEY] = runtime.part(runtime.personal)
-        metrics = MetricRecord({"num-examples": n, "train-loss": loss, PARTITION_KEY: pid})
+        metrics = MetricRecord(
+            {"num-examples": n, "train-loss": loss, PARTITION_KEY: pid}
+        )
         content = RecordDict({"arrays": runtime.part(runtime.base), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 

@@ -34,9 +34,14 @@ class FederatedData:
     y: torch.Tensor
     split: ClientSplit
 
-    def client(self, pid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def client(
+        self, pid: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Client ``pid``'s (x_train, y_train, x_test, y_test)."""
-        tr, te = torch.from_numpy(self.split.train[pid]), torch.from_numpy(self.split.test[pid])
+        tr, te = (
+            torch.from_numpy(self.split.train[pid]),
+            torch.from_numpy(self.split.test[pid]),
+        )
         return self.x[tr], self.y[tr], self.x[te], self.y[te]
 
     def class_counts(self) -> np.ndarray:
@@ -70,7 +75,9 @@ def partition_k_classes(
     return split
 
 
-def build_federated_data(dataset: dict[str, Any], num_clients: int, seed: int) -> FederatedData:
+def build_federated_data(
+    dataset: dict[str, Any], num_clients: int, seed: int
+) -> FederatedData:
     """Load the configured dataset and partition it.
 
     Parameters
@@ -85,7 +92,11 @@ def build_federated_data(dataset: dict[str, Any], num_clients: int, seed: int) -
         Partition seed.
     """
     data = load_dataset(
-        dataset["name"], dataset["root"], dataset["source"], dataset["path"], dataset["download"]
+        dataset["name"],
+        dataset["root"],
+        dataset["source"],
+        dataset["path"],
+        dataset["download"],
     )
     x, y = data.pooled(include_test=bool(dataset["pool_test"]))
     if num_clients > x.shape[0]:
@@ -103,10 +114,14 @@ def build_federated_data(dataset: dict[str, Any], num_clients: int, seed: int) -
 
 
 @lru_cache(maxsize=2)
-def _cached(key: tuple[tuple[str, Any], ...], num_clients: int, seed: int) -> FederatedData:
+def _cached(
+    key: tuple[tuple[str, Any], ...], num_clients: int, seed: int
+) -> FederatedData:
     return build_federated_data(dict(key), num_clients, seed)
 
 
-def federated_data(dataset: dict[str, Any], num_clients: int, seed: int) -> FederatedData:
+def federated_data(
+    dataset: dict[str, Any], num_clients: int, seed: int
+) -> FederatedData:
     """``build_federated_data``, cached per process (one load per Ray worker)."""
     return _cached(tuple(sorted(dataset.items())), num_clients, seed)

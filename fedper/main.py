@@ -33,14 +33,35 @@ def prepare(cfg: DictConfig) -> tuple[dict[str, Any], FederatedData]:
     config = to_plain(cfg)
     check_common(config, ALGORITHMS)
     if config["model"]["name"] not in MODEL_NAMES:
-        raise ConfigError(f"model.name={config['model']['name']!r} is not one of {MODEL_NAMES}")
-    if config["algorithm"] == "fedper" and not 1 <= config["model"]["num_head_layers"] <= 4:
         raise ConfigError(
-            f"model.num_head_layers (K_P) must lie in 1..4, got {config['model']['num_head_layers']}"
+            f"model.name={config['model']['name']!r} is not one of {MODEL_NAMES}"
+        )
+    if (
+        config["algorithm"] == "fedper"
+        and not 1 <= config["model"]["num_head_layers"] <= 4
+    ):
+        raise ConfigError(
+            "model.num_head_layers (K_P) must lie in 1..4, "
+            f"got {config['model']['num_head_layers']}"
         )
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
     fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
     return config, fed
+
+
+def initial_arrays(
+    config: dict[str, Any], fed: FederatedData
+) -> tuple[ArrayRecord, list[str]]:
+    """The base the server starts from, and the personal keys clients keep."""
+    model = initial_model(config, fed.data.num_classes, fed.data.channels)
+    personal = personal_keys(
+        model,
+        config["algorithm"],
+        config["model"]["num_head_layers"],
+        config["model"]["base_buffers"],
+    )
+    base = {k: v for k, v in model.state_dict().items() if k not in set(personal)}
+    return ArrayRecord(base), personal
 
 
 @hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
@@ -49,31 +70,18 @@ def main(cfg: DictConfig) -> None:
     config, fed = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
     recorder = RunRecorder(hydra_output_dir(), config)
     recorder.write_partition(fed.class_counts())
-    model = initial_model(config, fed.data.num_classes, fed.data.channels)
-    personal = set(
-        personal_keys(
-            model,
-            config["algorithm"],
-            config["model"]["num_head_layers"],
-            config["model"]["base_buffers"],
-        )
-    )
-    base = {k: v for k, v in model.state_dict().items() if k not in personal}
-    recorder.set_summary(
-        num_base_tensors=len(base),
-        num_personal_tensors=len(personal),
-        num_parameters=sum(p.numel() for p in model.parameters()),
-    )
+    base, personal = initial_arrays(config, fed)
+    recorder.set_summary(num_base_tensors=len(base), num_personal_tensors=len(personal))
     strategy = FedPer(
         recorder,
-        base_keys=list(base),
+        base_keys=list(base.keys()),
         num_clients=config["num_clients"],
         clients_per_round=config["clients_per_round"],
         num_rounds=config["num_rounds"],
         eval_every=config["eval_every"],
         seed=config["seed"],
     )
-    run_experiment(strategy, ArrayRecord(base), make_client_app(config), config)
+    run_experiment(strategy, base, make_client_app(config), config)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ _MOBILENET_BLOCKS = (
 )
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
+def _conv_bn(
+    cin: int, cout: int, kernel: int, stride: int, groups: int = 1
+) -> list[nn.Module]:
     return [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -41,17 +43,21 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> 
 
 
 class DepthwiseSeparable(nn.Sequential):
-    """MobileNet-v1's basic block: depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU."""
+    """MobileNet-v1's basic block: depthwise 3x3 and pointwise 1x1, each + BN + ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__(*_conv_bn(cin, cin, 3, stride, groups=cin), *_conv_bn(cin, cout, 1, 1))
+        super().__init__(
+            *_conv_bn(cin, cin, 3, stride, groups=cin), *_conv_bn(cin, cout, 1, 1)
+        )
 
 
 class Classifier(nn.Sequential):
     """Global average pooling, flatten, and the final linear layer."""
 
     def __init__(self, features: int, num_classes: int) -> None:
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, num_classes))
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, num_classes)
+        )
 
 
 class MobileNetV1(nn.Module):
@@ -69,11 +75,19 @@ class MobileNetV1(nn.Module):
         K_P <= 4 can make personal, are the same in both.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, num_blocks: int = 13) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, num_blocks: int = 13
+    ) -> None:
         super().__init__()
         if num_blocks not in (11, 13):
-            raise ValueError(f"MobileNet-v1 has 13 (standard) or 11 (paper) blocks, got {num_blocks}")
-        specs = _MOBILENET_BLOCKS if num_blocks == 13 else _MOBILENET_BLOCKS[:9] + _MOBILENET_BLOCKS[11:]
+            raise ValueError(
+                f"MobileNet-v1 has 13 (standard) or 11 (paper) blocks, got {num_blocks}"
+            )
+        specs = (
+            _MOBILENET_BLOCKS
+            if num_blocks == 13
+            else _MOBILENET_BLOCKS[:9] + _MOBILENET_BLOCKS[11:]
+        )
         self.stem = nn.Sequential(*_conv_bn(in_channels, 32, 3, 2))
         self.blocks = nn.ModuleList(DepthwiseSeparable(*spec) for spec in specs)
         self.classifier = Classifier(1024, num_classes)
@@ -114,7 +128,11 @@ class ResNet34(nn.Module):
         """
         net = self.net
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        blocks = [b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer]
+        blocks = [
+            b
+            for layer in (net.layer1, net.layer2, net.layer3, net.layer4)
+            for b in layer
+        ]
         classifier = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
         return [stem, *blocks, classifier]
 
@@ -134,7 +152,9 @@ def build_model(
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
 
 
-def split_model(model: MobileNetV1 | ResNet34, num_head_units: int) -> tuple[nn.Sequential, nn.Sequential]:
+def split_model(
+    model: MobileNetV1 | ResNet34, num_head_units: int
+) -> tuple[nn.Sequential, nn.Sequential]:
     """Split a network into (base, head) sharing the network's modules.
 
     ``head(base(x))`` computes ``model(x)``. ``num_head_units = 0`` gives an
@@ -143,7 +163,8 @@ def split_model(model: MobileNetV1 | ResNet34, num_head_units: int) -> tuple[nn.
     units = model.units()
     if not 0 <= num_head_units < len(units):
         raise ValueError(
-            f"num_head_layers must lie in 0..{len(units) - 1} for this model, got {num_head_units}"
+            f"num_head_layers must lie in 0..{len(units) - 1} for this model, "
+            f"got {num_head_units}"
         )
     cut = len(units) - num_head_units
     return nn.Sequential(*units[:cut]), nn.Sequential(*units[cut:])
@@ -156,7 +177,10 @@ def keys_of(model: nn.Module, part: nn.Module) -> list[str]:
 
 
 def personal_keys(
-    model: MobileNetV1 | ResNet34, algorithm: str, num_head_layers: int, base_buffers: str
+    model: MobileNetV1 | ResNet34,
+    algorithm: str,
+    num_head_layers: int,
+    base_buffers: str,
 ) -> list[str]:
     """State-dict keys a client keeps to itself.
 
@@ -186,7 +210,13 @@ def personal_keys(
     personal = set(keys_of(model, head))
     if base_buffers == "local":
         buffer_ids = {id(b) for b in base.buffers()}
-        personal |= {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in buffer_ids}
+        personal |= {
+            k
+            for k, t in model.state_dict(keep_vars=True).items()
+            if id(t) in buffer_ids
+        }
     elif base_buffers != "aggregate":
-        raise ValueError(f"model.base_buffers must be aggregate or local, got {base_buffers!r}")
+        raise ValueError(
+            f"model.base_buffers must be aggregate or local, got {base_buffers!r}"
+        )
     return [k for k in all_keys if k in personal]

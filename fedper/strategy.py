@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from pflcore.results import RunRecorder
-from pflcore.simulation import ClientFailure
+from pflcore.simulation import ClientError
 from pflcore.strategy import PartitionFedAvg
 
 
@@ -30,7 +30,9 @@ class FedPer(PartitionFedAvg):
         Passed to :class:`pflcore.strategy.PartitionFedAvg`.
     """
 
-    def __init__(self, recorder: RunRecorder, *, base_keys: list[str], **kwargs: int) -> None:
+    def __init__(
+        self, recorder: RunRecorder, *, base_keys: list[str], **kwargs: int
+    ) -> None:
         super().__init__(recorder, **kwargs)
         self.base_keys = list(base_keys)
 
@@ -45,7 +47,7 @@ class FedPer(PartitionFedAvg):
             keys = list(reply.content.array_records["arrays"].keys())
             if keys != self.base_keys:
                 extra = sorted(set(keys) - set(self.base_keys))
-                raise ClientFailure(
+                raise ClientError(
                     f"round {server_round}: a client sent keys other than the base "
                     f"(unexpected: {extra[:5]}, missing: "
                     f"{sorted(set(self.base_keys) - set(keys))[:5]})"

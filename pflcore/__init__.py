@@ -1,0 +1,1 @@
+"""Shared machinery: data, partitions, training loops, simulation, records, plots."""

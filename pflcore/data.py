@@ -84,9 +84,7 @@ class ImageData:
 
 
 def _missing(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"{name} not found: looked for {looked_at}. {how}"
-    )
+    return DatasetNotFoundError(f"{name} not found: looked for {looked_at}. {how}")
 
 
 def _to_tensors(
@@ -399,5 +397,8 @@ def random_crop(
     batch_idx = torch.arange(batch, device=x.device).view(-1, 1, 1, 1)
     chan_idx = torch.arange(channels, device=x.device).view(1, -1, 1, 1)
     return padded[
-        batch_idx, chan_idx, rows.view(batch, 1, height, 1), cols.view(batch, 1, 1, width)
+        batch_idx,
+        chan_idx,
+        rows.view(batch, 1, height, 1),
+        cols.view(batch, 1, 1, width),
     ]

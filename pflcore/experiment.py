@@ -90,7 +90,10 @@ def run_experiment(
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         cause = exc.__cause__ or exc.__context__
         if cause is not None:
-            detail += " <- " + "".join(traceback.format_exception_only(type(cause), cause)).strip()
+            detail += (
+                " <- "
+                + "".join(traceback.format_exception_only(type(cause), cause)).strip()
+            )
         strategy.recorder.write_summary(status="failed", error=detail)
         stop_with(
             f"run failed after {len(strategy.recorder.rows)} recorded rounds "

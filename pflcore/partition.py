@@ -130,7 +130,9 @@ def split_classes_among_holders(
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if not holders[c]:
-            log.info("class %d has no holder; its %d samples stay unused", c, members.size)
+            log.info(
+                "class %d has no holder; its %d samples stay unused", c, members.size
+            )
             continue
         rng.shuffle(members)
         for client, chunk in zip(
@@ -168,7 +170,7 @@ def split_train_test(
         tr, te = [], []
         for part in client_parts:
             shuffled = rng.permutation(part)
-            n_test = int(round(test_fraction * shuffled.size))
+            n_test = round(test_fraction * shuffled.size)
             te.append(shuffled[:n_test])
             tr.append(shuffled[n_test:])
         train.append(np.sort(np.concatenate(tr)) if tr else np.zeros(0, np.int64))
@@ -210,7 +212,9 @@ def dirichlet_parts(
     return parts
 
 
-def check_min_samples(split: ClientSplit, min_train: int = 1, min_test: int = 1) -> None:
+def check_min_samples(
+    split: ClientSplit, min_train: int = 1, min_test: int = 1
+) -> None:
     """Raise if any client is left with too few samples.
 
     Raises

@@ -19,9 +19,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 # One colour per method, the same in every figure.
 METHOD_COLOURS = {
@@ -82,7 +82,9 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
             if rounds.empty:
                 continue
             clients_file = run_dir / "clients.csv"
-            clients = pd.read_csv(clients_file) if clients_file.is_file() else pd.DataFrame()
+            clients = (
+                pd.read_csv(clients_file) if clients_file.is_file() else pd.DataFrame()
+            )
             config = json.loads(summary_file.read_text()).get("config", {})
             runs.append(Run(run_dir, _flatten(config), rounds, clients))
     if not runs:
@@ -106,7 +108,9 @@ def label_of(run: Run, keys: list[str]) -> str:
     parts = []
     for key in keys:
         value = run.config.get(key)
-        parts.append(str(value) if key == "algorithm" else f"{key.split('.')[-1]}={value}")
+        parts.append(
+            str(value) if key == "algorithm" else f"{key.split('.')[-1]}={value}"
+        )
     return ", ".join(parts)
 
 
@@ -157,7 +161,7 @@ def plot_runs(
     for run in runs:
         groups.setdefault(label_of(run, keys), []).append(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    fallback = iter(plt.get_cmap("tab10").colors)
+    fallback = iter(plt.get_cmap("tab10")(range(10)))
     for label, members in groups.items():
         algorithm = str(members[0].config.get("algorithm", ""))
         only_algorithm = keys in ([], ["algorithm"])

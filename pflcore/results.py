@@ -20,6 +20,7 @@ import numpy as np
 ROUND_FIELDS = (
     "round",
     "time_s",
+    "round_s",
     "train_loss",
     "test_acc_mean",
     "test_acc_std",
@@ -97,6 +98,7 @@ class RunRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.start = time.time()
+        self._last_end = self.start
         self.rows: list[dict[str, Any]] = []
         self._pending_train: dict[str, float] = {}
         self._pending_eval: list[ClientEval] = []
@@ -120,7 +122,9 @@ class RunRecorder:
         classes = counts.shape[2]
         with (self.out_dir / "partition.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["partition_id", "split", *[f"c{c}" for c in range(classes)]])
+            writer.writerow(
+                ["partition_id", "split", *[f"c{c}" for c in range(classes)]]
+            )
             for j in range(counts.shape[0]):
                 for s, split in enumerate(("train", "test")):
                     writer.writerow([j, split, *counts[j, s].tolist()])
@@ -132,7 +136,10 @@ class RunRecorder:
 
     def log_train(self, train_loss: float, num_clients: int) -> None:
         """Remember this round's aggregated training loss."""
-        self._pending_train = {"train_loss": train_loss, "num_train_clients": num_clients}
+        self._pending_train = {
+            "train_loss": train_loss,
+            "num_train_clients": num_clients,
+        }
 
     def log_eval(self, evals: list[ClientEval]) -> None:
         """Remember this round's per-client evaluations."""
@@ -144,9 +151,11 @@ class RunRecorder:
 
     def end_round(self, server_round: int) -> dict[str, Any]:
         """Write this round's rows and the summary; return the round row."""
+        now = time.time()
         row: dict[str, Any] = {
             "round": server_round,
-            "time_s": round(time.time() - self.start, 3),
+            "time_s": round(now - self.start, 3),
+            "round_s": round(now - self._last_end, 3),
             "bytes_sent": self._bytes[0],
             "bytes_received": self._bytes[1],
             "train_loss": float("nan"),
@@ -174,6 +183,7 @@ class RunRecorder:
         self._append("rounds.csv", ROUND_FIELDS, [row])
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
+        self._last_end = now
         self.write_summary(status="running")
         return row
 

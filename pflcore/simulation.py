@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -24,7 +31,7 @@ log = logging.getLogger(__name__)
 PARTITION_KEY = "partition-id"
 
 
-class ClientFailure(RuntimeError):
+class ClientError(RuntimeError):
     """A client replied with an error or did not reply."""
 
 
@@ -60,7 +67,10 @@ def seed_everything(seed: int) -> None:
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed derived deterministically from integers."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]
+        >> 1
+    )
 
 
 def add_partition_query(app: ClientApp) -> None:
@@ -68,7 +78,9 @@ def add_partition_query(app: ClientApp) -> None:
 
     @app.query()
     def _query(msg: Message, context: Context) -> Message:
-        content = RecordDict({"identity": ConfigRecord({PARTITION_KEY: partition_id(context)})})
+        content = RecordDict(
+            {"identity": ConfigRecord({PARTITION_KEY: partition_id(context)})}
+        )
         return Message(content=content, reply_to=msg)
 
 
@@ -94,7 +106,7 @@ def discover_partitions(
     deadline = time.time() + timeout
     while len(node_ids := list(grid.get_node_ids())) < num_nodes:
         if time.time() > deadline:
-            raise ClientFailure(f"only {len(node_ids)} of {num_nodes} nodes registered")
+            raise ClientError(f"only {len(node_ids)} of {num_nodes} nodes registered")
         time.sleep(0.05)
     messages = [
         Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)
@@ -103,11 +115,15 @@ def discover_partitions(
     mapping: dict[int, int] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
-            raise ClientFailure(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            raise ClientError(
+                f"node {reply.metadata.src_node_id}: {reply.error.reason}"
+            )
         pid = int(reply.content.config_records["identity"][PARTITION_KEY])  # type: ignore[arg-type]
         mapping[pid] = reply.metadata.src_node_id
     if sorted(mapping) != list(range(num_nodes)):
-        raise ClientFailure(f"expected partition-ids 0..{num_nodes - 1}, got {sorted(mapping)}")
+        raise ClientError(
+            f"expected partition-ids 0..{num_nodes - 1}, got {sorted(mapping)}"
+        )
     return mapping
 
 
@@ -178,7 +194,7 @@ def run_federation(
     """
     from flwr.simulation import run_simulation
 
-    resources = {
+    resources: dict[str, Any] = {
         "num_cpus": float(client_resources.get("num_cpus", 1)),
         "num_gpus": float(client_resources.get("num_gpus", 0.0)),
     }

@@ -26,7 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from pflcore.results import ClientEval, RunRecorder
-from pflcore.simulation import PARTITION_KEY, ClientFailure, ClientSampler
+from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,16 @@ def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayR
             acc = np.rint(acc)
         out[key] = Array(np.asarray(acc.astype(dtype)))  # keeps 0-d shapes
     return out
+
+
+def scalar(record: MetricRecord, key: str) -> float:
+    """A scalar metric as float, with a clear error when it is missing."""
+    if key not in record:
+        raise ClientError(f"a client reply lacks the metric {key!r}")
+    value = record[key]
+    if isinstance(value, list):
+        raise ClientError(f"metric {key!r} must be a scalar, got a list")
+    return float(value)
 
 
 class PartitionFedAvg(FedAvg):
@@ -139,12 +149,12 @@ class PartitionFedAvg(FedAvg):
         for reply in replies:
             if reply.has_error():
                 pid = pid_of.get(reply.metadata.src_node_id, "?")
-                raise ClientFailure(
+                raise ClientError(
                     f"client {pid} failed in {stage} of round {server_round}: "
                     f"{reply.error.reason}"
                 )
         if len(replies) != expected:
-            raise ClientFailure(
+            raise ClientError(
                 f"{stage} of round {server_round}: {len(replies)} of {expected} "
                 "clients replied before the timeout"
             )
@@ -175,11 +185,15 @@ class PartitionFedAvg(FedAvg):
         contents = self.check_replies(replies, self._expected, "training", server_round)
         arrays = [next(iter(c.array_records.values())) for c in contents]
         metrics = [next(iter(c.metric_records.values())) for c in contents]
-        weights = [float(m[WEIGHT_KEY]) for m in metrics]  # type: ignore[arg-type]
+        weights = [scalar(m, WEIGHT_KEY) for m in metrics]
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
-        loss = sum(float(m["train-loss"]) * w for m, w in zip(metrics, weights, strict=True))  # type: ignore[arg-type]
+        loss = sum(
+            scalar(m, "train-loss") * w for m, w in zip(metrics, weights, strict=True)
+        )
         self.recorder.log_train(loss / sum(weights), len(contents))
-        aggregated = weighted_average(arrays, weights) if len(arrays[0]) else ArrayRecord()
+        aggregated = (
+            weighted_average(arrays, weights) if len(arrays[0]) else ArrayRecord()
+        )
         return aggregated, MetricRecord({"train-loss": loss / sum(weights)})
 
     # -- evaluation -----------------------------------------------------------
@@ -199,7 +213,9 @@ class PartitionFedAvg(FedAvg):
         config["server-round"] = server_round
         content = RecordDict({"arrays": arrays, "config": config})
         self.recorder.add_bytes(sent=arrays.count_bytes() * self.num_clients)
-        return self._messages(content, list(range(self.num_clients)), MessageType.EVALUATE)
+        return self._messages(
+            content, list(range(self.num_clients)), MessageType.EVALUATE
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -207,16 +223,18 @@ class PartitionFedAvg(FedAvg):
         """Record per-client counts; return the across-client summary."""
         if not self.is_eval_round(server_round):
             return None
-        contents = self.check_replies(replies, self.num_clients, "evaluation", server_round)
+        contents = self.check_replies(
+            replies, self.num_clients, "evaluation", server_round
+        )
         evals = []
         for content in contents:
             m = next(iter(content.metric_records.values()))
             evals.append(
                 ClientEval(
-                    partition_id=int(m[PARTITION_KEY]),  # type: ignore[arg-type]
-                    correct=int(m["correct"]),  # type: ignore[arg-type]
-                    loss_sum=float(m["loss-sum"]),  # type: ignore[arg-type]
-                    num_samples=int(m[WEIGHT_KEY]),  # type: ignore[arg-type]
+                    partition_id=int(scalar(m, PARTITION_KEY)),
+                    correct=int(scalar(m, "correct")),
+                    loss_sum=scalar(m, "loss-sum"),
+                    num_samples=int(scalar(m, WEIGHT_KEY)),
                 )
             )
         self.recorder.log_eval(evals)

@@ -22,7 +22,9 @@ def class_images(labels: np.ndarray, shape: tuple[int, ...], seed: int) -> np.nd
     return (noise + offset).astype(np.uint8)
 
 
-def write_cifar10(root: Path, per_batch: int = 100, test: int = 100, seed: int = 0) -> dict:
+def write_cifar10(
+    root: Path, per_batch: int = 100, test: int = 100, seed: int = 0
+) -> dict:
     """Write ``cifar-10-batches-py`` (5 train batches, test batch, meta).
 
     Returns the images (N, 32, 32, 3) and labels written, for checks.
@@ -57,7 +59,9 @@ def write_cifar10(root: Path, per_batch: int = 100, test: int = 100, seed: int =
     return {k: np.concatenate(v) for k, v in written.items()}
 
 
-def write_cifar100(root: Path, train: int = 400, test: int = 200, seed: int = 0) -> dict:
+def write_cifar100(
+    root: Path, train: int = 400, test: int = 200, seed: int = 0
+) -> dict:
     """Write ``cifar-100-python/{train,test,meta}``; returns what was written."""
     folder = Path(root) / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    RecordDict,
+)
 from hydra import compose, initialize_config_dir
 
 from fedper.client import STATE_KEY, get_runtime, initial_model, make_client_app
@@ -35,12 +42,20 @@ def config(tmp_path_factory) -> dict:
 
 
 def message(kind: str, arrays: ArrayRecord, server_round: int) -> Message:
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    content = RecordDict(
+        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
+    )
     return Message(content, dst_node_id=1, message_type=kind)
 
 
 def context(pid: int) -> Context:
-    return Context(run_id=1, node_id=1, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
+    return Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": pid},
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def base_of(config: dict) -> tuple[ArrayRecord, list[str]]:
@@ -61,7 +76,9 @@ def test_personal_layers_survive_across_rounds_and_never_leave(config):
     head_after_round_1 = ctx.state.array_records[STATE_KEY].to_torch_state_dict()
     assert list(head_after_round_1) == personal
     initial_head = initial_model(config, 10, 3).state_dict()
-    assert any(not torch.equal(head_after_round_1[k], initial_head[k]) for k in personal)
+    assert any(
+        not torch.equal(head_after_round_1[k], initial_head[k]) for k in personal
+    )
 
     # Round 2 with lr = 0: parameters cannot move, so the head the client ends
     # with is the head it started from, which must be the stored one.
@@ -71,12 +88,14 @@ def test_personal_layers_survive_across_rounds_and_never_leave(config):
     head_after_round_2 = ctx.state.array_records[STATE_KEY].to_torch_state_dict()
     for key in personal:
         if key.endswith(("weight", "bias")):
-            torch.testing.assert_close(head_after_round_2[key], head_after_round_1[key], rtol=0, atol=0)
+            torch.testing.assert_close(
+                head_after_round_2[key], head_after_round_1[key], rtol=0, atol=0
+            )
 
 
 def test_evaluation_uses_received_base_and_stored_head(config):
     app = make_client_app(config)
-    base, personal = base_of(config)
+    base, _ = base_of(config)
     ctx = context(pid=2)
     app(message(MessageType.TRAIN, base, 1), ctx)
     reply = app(message(MessageType.EVALUATE, base, 1), ctx)
@@ -90,7 +109,14 @@ def test_evaluation_uses_received_base_and_stored_head(config):
     runtime = get_runtime(config)
     _, _, x_test, y_test = runtime.data.client(2)
     mean, std = runtime.data.data.channel_stats()
-    stats = evaluate(model, x_test, y_test, BatchTransform(mean, std, 32), batch_size=7, device=torch.device("cpu"))
+    stats = evaluate(
+        model,
+        x_test,
+        y_test,
+        BatchTransform(mean, std, 32),
+        batch_size=7,
+        device=torch.device("cpu"),
+    )
     assert metrics["partition-id"] == 2
     assert metrics["num-examples"] == x_test.shape[0] == stats.num_samples
     assert metrics["correct"] == stats.correct
@@ -99,7 +125,10 @@ def test_evaluation_uses_received_base_and_stored_head(config):
 
 def test_query_reports_partition_id(config):
     app = make_client_app(config)
-    reply = app(Message(RecordDict(), dst_node_id=1, message_type=MessageType.QUERY), context(pid=2))
+    reply = app(
+        Message(RecordDict(), dst_node_id=1, message_type=MessageType.QUERY),
+        context(pid=2),
+    )
     assert reply.content.config_records["identity"]["partition-id"] == 2
 
 

@@ -12,7 +12,13 @@ import pytest
 from tests.fakedata import write_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["num_clients=4", "num_rounds=2", "local_epochs=1", "batch_size=16", "eval_batch_size=64"]
+SMALL = [
+    "num_clients=4",
+    "num_rounds=2",
+    "local_epochs=1",
+    "batch_size=16",
+    "eval_batch_size=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +28,9 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_main(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_main(
+    *overrides: str, cwd: Path, timeout: int = 300
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "fedper.main", *overrides],
@@ -36,7 +44,11 @@ def run_main(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.Compl
 
 def read_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     summary = json.loads((folder / "summary.json").read_text())
-    return pd.read_csv(folder / "rounds.csv"), pd.read_csv(folder / "clients.csv"), summary
+    return (
+        pd.read_csv(folder / "rounds.csv"),
+        pd.read_csv(folder / "clients.csv"),
+        summary,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,11 @@ def runs(data_root, tmp_path_factory) -> dict[str, Path]:
     for algorithm in ("fedavg", "fedper", "local"):
         folder = tmp_path_factory.mktemp(algorithm)
         result = run_main(
-            f"algorithm={algorithm}", f"dataset.root={data_root}", f"hydra.run.dir={folder}", *SMALL, cwd=folder
+            f"algorithm={algorithm}",
+            f"dataset.root={data_root}",
+            f"hydra.run.dir={folder}",
+            *SMALL,
+            cwd=folder,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         out[algorithm] = folder
@@ -62,7 +78,9 @@ def test_each_algorithm_records_every_round_and_client(runs, algorithm):
     # The recorded mean is the mean of the per-client accuracies, pooled is total/total.
     last = clients[clients["round"] == 2]
     assert rounds["test_acc_mean"].iloc[-1] == pytest.approx(last["accuracy"].mean())
-    assert rounds["test_acc_pooled"].iloc[-1] == pytest.approx(last["correct"].sum() / last["num_samples"].sum())
+    assert rounds["test_acc_pooled"].iloc[-1] == pytest.approx(
+        last["correct"].sum() / last["num_samples"].sum()
+    )
     partition = pd.read_csv(runs[algorithm] / "partition.csv")
     class_columns = [c for c in partition.columns if c.startswith("c")]
     assert ((partition[class_columns] > 0).sum(axis=1) <= 4).all()
@@ -79,9 +97,18 @@ def test_bytes_on_the_wire_follow_what_is_shared(runs):
 
 
 def test_same_seed_same_partition_and_results(runs, data_root, tmp_path):
-    result = run_main("algorithm=fedper", f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL, cwd=tmp_path)
+    result = run_main(
+        "algorithm=fedper",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    again, first = pd.read_csv(tmp_path / "partition.csv"), pd.read_csv(runs["fedper"] / "partition.csv")
+    again, first = (
+        pd.read_csv(tmp_path / "partition.csv"),
+        pd.read_csv(runs["fedper"] / "partition.csv"),
+    )
     pd.testing.assert_frame_equal(again, first)
     assert read_run(tmp_path)[0]["train_loss"].tolist() == pytest.approx(
         read_run(runs["fedper"])[0]["train_loss"].tolist(), rel=1e-4
@@ -105,7 +132,14 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
     algorithms = {json.loads(p.read_text())["config"]["algorithm"] for p in summaries}
     assert algorithms == {"fedavg", "fedper"}
     plot = subprocess.run(
-        [sys.executable, "-m", "pflcore.plots", str(tmp_path), "--out", str(tmp_path / "fig.png")],
+        [
+            sys.executable,
+            "-m",
+            "pflcore.plots",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "fig.png"),
+        ],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -127,7 +161,9 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
         (["dataset.root=/nonexistent/place"], "/nonexistent/place/cifar-10-batches-py"),
     ],
 )
-def test_bad_input_stops_before_ray_with_a_clear_message(data_root, tmp_path, overrides, expected):
+def test_bad_input_stops_before_ray_with_a_clear_message(
+    data_root, tmp_path, overrides, expected
+):
     base = [f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL]
     result = run_main(*base, *overrides, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
@@ -139,7 +175,14 @@ def test_bad_input_stops_before_ray_with_a_clear_message(data_root, tmp_path, ov
 
 def test_a_failing_client_is_reported_and_recorded(data_root, tmp_path):
     # A huge learning rate makes the loss non-finite; the client raises.
-    result = run_main("lr=1e12", "momentum=0", f"dataset.root={data_root}", f"hydra.run.dir={tmp_path}", *SMALL, cwd=tmp_path)
+    result = run_main(
+        "lr=1e12",
+        "momentum=0",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "client" in result.stderr and "failed" in result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())

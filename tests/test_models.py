@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from fedper.models import MobileNetV1, ResNet34, build_model, keys_of, personal_keys, split_model
+from fedper.models import (
+    MobileNetV1,
+    ResNet34,
+    build_model,
+    keys_of,
+    personal_keys,
+    split_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +28,9 @@ def resnet() -> ResNet34:
 def test_parameter_counts_match_the_published_networks(mobilenet, resnet):
     # MobileNet-v1 (1.0, 1000 classes) has 4.23 M parameters, of which 1,025,000 in
     # the classifier; with 10 classes: 4,231,976 - 1,025,000 + 10,250.
-    assert sum(p.numel() for p in mobilenet.parameters()) == 4_231_976 - 1_025_000 + 10_250
+    assert (
+        sum(p.numel() for p in mobilenet.parameters()) == 4_231_976 - 1_025_000 + 10_250
+    )
     # ResNet-34 has 21,797,672 parameters with 1000 classes (fc 513,000).
     assert sum(p.numel() for p in resnet.parameters()) == 21_797_672 - 513_000 + 5_130
     assert len(mobilenet.units()) == 13 + 2 and len(resnet.units()) == 16 + 2
@@ -55,8 +64,15 @@ def test_personal_keys_count_units_from_the_output(mobilenet, resnet):
     k2 = personal_keys(mobilenet, "fedper", 2, "aggregate")
     assert {k.split(".")[1] for k in k2 if k.startswith("blocks.")} == {"12"}
     k4 = personal_keys(mobilenet, "fedper", 4, "aggregate")
-    assert {k.split(".")[1] for k in k4 if k.startswith("blocks.")} == {"10", "11", "12"}
-    assert personal_keys(resnet, "fedper", 1, "aggregate") == ["net.fc.weight", "net.fc.bias"]
+    assert {k.split(".")[1] for k in k4 if k.startswith("blocks.")} == {
+        "10",
+        "11",
+        "12",
+    }
+    assert personal_keys(resnet, "fedper", 1, "aggregate") == [
+        "net.fc.weight",
+        "net.fc.bias",
+    ]
     r2 = personal_keys(resnet, "fedper", 2, "aggregate")
     assert set(r2) - {"net.fc.weight", "net.fc.bias"} == {
         k for k in resnet.state_dict() if k.startswith("net.layer4.2.")
@@ -69,18 +85,25 @@ def test_personal_keys_count_units_from_the_output(mobilenet, resnet):
 
 def test_fedavg_shares_everything_and_local_nothing(mobilenet):
     assert personal_keys(mobilenet, "fedavg", 2, "aggregate") == []
-    assert personal_keys(mobilenet, "local", 2, "aggregate") == list(mobilenet.state_dict())
+    assert personal_keys(mobilenet, "local", 2, "aggregate") == list(
+        mobilenet.state_dict()
+    )
 
 
 def test_local_base_buffers_keeps_batchnorm_statistics_personal(mobilenet):
     keys = set(personal_keys(mobilenet, "fedper", 1, "local"))
-    buffers = {k for k in mobilenet.state_dict() if "running_" in k or "num_batches" in k}
+    buffers = {
+        k for k in mobilenet.state_dict() if "running_" in k or "num_batches" in k
+    }
     assert buffers <= keys
     assert not any(k.endswith(".weight") and k.startswith("blocks.0") for k in keys)
 
 
 def test_keys_of_matches_module_prefix(mobilenet):
-    assert keys_of(mobilenet, mobilenet.classifier) == ["classifier.2.weight", "classifier.2.bias"]
+    assert keys_of(mobilenet, mobilenet.classifier) == [
+        "classifier.2.weight",
+        "classifier.2.bias",
+    ]
 
 
 def test_bad_settings_are_rejected(mobilenet):

@@ -59,8 +59,7 @@ from fedper.client import (
     local_train,
     make_client_app,
 )
-from fedper.dataset import FederatedData
-from fedper.main import PREPARATION_ERRORS, initial_arrays, prepare
+from fedper.main import PREPARATION_ERRORS, Prepared, prepare
 from fedper.strategy import FedPer
 from pflcore.experiment import guarded
 from pflcore.results import RunRecorder
@@ -292,11 +291,9 @@ def noop_run(
     return run_timed(label, strategy, initial, make_noop_client_app(), cfg)
 
 
-def fedper_run(
-    config: dict[str, Any], fed: FederatedData, with_eval: bool, work: Path
-) -> SimRun:
+def fedper_run(prepared: Prepared, with_eval: bool, work: Path) -> SimRun:
     """FedPer's own ClientApp and strategy, as ``fedper.main`` builds them."""
-    base, _ = initial_arrays(config, fed)
+    config, base = prepared.config, prepared.base
     out = work / "fedper"
     strategy = TimedFedPer(
         RunRecorder(out, config),
@@ -380,9 +377,7 @@ def write_synthetic_cifar10(root: Path, per_batch: int) -> None:
     write_cifar10(root, per_batch=per_batch, test=per_batch)
 
 
-def compose_config(
-    args: argparse.Namespace, data_root: Path
-) -> tuple[dict[str, Any], FederatedData]:
+def compose_config(args: argparse.Namespace, data_root: Path) -> Prepared:
     """Compose ``conf/fedper.yaml`` with the benchmark's overrides, then prepare it.
 
     ``fedper.main.prepare`` checks the config and loads and partitions the data,
@@ -589,7 +584,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data_root = Path(work) / "data"
             write_synthetic_cifar10(data_root, args.synthetic_per_batch)
             data_desc = f"synthetic CIFAR-10, {6 * args.synthetic_per_batch} images"
-        config, fed = compose_config(args, data_root)
+        prepared = compose_config(args, data_root)
+        config = prepared.config
         resources = config["client_resources"]
         actors = concurrent_actors(resources, config["num_clients"])
         threads = sorted({1, max(1, round(float(resources["num_cpus"]) * actors))})
@@ -606,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sims = [noop_run(config, config["num_clients"], args.with_eval, records)]
         if config["num_clients"] > 1:
             sims.append(noop_run(config, 1, args.with_eval, records))
-        sims.append(fedper_run(config, fed, args.with_eval, records))
+        sims.append(fedper_run(prepared, args.with_eval, records))
         plains: list[PlainRun] = []
         for n in threads:
             print(f"running: plain loop, {n} torch thread(s) ...", flush=True)

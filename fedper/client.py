@@ -41,7 +41,7 @@ def initial_model(
             config["model"]["name"],
             num_classes,
             channels,
-            config["model"].get("num_blocks", 13),
+            config["model"].get("num_blocks"),
         )
 
 
@@ -84,7 +84,7 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
         config["model"]["base_buffers"],
     )
     base = [k for k in initial if k not in set(personal)]
-    mean, std = fed.data.channel_stats()
+    mean, std = fed.train_channel_stats()
     transform = BatchTransform(
         mean,
         std,
@@ -135,6 +135,36 @@ def local_train(
     return stats.loss, int(x.shape[0])
 
 
+def fine_tune(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> None:
+    """FedAvg + fine-tuning: adapt the loaded global model before testing it.
+
+    The adapted weights are used for this evaluation only: the next message
+    reloads the model from the server's arrays, so nothing is kept.
+    """
+    x, y, _, _ = runtime.data.client(pid)
+    finetune = config["finetune"]
+    optimizer = make_sgd(
+        runtime.model.parameters(),
+        finetune["lr"],
+        config["momentum"],
+        config["weight_decay"],
+    )
+    seed = derive_seed(config["seed"], pid, server_round, 1)
+    train_epochs(
+        runtime.model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=finetune["epochs"],
+        batch_size=config["batch_size"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
+
+
 def local_evaluate(
     runtime: ClientRuntime, config: dict[str, Any], pid: int
 ) -> EvalStats:
@@ -179,6 +209,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records["arrays"], context.state)
+        if config["algorithm"] == "fedavg_ft":
+            server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+            fine_tune(runtime, config, pid, server_round)
         stats = local_evaluate(runtime, config, pid)
         metrics = MetricRecord(
             {

@@ -5,6 +5,7 @@ Run ``python -m fedper.main key=value ...`` (see ``conf/fedper.yaml``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -16,37 +17,55 @@ from fedper.dataset import FederatedData, build_federated_data
 from fedper.models import MODEL_NAMES, personal_keys
 from fedper.strategy import FedPer
 from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
-from pflcore.data import DatasetNotFoundError
+from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 
-ALGORITHMS = ("fedper", "fedavg", "local")
-PREPARATION_ERRORS = (ConfigError, PartitionError, DatasetNotFoundError, ValueError)
+ALGORITHMS = ("fedper", "fedavg", "fedavg_ft", "local")
+PREPARATION_ERRORS = (
+    ConfigError,
+    PartitionError,
+    DatasetNotFoundError,
+    DataFormatError,
+)
 
 
-def prepare(cfg: DictConfig) -> tuple[dict[str, Any], FederatedData]:
-    """Resolve and check the config, load and partition the data.
+@dataclass(frozen=True)
+class Prepared:
+    """Everything ``main`` needs, built and checked before Ray starts."""
 
-    Everything here runs before Ray starts, so bad input stops early.
-    """
-    config = to_plain(cfg)
+    config: dict[str, Any]
+    fed: FederatedData
+    base: ArrayRecord
+    personal: list[str]
+
+
+def check_fedper(config: dict[str, Any]) -> None:
+    """FedPer-specific settings on top of :func:`pflcore.config.check_common`."""
     check_common(config, ALGORITHMS)
-    if config["model"]["name"] not in MODEL_NAMES:
-        raise ConfigError(
-            f"model.name={config['model']['name']!r} is not one of {MODEL_NAMES}"
-        )
-    if (
-        config["algorithm"] == "fedper"
-        and not 1 <= config["model"]["num_head_layers"] <= 4
-    ):
+    model = config["model"]
+    if model["name"] not in MODEL_NAMES:
+        raise ConfigError(f"model.name={model['name']!r} is not one of {MODEL_NAMES}")
+    if config["algorithm"] == "fedper" and model["num_head_layers"] not in (1, 2, 3, 4):
         raise ConfigError(
             "model.num_head_layers (K_P) must lie in 1..4, "
-            f"got {config['model']['num_head_layers']}"
+            f"got {model['num_head_layers']}"
         )
-    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
-    fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
-    return config, fed
+    if model["base_buffers"] not in ("aggregate", "local"):
+        raise ConfigError(
+            "model.base_buffers must be aggregate or local, "
+            f"got {model['base_buffers']!r}"
+        )
+    if model.get("num_blocks", 13) not in (11, 13):
+        raise ConfigError(
+            f"model.num_blocks must be 11 or 13, got {model['num_blocks']}"
+        )
+    finetune = config["finetune"]
+    if not (isinstance(finetune["epochs"], int) and finetune["epochs"] >= 0):
+        raise ConfigError(f"finetune.epochs must be >= 0, got {finetune['epochs']!r}")
+    if not finetune["lr"] > 0:
+        raise ConfigError(f"finetune.lr must be > 0, got {finetune['lr']!r}")
 
 
 def initial_arrays(
@@ -64,24 +83,39 @@ def initial_arrays(
     return ArrayRecord(base), personal
 
 
+def prepare(cfg: DictConfig) -> Prepared:
+    """Resolve and check the config, load and partition the data, build the model.
+
+    Everything here runs before Ray starts, so bad input stops early.
+    """
+    config = to_plain(cfg)
+    check_fedper(config)
+    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
+    base, personal = initial_arrays(config, fed)
+    return Prepared(config, fed, base, personal)
+
+
 @hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one FedPer/FedAvg/Local experiment and record it."""
-    config, fed = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    config = prepared.config
     recorder = RunRecorder(hydra_output_dir(), config)
-    recorder.write_partition(fed.class_counts())
-    base, personal = initial_arrays(config, fed)
-    recorder.set_summary(num_base_tensors=len(base), num_personal_tensors=len(personal))
+    recorder.write_partition(prepared.fed.class_counts())
+    recorder.set_summary(
+        num_base_tensors=len(prepared.base), num_personal_tensors=len(prepared.personal)
+    )
     strategy = FedPer(
         recorder,
-        base_keys=list(base.keys()),
+        base_keys=list(prepared.base.keys()),
         num_clients=config["num_clients"],
         clients_per_round=config["clients_per_round"],
         num_rounds=config["num_rounds"],
         eval_every=config["eval_every"],
         seed=config["seed"],
     )
-    run_experiment(strategy, base, make_client_app(config), config)
+    run_experiment(strategy, prepared.base, make_client_app(config), config)
 
 
 if __name__ == "__main__":

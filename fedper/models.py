@@ -93,7 +93,7 @@ class MobileNetV1(nn.Module):
         self.classifier = Classifier(1024, num_classes)
 
     def units(self) -> list[nn.Module]:
-        """Stem, the 13 blocks, and the classifier, in forward order."""
+        """Stem, the basic blocks, and the classifier, in forward order."""
         return [self.stem, *self.blocks, self.classifier]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,10 +142,15 @@ class ResNet34(nn.Module):
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, num_blocks: int = 13
+    name: str, num_classes: int, in_channels: int, num_blocks: int | None = None
 ) -> MobileNetV1 | ResNet34:
-    """Build one of FedPer's networks by name (``num_blocks``: MobileNet only)."""
+    """Build one of FedPer's networks by name.
+
+    ``num_blocks`` applies to MobileNet-v1 only; ``None`` keeps its default.
+    """
     if name == "mobilenet_v1":
+        if num_blocks is None:
+            return MobileNetV1(num_classes, in_channels)
         return MobileNetV1(num_classes, in_channels, num_blocks)
     if name == "resnet34":
         return ResNet34(num_classes, in_channels)

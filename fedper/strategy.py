@@ -8,6 +8,7 @@ carries any key outside the base is rejected.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 
@@ -31,7 +32,7 @@ class FedPer(PartitionFedAvg):
     """
 
     def __init__(
-        self, recorder: RunRecorder, *, base_keys: list[str], **kwargs: int
+        self, recorder: RunRecorder, *, base_keys: list[str], **kwargs: Any
     ) -> None:
         super().__init__(recorder, **kwargs)
         self.base_keys = list(base_keys)

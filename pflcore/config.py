@@ -42,6 +42,14 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
     """Validate the shared top-level keys.
 
@@ -62,22 +70,64 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         f"algorithm={config['algorithm']!r} is not one of {list(algorithms)}",
     )
     n = config["num_clients"]
-    _require(isinstance(n, int) and n >= 1, f"num_clients must be >= 1, got {n}")
+    _require(_is_int(n) and n >= 1, f"num_clients must be >= 1, got {n!r}")
     k = config["clients_per_round"]
     _require(
-        isinstance(k, int) and 1 <= k <= n,
-        f"clients_per_round must lie in 1..num_clients={n}, got {k}",
+        _is_int(k) and 1 <= k <= n,
+        f"clients_per_round must lie in 1..num_clients={n}, got {k!r}",
     )
-    for key in ("num_rounds", "local_epochs", "batch_size"):
+    for key in ("num_rounds", "local_epochs", "batch_size", "eval_batch_size"):
         _require(
-            isinstance(config[key], int) and config[key] >= 1,
-            f"{key} must be a positive integer, got {config[key]}",
+            _is_int(config[key]) and config[key] >= 1,
+            f"{key} must be a positive integer, got {config[key]!r}",
         )
-    _require(config["lr"] > 0, f"lr must be positive, got {config['lr']}")
-    _require(config["eval_every"] >= 0, "eval_every must be >= 0")
-    resources = config["client_resources"]
-    _require(resources["num_cpus"] > 0, "client_resources.num_cpus must be positive")
     _require(
-        0 <= resources["num_gpus"] <= 1,
-        f"client_resources.num_gpus must lie in [0, 1], got {resources['num_gpus']}",
+        _is_int(config["eval_every"]) and config["eval_every"] >= 0,
+        f"eval_every must be an integer >= 0, got {config['eval_every']!r}",
+    )
+    _require(
+        _is_int(config["seed"]), f"seed must be an integer, got {config['seed']!r}"
+    )
+    for key in ("lr", "timeout_s"):
+        value = config[key]
+        _require(_is_number(value) and value > 0, f"{key} must be > 0, got {value!r}")
+    _require(
+        _is_number(config["momentum"]) and 0 <= config["momentum"] < 1,
+        f"momentum must lie in [0, 1), got {config['momentum']!r}",
+    )
+    _require(
+        _is_number(config["weight_decay"]) and config["weight_decay"] >= 0,
+        f"weight_decay must be >= 0, got {config['weight_decay']!r}",
+    )
+    check_resources(config["client_resources"])
+
+
+def check_resources(resources: dict[str, Any]) -> None:
+    """Validate ``client_resources`` against this machine.
+
+    Raises
+    ------
+    ConfigError
+        If a client asks for more CPUs than exist, a GPU share outside [0, 1],
+        or a GPU share on a machine without CUDA.
+    """
+    import os
+
+    import torch
+
+    cpus, gpus = resources["num_cpus"], resources["num_gpus"]
+    available = os.cpu_count() or 1
+    _require(
+        _is_number(cpus) and 0 < cpus <= available,
+        f"client_resources.num_cpus must lie in (0, {available}] on this machine, "
+        f"got {cpus!r}",
+    )
+    _require(
+        _is_number(gpus) and 0 <= gpus <= 1,
+        f"client_resources.num_gpus must lie in [0, 1], got {gpus!r}",
+    )
+    _require(
+        gpus == 0 or torch.cuda.is_available(),
+        f"client_resources.num_gpus={gpus} but no CUDA device is visible; "
+        "set client_resources.num_gpus=0",
     )

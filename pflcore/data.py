@@ -19,12 +19,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from pflcore.config import ConfigError
+
 KNOWN_DATASETS = ("cifar10", "cifar100", "mnist", "digits", "npz")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "digits": 10}
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing where the configuration points."""
+
+
+class DataFormatError(ValueError):
+    """A dataset's files exist but do not hold what the loader expects."""
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images ``(N, C, H, W)``, in [0, 1] units."""
+    channels = int(x.shape[1])
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for chunk in x.split(4096):  # bounded memory on large sets
+        values = chunk.to(torch.float64) / 255.0
+        total += values.sum(dim=(0, 2, 3))
+        squares += values.square().sum(dim=(0, 2, 3))
+    count = x.numel() / channels
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 @dataclass(frozen=True)
@@ -71,16 +92,7 @@ class ImageData:
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the training images, in [0, 1] units."""
-        total = torch.zeros(self.channels, dtype=torch.float64)
-        squares = torch.zeros(self.channels, dtype=torch.float64)
-        for chunk in self.x_train.split(4096):  # bounded memory on large sets
-            values = chunk.to(torch.float64) / 255.0
-            total += values.sum(dim=(0, 2, 3))
-            squares += values.square().sum(dim=(0, 2, 3))
-        count = self.x_train.numel() / self.channels
-        mean = total / count
-        std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
-        return tuple(mean.tolist()), tuple(std.tolist())
+        return channel_stats(self.x_train)
 
 
 def _missing(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
@@ -90,17 +102,26 @@ def _missing(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
 def _to_tensors(
     x: np.ndarray, y: np.ndarray, layout: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Convert images to uint8 NCHW and labels to int64."""
+    """Convert images to uint8 NCHW and labels to int64 ``(N,)``."""
     if x.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images, got {x.dtype}")
+        raise DataFormatError(f"expected uint8 images, got {x.dtype}")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)  # Keras-style (N, 1) labels
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataFormatError(
+            f"labels must be integers of shape (N,), got {y.dtype} {y.shape}"
+        )
+    if len(x) != len(y):
+        raise DataFormatError(f"{len(x)} images but {len(y)} labels")
     if layout == "NHW":
         x = x[:, None, :, :]
     elif layout == "NHWC":
         x = x.transpose(0, 3, 1, 2)
     elif layout != "NCHW":
-        raise ValueError(f"unknown layout {layout}")
+        raise DataFormatError(f"unknown layout {layout}")
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(
-        np.asarray(y).astype(np.int64)
+        y.astype(np.int64)
     )
 
 
@@ -116,9 +137,15 @@ def _download_torchvision(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
 
     cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST}[name]
-    root.mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except (OSError, RuntimeError) as exc:  # offline, refused, corrupt archive
+        raise DatasetNotFoundError(
+            f"{name}: downloading into {root} failed ({exc}); copy the files there "
+            "by hand (see datasets/README.md)"
+        ) from exc
 
 
 def _load_cifar(name: str, root: Path, download: bool) -> ImageData:
@@ -159,11 +186,13 @@ def _read_idx(path: Path) -> np.ndarray:
         raw = handle.read()
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
+        raise DataFormatError(f"{path} is not an unsigned-byte idx file")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape}, file holds {data.size} bytes")
+        raise DataFormatError(
+            f"{path}: header says {shape}, file holds {data.size} bytes"
+        )
     return data.reshape(shape).copy()  # frombuffer views read-only bytes
 
 
@@ -207,7 +236,9 @@ def _infer_layout(x: np.ndarray) -> str:
         return "NHWC"
     if x.ndim == 4 and x.shape[1] in (1, 3):
         return "NCHW"
-    raise ValueError(f"cannot infer the image layout of an array of shape {x.shape}")
+    raise DataFormatError(
+        f"cannot infer the image layout of an array of shape {x.shape}"
+    )
 
 
 def _load_npz(name: str, path: Path) -> ImageData:
@@ -221,7 +252,7 @@ def _load_npz(name: str, path: Path) -> ImageData:
     with np.load(path) as archive:
         keys = set(archive.files)
         if not {"x_train", "y_train"} <= keys:
-            raise ValueError(
+            raise DataFormatError(
                 f"{path} must contain x_train and y_train; it has {sorted(keys)}"
             )
         x_train, y_train = archive["x_train"], archive["y_train"]
@@ -235,7 +266,7 @@ def _load_npz(name: str, path: Path) -> ImageData:
         xs, ys = _to_tensors(x_test, y_test, layout)
     labels = torch.cat([yt, ys]) if ys is not None else yt
     if int(labels.min()) < 0:
-        raise ValueError(f"{path}: labels must be non-negative integers")
+        raise DataFormatError(f"{path}: labels must be non-negative integers")
     return ImageData(name, xt, yt, xs, ys, int(labels.max()) + 1)
 
 
@@ -283,27 +314,31 @@ def load_dataset(
     ------
     DatasetNotFoundError
         If the files are missing; the message names the path looked at.
-    ValueError
-        If the name is unknown or the files are malformed.
+    ConfigError
+        If the name or source is unknown.
+    DataFormatError
+        If the files are malformed.
     """
     if name not in KNOWN_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {KNOWN_DATASETS}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {KNOWN_DATASETS}")
     base = Path(root).expanduser()
     if name == "npz" or source == "npz":
         if not path:
-            raise ValueError("dataset.path must name an .npz file for an npz source")
+            raise ConfigError("dataset.path must name an .npz file for an npz source")
         file = Path(path).expanduser()
         data = _load_npz(name, file if file.is_absolute() else base / file)
         expected = NUM_CLASSES.get(name)
         if expected is not None and data.num_classes > expected:
-            raise ValueError(f"{path}: labels exceed the {expected} classes of {name}")
+            raise DataFormatError(
+                f"{path}: labels exceed the {expected} classes of {name}"
+            )
         if expected is not None:
             data = ImageData(
                 name, data.x_train, data.y_train, data.x_test, data.y_test, expected
             )
         return data
     if source != "default":
-        raise ValueError(f"unknown dataset.source {source!r}; use default or npz")
+        raise ConfigError(f"unknown dataset.source {source!r}; use default or npz")
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, base, download)
     if name == "mnist":

@@ -213,9 +213,11 @@ def dirichlet_parts(
 
 
 def check_min_samples(
-    split: ClientSplit, min_train: int = 1, min_test: int = 1
+    split: ClientSplit, min_train: int = 2, min_test: int = 1
 ) -> None:
     """Raise if any client is left with too few samples.
+
+    Two training samples is the least a BatchNorm network can train on.
 
     Raises
     ------

@@ -11,6 +11,7 @@ mean over seeds shaded by the spread across seeds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,9 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
-    """Config keys whose values differ between runs (seed excluded)."""
-    keys = sorted(set().union(*(r.config for r in runs)) - IGNORED_KEYS)
+    """Config keys present in every run whose values differ (seed excluded)."""
+    shared = set.intersection(*(set(r.config) for r in runs))
+    keys = sorted(shared - IGNORED_KEYS)
     return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
 
 
@@ -161,7 +163,7 @@ def plot_runs(
     for run in runs:
         groups.setdefault(label_of(run, keys), []).append(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    fallback = iter(plt.get_cmap("tab10")(range(10)))
+    fallback = itertools.cycle(plt.get_cmap("tab10")(range(10)))
     for label, members in groups.items():
         algorithm = str(members[0].config.get("algorithm", ""))
         only_algorithm = keys in ([], ["algorithm"])

@@ -11,7 +11,7 @@ import csv
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class ClientEval:
     correct: int
     loss_sum: float
     num_samples: int
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -71,15 +70,15 @@ def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:
 
 
 def _versions() -> dict[str, str]:
-    import flwr
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "flwr": flwr.__version__,
-        "numpy": np.__version__,
-    }
+    versions = {"python": platform.python_version()}
+    for package in ("flwr", "ray", "torch", "torchvision", "hydra-core", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
 
 
 class RunRecorder:

@@ -8,7 +8,6 @@ partition-id, sampling them with a seeded generator.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import (
-    ArrayRecord,
     ConfigRecord,
     Context,
     Message,
@@ -56,13 +54,6 @@ def quiet_logging(verbose: bool) -> None:
     flwr_logger.setLevel(level)
     flwr_logger.propagate = False  # it has its own console handler
     logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def derive_seed(*parts: int) -> int:
@@ -198,11 +189,6 @@ def run_federation(
         "num_cpus": float(client_resources.get("num_cpus", 1)),
         "num_gpus": float(client_resources.get("num_gpus", 0.0)),
     }
-    if resources["num_gpus"] > 0 and not torch.cuda.is_available():
-        raise ValueError(
-            f"client_resources.num_gpus={resources['num_gpus']} but no CUDA device is "
-            "visible; set client_resources.num_gpus=0"
-        )
     quiet_logging(verbose)
     run_simulation(
         server_app=server_app,
@@ -215,8 +201,3 @@ def run_federation(
         },
         verbose_logging=verbose,
     )
-
-
-def array_bytes(record: ArrayRecord) -> int:
-    """Serialized size of an ArrayRecord's arrays."""
-    return int(record.count_bytes())

@@ -9,7 +9,6 @@ checking of replies, dtype-preserving weighted averaging, evaluation every
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -124,7 +123,7 @@ class PartitionFedAvg(FedAvg):
         self.eval_every = eval_every
         self.sampler = ClientSampler(num_clients, seed)
         self.node_of: dict[int, int] = {}
-        self._round_start = time.time()
+        self._expected = 0
 
     # -- identity -------------------------------------------------------------
 
@@ -170,7 +169,6 @@ class PartitionFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send the global arrays to the seeded sample of partitions."""
-        self._round_start = time.time()
         partitions = self.train_partitions(server_round)
         config["server-round"] = server_round
         content = RecordDict({"arrays": arrays, "config": config})
@@ -183,8 +181,8 @@ class PartitionFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Sample-weighted mean of the returned arrays and training loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
-        arrays = [next(iter(c.array_records.values())) for c in contents]
-        metrics = [next(iter(c.metric_records.values())) for c in contents]
+        arrays = [c.array_records["arrays"] for c in contents]
+        metrics = [c.metric_records["metrics"] for c in contents]
         weights = [scalar(m, WEIGHT_KEY) for m in metrics]
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
@@ -228,7 +226,7 @@ class PartitionFedAvg(FedAvg):
         )
         evals = []
         for content in contents:
-            m = next(iter(content.metric_records.values()))
+            m = content.metric_records["metrics"]
             evals.append(
                 ClientEval(
                     partition_id=int(scalar(m, PARTITION_KEY)),

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakedata import write_cifar10, write_cifar100, write_mnist
 
 from pflcore.data import (
     KNOWN_DATASETS,
@@ -21,6 +20,7 @@ from pflcore.data import (
     load_dataset,
     random_crop,
 )
+from tests.fakedata import write_cifar10, write_cifar100, write_mnist
 
 
 @pytest.fixture(autouse=True)

@@ -123,6 +123,23 @@ def test_evaluation_uses_received_base_and_stored_head(config):
     assert metrics["loss-sum"] == pytest.approx(stats.loss_sum, rel=1e-4)
 
 
+def test_fedavg_ft_adapts_a_copy_and_keeps_nothing(config):
+    ft = dict(config, algorithm="fedavg_ft", finetune={"epochs": 2, "lr": 0.05})
+    plain = dict(config, algorithm="fedavg")
+    model = initial_model(config, 10, 3)
+    full = ArrayRecord(model.state_dict())
+    ctx = context(pid=0)
+    first = make_client_app(ft)(message(MessageType.EVALUATE, full, 4), ctx)
+    again = make_client_app(ft)(message(MessageType.EVALUATE, full, 4), ctx)
+    untuned = make_client_app(plain)(message(MessageType.EVALUATE, full, 4), ctx)
+    assert len(ctx.state.array_records) == 0
+    m1, m2, m0 = (r.content.metric_records["metrics"] for r in (first, again, untuned))
+    assert (
+        m1["loss-sum"] == m2["loss-sum"]
+    )  # not cumulative: starts from the global model
+    assert m1["loss-sum"] != m0["loss-sum"]  # fine-tuning changed the model it tested
+
+
 def test_query_reports_partition_id(config):
     app = make_client_app(config)
     reply = app(

@@ -54,7 +54,7 @@ def read_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 @pytest.fixture(scope="module")
 def runs(data_root, tmp_path_factory) -> dict[str, Path]:
     out = {}
-    for algorithm in ("fedavg", "fedper", "local"):
+    for algorithm in ("fedavg", "fedper", "local", "fedavg_ft"):
         folder = tmp_path_factory.mktemp(algorithm)
         result = run_main(
             f"algorithm={algorithm}",
@@ -68,7 +68,7 @@ def runs(data_root, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedper", "local"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedper", "local", "fedavg_ft"])
 def test_each_algorithm_records_every_round_and_client(runs, algorithm):
     rounds, clients, summary = read_run(runs[algorithm])
     assert rounds["round"].tolist() == [1, 2]
@@ -89,6 +89,7 @@ def test_each_algorithm_records_every_round_and_client(runs, algorithm):
 def test_bytes_on_the_wire_follow_what_is_shared(runs):
     sent = {a: read_run(runs[a])[0]["bytes_sent"].sum() for a in runs}
     received = {a: read_run(runs[a])[0]["bytes_received"].sum() for a in runs}
+    assert sent["fedavg_ft"] == sent["fedavg"]
     assert sent["local"] == 0 and received["local"] == 0
     assert 0 < sent["fedper"] < sent["fedavg"]
     assert 0 < received["fedper"] < received["fedavg"]
@@ -160,6 +161,10 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
         (["clients_per_round=9"], "clients_per_round must lie in 1..num_clients=4"),
         (["model.num_head_layers=7"], "num_head_layers (K_P) must lie in 1..4"),
         (["dataset.root=/nonexistent/place"], "/nonexistent/place/cifar-10-batches-py"),
+        (["model.base_buffers=locl"], "model.base_buffers must be aggregate or local"),
+        (["lr=abc"], "lr must be > 0, got 'abc'"),
+        (["client_resources.num_gpus=0.5"], "no CUDA device is visible"),
+        (["client_resources.num_cpus=64"], "client_resources.num_cpus must lie in"),
     ],
 )
 def test_bad_input_stops_before_ray_with_a_clear_message(

@@ -36,6 +36,52 @@ def test_parameter_counts_match_the_published_networks(mobilenet, resnet):
     assert len(mobilenet.units()) == 13 + 2 and len(resnet.units()) == 16 + 2
 
 
+# MobileNet-v1 as published (Howard et al. 2017, Table 1), typed from the paper:
+# (in, out, stride) of each depthwise-separable block.
+PUBLISHED_MOBILENET = [
+    (32, 64, 1),
+    (64, 128, 2),
+    (128, 128, 1),
+    (128, 256, 2),
+    (256, 256, 1),
+    (256, 512, 2),
+    *[(512, 512, 1)] * 5,
+    (512, 1024, 2),
+    (1024, 1024, 1),
+]
+
+
+def test_mobilenet_blocks_follow_the_published_table(mobilenet):
+    assert mobilenet.stem[0].stride == (2, 2) and mobilenet.stem[0].out_channels == 32
+    for block, (cin, cout, stride) in zip(
+        mobilenet.blocks, PUBLISHED_MOBILENET, strict=True
+    ):
+        depthwise, pointwise = block[0], block[3]
+        assert depthwise.groups == depthwise.in_channels == cin
+        assert depthwise.kernel_size == (3, 3) and depthwise.stride == (stride, stride)
+        assert (pointwise.in_channels, pointwise.out_channels) == (cin, cout)
+        assert pointwise.kernel_size == (1, 1)
+        assert isinstance(block[1], torch.nn.BatchNorm2d) and isinstance(
+            block[5], torch.nn.ReLU
+        )
+
+
+def test_mobilenet_forward_equals_a_hand_built_sequential(mobilenet):
+    """The network equals torch.nn.Sequential of its layers in the published order."""
+    layers = [*mobilenet.stem]
+    for block in mobilenet.blocks:
+        layers += list(block)
+    layers += [
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        mobilenet.classifier[2],
+    ]
+    reference = torch.nn.Sequential(*layers).eval()
+    x = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(mobilenet(x), reference(x), rtol=0, atol=0)
+
+
 def test_paper_block_count_variant_has_eleven_blocks():
     model = MobileNetV1(num_classes=10, num_blocks=11)
     assert len(model.blocks) == 11

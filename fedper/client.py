@@ -84,7 +84,9 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
         config["model"]["base_buffers"],
     )
     base = [k for k in initial if k not in set(personal)]
-    mean, std = fed.train_channel_stats()
+    # The dataset's own per-channel constants (over its training images, as the
+    # usual published CIFAR/MNIST constants are); no label is involved.
+    mean, std = fed.data.channel_stats()
     transform = BatchTransform(
         mean,
         std,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pflcore.data import ImageData, channel_stats, load_dataset
+from pflcore.data import ImageData, load_dataset
 from pflcore.partition import (
     ClientSplit,
     PartitionError,
@@ -43,14 +43,6 @@ class FederatedData:
             torch.from_numpy(self.split.test[pid]),
         )
         return self.x[tr], self.y[tr], self.x[te], self.y[te]
-
-    def train_channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Normalisation statistics of the clients' training samples only.
-
-        No test image contributes, whatever the partition pool.
-        """
-        train = torch.from_numpy(np.concatenate(self.split.train))
-        return channel_stats(self.x[train])
 
     def class_counts(self) -> np.ndarray:
         """Per-client (train, test) class counts."""

@@ -3,6 +3,11 @@
 The personal layers (``model.num_head_layers`` units, K_P) live in
 ``context.state`` between rounds and never leave the client. ``fedavg`` is
 the same client with no personal layers, ``local`` keeps everything personal.
+
+``head_finetune_epochs > 0`` is the paper's Appendix A.3 variant: each round
+first trains the personal layers alone on the received base, then all layers
+as usual. ``model.linear_base`` is the Section 4.4 ablation: the base is one
+linear map (see :func:`fedper.models.linearize_base`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedper.dataset import FederatedData, federated_data
-from fedper.models import MobileNetV1, ResNet34, build_model, personal_keys
+from fedper.models import (
+    MobileNetV1,
+    ResNet34,
+    build_model,
+    linearize_base,
+    personal_keys,
+)
 from pflcore.data import BatchTransform
 from pflcore.simulation import (
     PARTITION_KEY,
@@ -34,15 +45,27 @@ STATE_KEY = "personal"
 def initial_model(
     config: dict[str, Any], num_classes: int, channels: int
 ) -> MobileNetV1 | ResNet34:
-    """The run's initial network: identical in every process for one seed."""
+    """The run's initial network: identical in every process for one seed.
+
+    With ``model.linear_base`` the base units are replaced by one linear map
+    sized for ``dataset.image_size`` (the personal units are unchanged).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
-        return build_model(
+        model = build_model(
             config["model"]["name"],
             num_classes,
             channels,
             config["model"].get("num_blocks"),
         )
+        if config["model"].get("linear_base", False):
+            linearize_base(
+                model,
+                config["model"]["num_head_layers"],
+                channels,
+                config["dataset"]["image_size"],
+            )
+        return model
 
 
 @dataclass
@@ -137,7 +160,62 @@ def local_train(
     return stats.loss, int(x.shape[0])
 
 
-def fine_tune(
+def finetune_head(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> float:
+    """Paper App. A.3: train the personal layers alone on the received base.
+
+    Runs ``head_finetune_epochs`` epochs of SGD (``lr``, ``momentum``,
+    ``weight_decay``) over the personal parameters only; the base parameters
+    are frozen (``requires_grad`` off, outside the optimizer). The base's
+    BatchNorm layers run in training mode (batch statistics, as in the
+    epochs that follow), but their running statistics are restored
+    afterwards: every shared tensor leaves this phase bit-identical. (With
+    ``model.base_buffers=local`` those statistics are the client's own and
+    keep the phase's update.)
+
+    Returns
+    -------
+    float
+        The phase's mean training loss (0 when it does nothing).
+    """
+    epochs = int(config.get("head_finetune_epochs", 0))
+    if epochs <= 0 or not runtime.personal:
+        return 0.0
+    model = runtime.model
+    personal = set(runtime.personal)
+    shared = set(runtime.base)
+    head = [p for k, p in model.named_parameters() if k in personal]
+    frozen = [p for k, p in model.named_parameters() if k not in personal]
+    saved = {k: b.clone() for k, b in model.named_buffers() if k in shared}
+    x, y, _, _ = runtime.data.client(pid)
+    optimizer = make_sgd(head, config["lr"], config["momentum"], config["weight_decay"])
+    seed = derive_seed(config["seed"], pid, server_round, 2)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        stats = train_epochs(
+            model,
+            x,
+            y,
+            optimizer,
+            runtime.transform,
+            epochs=epochs,
+            batch_size=config["batch_size"],
+            generator=torch.Generator().manual_seed(seed),
+            device=runtime.device,
+        )
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in saved:
+                    b.copy_(saved[k])
+    return stats.loss
+
+
+def finetune_global_copy(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
 ) -> None:
     """FedAvg + fine-tuning: adapt the loaded global model before testing it.
@@ -197,6 +275,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records["arrays"], context.state)
         server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        finetune_head(runtime, config, pid, server_round)
         loss, n = local_train(runtime, config, pid, server_round)
         if runtime.personal:
             context.state[STATE_KEY] = runtime.part(runtime.personal)
@@ -213,7 +292,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime.load(msg.content.array_records["arrays"], context.state)
         if config["algorithm"] == "fedavg_ft":
             server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-            fine_tune(runtime, config, pid, server_round)
+            finetune_global_copy(runtime, config, pid, server_round)
         stats = local_evaluate(runtime, config, pid)
         metrics = MetricRecord(
             {

@@ -1,11 +1,15 @@
 """FedPer, FedAvg and Local-only through Flower's Ray simulation.
 
 Run ``python -m fedper.main key=value ...`` (see ``conf/fedper.yaml``).
+
+Besides the usual entries, ``summary.json`` records ``linear_base`` (the form
+of the linear base, or null for the full network) and, for FLICKR-AES,
+``client_names`` (the worker id of each partition-id).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
@@ -14,7 +18,7 @@ from omegaconf import DictConfig
 
 from fedper.client import initial_model, make_client_app
 from fedper.dataset import FederatedData, build_federated_data
-from fedper.models import MODEL_NAMES, personal_keys
+from fedper.models import MODEL_NAMES, find_linear_base, personal_keys
 from fedper.strategy import FedPer
 from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
@@ -39,6 +43,7 @@ class Prepared:
     fed: FederatedData
     base: ArrayRecord
     personal: list[str]
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def check_fedper(config: dict[str, Any]) -> None:
@@ -66,12 +71,83 @@ def check_fedper(config: dict[str, Any]) -> None:
         raise ConfigError(f"finetune.epochs must be >= 0, got {finetune['epochs']!r}")
     if not finetune["lr"] > 0:
         raise ConfigError(f"finetune.lr must be > 0, got {finetune['lr']!r}")
+    head_epochs = config.get("head_finetune_epochs", 0)
+    if not (_is_int(head_epochs) and head_epochs >= 0):
+        raise ConfigError(
+            f"head_finetune_epochs must be an integer >= 0, got {head_epochs!r}"
+        )
+    if head_epochs > 0 and config["algorithm"] != "fedper":
+        raise ConfigError(
+            "head_finetune_epochs (paper App. A.3) fine-tunes FedPer's personal "
+            f"layers; it needs algorithm=fedper, got {config['algorithm']!r}"
+        )
+    linear = model.get("linear_base", False)
+    if not isinstance(linear, bool):
+        raise ConfigError(f"model.linear_base must be true or false, got {linear!r}")
+    if linear and model["num_head_layers"] not in (1, 2, 3, 4):
+        raise ConfigError(
+            "model.linear_base replaces the units below the last "
+            "model.num_head_layers (K_P) ones; K_P must lie in 1..4, "
+            f"got {model['num_head_layers']}"
+        )
+    if config["dataset"]["name"] == "flickr":
+        check_flickr(config["dataset"])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+FLICKR_KEYS = (
+    "folder",
+    "image_folder",
+    "labels_file",
+    "min_ratings",
+    "max_ratings",
+    "min_per_score",
+    "test_fraction",
+    "image_size",
+)
+
+
+def check_flickr(dataset: dict[str, Any]) -> None:
+    """The FLICKR-AES settings (``conf/dataset/flickr.yaml``)."""
+    absent = [k for k in FLICKR_KEYS if k not in dataset]
+    if absent:
+        raise ConfigError(
+            f"dataset.name=flickr lacks {absent}: select the group with "
+            "dataset=flickr instead of overriding dataset.name"
+        )
+    low, high = dataset["min_ratings"], dataset["max_ratings"]
+    if not (_is_int(low) and _is_int(high) and 0 <= low < high):
+        raise ConfigError(
+            "dataset.min_ratings and dataset.max_ratings must be integers with "
+            f"0 <= min_ratings < max_ratings, got {low!r} and {high!r}"
+        )
+    per_score = dataset["min_per_score"]
+    if not (_is_int(per_score) and per_score >= 0):
+        raise ConfigError(f"dataset.min_per_score must be >= 0, got {per_score!r}")
+    fraction = dataset["test_fraction"]
+    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
+        raise ConfigError(f"dataset.test_fraction must lie in (0, 1), got {fraction!r}")
+    size = dataset["image_size"]
+    if not (_is_int(size) and size >= 1):
+        raise ConfigError(
+            f"dataset.image_size must be a positive integer, got {size!r}"
+        )
 
 
 def initial_arrays(
     config: dict[str, Any], fed: FederatedData
 ) -> tuple[ArrayRecord, list[str]]:
     """The base the server starts from, and the personal keys clients keep."""
+    base, personal, _ = _initial(config, fed)
+    return base, personal
+
+
+def _initial(
+    config: dict[str, Any], fed: FederatedData
+) -> tuple[ArrayRecord, list[str], dict[str, Any] | None]:
     model = initial_model(config, fed.data.num_classes, fed.data.channels)
     personal = personal_keys(
         model,
@@ -80,7 +156,8 @@ def initial_arrays(
         config["model"]["base_buffers"],
     )
     base = {k: v for k, v in model.state_dict().items() if k not in set(personal)}
-    return ArrayRecord(base), personal
+    linear = find_linear_base(model)
+    return ArrayRecord(base), personal, linear.describe() if linear else None
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -92,8 +169,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     check_fedper(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
     fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
-    base, personal = initial_arrays(config, fed)
-    return Prepared(config, fed, base, personal)
+    base, personal, linear = _initial(config, fed)
+    notes: dict[str, Any] = {"linear_base": linear}
+    if fed.client_names is not None:
+        notes["client_names"] = list(fed.client_names)
+    return Prepared(config, fed, base, personal, notes)
 
 
 @hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
@@ -104,7 +184,9 @@ def main(cfg: DictConfig) -> None:
     recorder = RunRecorder(hydra_output_dir(), config)
     recorder.write_partition(prepared.fed.class_counts())
     recorder.set_summary(
-        num_base_tensors=len(prepared.base), num_personal_tensors=len(prepared.personal)
+        num_base_tensors=len(prepared.base),
+        num_personal_tensors=len(prepared.personal),
+        **prepared.notes,
     )
     strategy = FedPer(
         recorder,

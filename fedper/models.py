@@ -4,6 +4,10 @@ Both networks are a chain of *units*: a stem, the basic blocks, and a
 classifier unit (global pool + fully connected layer). FedPer's ``K_P``
 (``model.num_head_layers``) counts personal units from the output: ``K_P = 1``
 is the classifier only, ``K_P = 2`` adds the last basic block, and so on.
+
+The ablation of the paper's Section 4.4 replaces every base unit by one
+linear map (:func:`linearize_base`); the personal units stay exactly as they
+are, under the same state-dict keys.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class MobileNetV1(nn.Module):
             if num_blocks == 13
             else _MOBILENET_BLOCKS[:9] + _MOBILENET_BLOCKS[11:]
         )
-        self.stem = nn.Sequential(*_conv_bn(in_channels, 32, 3, 2))
+        self.stem: nn.Module = nn.Sequential(*_conv_bn(in_channels, 32, 3, 2))
         self.blocks = nn.ModuleList(DepthwiseSeparable(*spec) for spec in specs)
         self.classifier = Classifier(1024, num_classes)
 
@@ -101,6 +105,16 @@ class MobileNetV1(nn.Module):
         for unit in self.units():
             x = unit(x)
         return x
+
+    def replace_base(self, first: nn.Module, num_head_units: int) -> None:
+        """Put ``first`` in place of the stem and the other base units by identities.
+
+        The unit chain keeps its length, so ``split_model`` and
+        ``personal_keys`` cut it where they did.
+        """
+        self.stem = first
+        for i in range(len(self.blocks) - (num_head_units - 1)):
+            self.blocks[i] = nn.Identity()
 
 
 class ResNet34(nn.Module):
@@ -140,6 +154,25 @@ class ResNet34(nn.Module):
         """Logits for a normalised batch."""
         return self.net(x)
 
+    def replace_base(self, first: nn.Module, num_head_units: int) -> None:
+        """Put ``first`` in place of the stem and the other base units by identities.
+
+        ``first`` takes the stem convolution's place (the stem's BatchNorm,
+        ReLU and max-pool become identities); base BasicBlocks become
+        identities inside their stages, so the unit chain keeps its length.
+        """
+        net = self.net
+        setattr(net, "conv1", first)  # noqa: B010  (torchvision types it Conv2d)
+        for name in ("bn1", "relu", "maxpool"):
+            setattr(net, name, nn.Identity())
+        slots = [
+            (layer, i)
+            for layer in (net.layer1, net.layer2, net.layer3, net.layer4)
+            for i in range(len(layer))
+        ]
+        for layer, i in slots[: len(slots) - (num_head_units - 1)]:
+            layer[i] = nn.Identity()
+
 
 def build_model(
     name: str, num_classes: int, in_channels: int, num_blocks: int | None = None
@@ -155,6 +188,136 @@ def build_model(
     if name == "resnet34":
         return ResNet34(num_classes, in_channels)
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+
+
+class LinearBase(nn.Module):
+    """One activation-free, bias-free linear map standing in for FedPer's base.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        ``(C, H, W)`` of the (normalised) input image.
+    out_shape : tuple of int
+        ``(C', H', W')`` the personal units expect.
+    dense : bool
+        ``True``: a fully connected ``Linear`` from the flattened image to
+        ``C'`` features, shaped ``(C', 1, 1)`` (then ``H' = W' = 1``).
+        ``False``: a convolution with kernel = stride = the base's
+        downsampling factor, zero-padded so that it yields exactly
+        ``(C', H', W')`` at ``in_shape``.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_shape: tuple[int, int, int],
+        dense: bool,
+    ) -> None:
+        super().__init__()
+        self.in_shape, self.out_shape, self.dense = in_shape, out_shape, dense
+        cin, h, w = in_shape
+        cout, ho, wo = out_shape
+        if dense:
+            if (ho, wo) != (1, 1):
+                raise ValueError(
+                    f"a dense linear base outputs (C, 1, 1), not {out_shape}"
+                )
+            self.kernel = self.padding = (0, 0)
+            self.map: nn.Module = nn.Linear(cin * h * w, cout, bias=False)
+        else:
+            # kernel = stride = f with f * out >= in; pad the shortfall (< f).
+            fh, fw = -(-h // ho), -(-w // wo)
+            self.kernel = (fh, fw)
+            self.padding = (-(-(fh * ho - h) // 2), -(-(fw * wo - w) // 2))
+            self.map = nn.Conv2d(
+                cin, cout, self.kernel, self.kernel, self.padding, bias=False
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a normalised image batch to the personal units' input."""
+        if self.dense:
+            if tuple(x.shape[1:]) != self.in_shape:
+                raise ValueError(
+                    f"this linear base was built for inputs {self.in_shape}, got "
+                    f"{tuple(x.shape[1:])}"
+                )
+            return self.map(x.flatten(1)).view(-1, self.out_shape[0], 1, 1)
+        return self.map(x)
+
+    def describe(self) -> dict[str, object]:
+        """What was built, for the run record."""
+        return {
+            "form": "dense" if self.dense else "conv",
+            "in_shape": list(self.in_shape),
+            "out_shape": list(self.out_shape),
+            "kernel_stride": list(self.kernel),
+            "padding": list(self.padding),
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+
+def linearize_base(
+    model: MobileNetV1 | ResNet34,
+    num_head_units: int,
+    in_channels: int,
+    image_size: int,
+) -> LinearBase:
+    """Replace the base of ``model`` (in place) by one linear map (paper Sec. 4.4).
+
+    The personal units (the last ``num_head_units``) are untouched: same
+    modules, state-dict keys and shapes as in the full network.
+
+    * ``num_head_units = 1``: a dense ``Linear`` from the flattened image to
+      the classifier's input width (1024 for MobileNet-v1, 512 for ResNet-34).
+    * ``num_head_units >= 2``: a convolution with kernel = stride = the base's
+      downsampling factor, yielding exactly the shape the first personal block
+      receives in the full network at ``image_size`` (found by passing a
+      dummy image through the original base).
+
+    Parameters
+    ----------
+    model : MobileNetV1 or ResNet34
+        The full network; modified in place.
+    num_head_units : int
+        K_P, at least 1.
+    in_channels : int
+        Image channels.
+    image_size : int
+        Side of the (resized) images the model will see.
+
+    Returns
+    -------
+    LinearBase
+        The map now in the model.
+    """
+    if num_head_units < 1:
+        raise ValueError(f"a linear base needs K_P >= 1, got {num_head_units}")
+    base, head = split_model(model, num_head_units)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = base(torch.zeros(1, in_channels, image_size, image_size))
+    model.train(was_training)
+    in_shape = (in_channels, image_size, image_size)
+    if num_head_units == 1:
+        fc = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+        linear = LinearBase(in_shape, (fc.in_features, 1, 1), dense=True)
+    else:
+        c, h, w = (int(v) for v in out.shape[1:])
+        linear = LinearBase(in_shape, (c, h, w), dense=False)
+    with torch.no_grad():
+        got = tuple(linear(torch.zeros(1, *in_shape)).shape[1:])
+    if got != linear.out_shape:  # the padding rule guarantees it; kept as a guard
+        raise ValueError(
+            f"linear base yields {got}, the head expects {linear.out_shape}"
+        )
+    model.replace_base(linear, num_head_units)
+    return linear
+
+
+def find_linear_base(model: nn.Module) -> LinearBase | None:
+    """The model's linear base, or ``None`` for a full network."""
+    return next((m for m in model.modules() if isinstance(m, LinearBase)), None)
 
 
 def split_model(

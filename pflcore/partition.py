@@ -231,3 +231,93 @@ def check_min_samples(
                 f"test samples (need at least {min_train} and {min_test}): too many "
                 "clients for this dataset and partition"
             )
+
+
+def select_users(
+    users: np.ndarray,
+    num_users: int,
+    seed: int,
+    *,
+    more_than: int = 0,
+    fewer_than: int | None = None,
+    labels: np.ndarray | None = None,
+    min_per_label: int = 0,
+    num_labels: int | None = None,
+) -> np.ndarray:
+    """Draw ``num_users`` users among those whose sample count fits a range.
+
+    Parameters
+    ----------
+    users : numpy.ndarray
+        The user of every sample.
+    num_users : int
+        How many users to draw (without replacement, uniformly).
+    seed : int
+        Seed of the draw.
+    more_than : int
+        Keep users with strictly more samples than this.
+    fewer_than : int, optional
+        Keep users with strictly fewer samples than this (no upper bound if
+        ``None``).
+    labels : numpy.ndarray, optional
+        Label of every sample, for ``min_per_label``.
+    min_per_label : int
+        Keep only users with at least this many samples of each of the
+        ``num_labels`` labels ``0..num_labels-1`` (0 disables the rule).
+    num_labels : int, optional
+        Number of labels (default: ``labels.max() + 1``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The drawn users, sorted.
+
+    Raises
+    ------
+    PartitionError
+        If fewer users qualify than ``num_users``.
+    """
+    if num_users < 1:
+        raise PartitionError(f"need at least one user, got {num_users}")
+    candidates, counts = np.unique(users, return_counts=True)
+    keep = counts > more_than
+    if fewer_than is not None:
+        keep &= counts < fewer_than
+    if min_per_label > 0:
+        if labels is None:
+            raise ValueError("min_per_label needs the labels")
+        width = int(labels.max()) + 1 if num_labels is None else num_labels
+        inverse = np.searchsorted(candidates, users)
+        per_label = np.zeros((candidates.size, width), dtype=np.int64)
+        np.add.at(per_label, (inverse, labels), 1)
+        keep &= (per_label >= min_per_label).all(axis=1)
+    eligible = candidates[keep]
+    if eligible.size < num_users:
+        bounds = f"more than {more_than}" + (
+            f" and fewer than {fewer_than}" if fewer_than is not None else ""
+        )
+        extra = f", at least {min_per_label} of each label" if min_per_label > 0 else ""
+        raise PartitionError(
+            f"{num_users} clients requested but only {eligible.size} of "
+            f"{candidates.size} users have {bounds} samples{extra}"
+        )
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(eligible, size=num_users, replace=False))
+
+
+def rows_of_users(users: np.ndarray, chosen: np.ndarray) -> list[np.ndarray]:
+    """Indices of each chosen user's samples, in sample order.
+
+    Parameters
+    ----------
+    users : numpy.ndarray
+        The user of every sample.
+    chosen : numpy.ndarray
+        The users wanted.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``rows[j]`` indexes ``chosen[j]``'s samples.
+    """
+    return [np.flatnonzero(users == user) for user in chosen]

@@ -156,3 +156,65 @@ def test_training_is_reproducible_for_one_seed(config):
     a, b = (o.content.array_records["arrays"] for o in outs)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+# --------------------------------------------------------------------------
+# Paper App. A.3: fine-tune the personal layers on the received base first
+# --------------------------------------------------------------------------
+
+
+def test_head_finetune_phase_changes_only_the_personal_layers(config):
+    from fedper.client import finetune_head
+
+    tuned = dict(config, head_finetune_epochs=1)
+    runtime = get_runtime(tuned)
+    base, personal = base_of(config)
+    runtime.load(base, RecordDict())
+    before = {k: v.clone() for k, v in runtime.model.state_dict().items()}
+    loss = finetune_head(runtime, tuned, pid=1, server_round=3)
+    after = runtime.model.state_dict()
+    assert loss > 0
+    assert set(runtime.personal) == set(personal)
+    # Every shared tensor (parameters and BatchNorm statistics) is bit-identical.
+    for key in runtime.base:
+        assert torch.equal(after[key], before[key]), key
+    changed = [k for k in personal if not torch.equal(after[k], before[k])]
+    assert "classifier.2.weight" in changed
+    assert any(k.startswith("blocks.12.") and k.endswith("weight") for k in changed)
+    assert all(p.requires_grad for p in runtime.model.parameters())
+
+
+def test_head_finetune_zero_leaves_training_as_it_was(config):
+    from fedper.client import local_train
+
+    assert config["head_finetune_epochs"] == 0
+    base, _ = base_of(config)
+    reply = make_client_app(config)(message(MessageType.TRAIN, base, 2), context(0))
+    # Independent composition: load the received base, run the plain local update.
+    runtime = get_runtime(config)
+    runtime.load(base, RecordDict())
+    local_train(runtime, config, 0, 2)
+    expected = runtime.model.state_dict()
+    sent = reply.content.array_records["arrays"].to_torch_state_dict()
+    for key, value in sent.items():
+        assert torch.equal(value, expected[key]), key
+
+    tuned = dict(config, head_finetune_epochs=1)
+    reply_tuned = make_client_app(tuned)(
+        message(MessageType.TRAIN, base, 2), context(0)
+    )
+    sent_tuned = reply_tuned.content.array_records["arrays"].to_torch_state_dict()
+    assert any(not torch.equal(sent_tuned[k], sent[k]) for k in sent)
+
+
+def test_linear_base_client_sends_only_the_map(config):
+    linear = dict(config, model=dict(config["model"], linear_base=True))
+    model = initial_model(linear, 10, 3)
+    personal = personal_keys(model, "fedper", 2, "aggregate")
+    assert personal == base_of(config)[1]  # the same personal layers as the full model
+    base = ArrayRecord(
+        {k: v for k, v in model.state_dict().items() if k not in personal}
+    )
+    assert list(base.keys()) == ["stem.map.weight"]
+    reply = make_client_app(linear)(message(MessageType.TRAIN, base, 1), context(2))
+    assert list(reply.content.array_records["arrays"].keys()) == ["stem.map.weight"]

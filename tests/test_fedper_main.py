@@ -165,6 +165,9 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
         (["lr=abc"], "lr must be > 0, got 'abc'"),
         (["client_resources.num_gpus=0.5"], "no CUDA device is visible"),
         (["client_resources.num_cpus=64"], "client_resources.num_cpus must lie in"),
+        (["head_finetune_epochs=-1"], "head_finetune_epochs must be an integer >= 0"),
+        (["algorithm=fedavg", "head_finetune_epochs=1"], "needs algorithm=fedper"),
+        (["model.linear_base=maybe"], "model.linear_base must be true or false"),
     ],
 )
 def test_bad_input_stops_before_ray_with_a_clear_message(

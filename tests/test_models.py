@@ -166,3 +166,98 @@ def test_grayscale_input_is_supported():
         model = build_model(name, 10, 1).eval()
         with torch.no_grad():
             assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+# --------------------------------------------------------------------------
+# Sec. 4.4 ablation: the base replaced by one linear map
+# --------------------------------------------------------------------------
+
+from fedper.models import LinearBase, find_linear_base, linearize_base  # noqa: E402
+
+CLASSIFIER_WIDTH = {"mobilenet_v1": 1024, "resnet34": 512}
+
+
+def _pair(name: str, head_units: int, size: int = 32):
+    torch.manual_seed(0)
+    full = build_model(name, 10, 3).eval()
+    linear = build_model(name, 10, 3)
+    linearize_base(linear, head_units, 3, size)
+    return full, linear.eval()
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "resnet34"])
+@pytest.mark.parametrize("head_units", [1, 2, 3, 4])
+def test_linear_base_keeps_the_personal_part_exactly(name, head_units):
+    full, linear = _pair(name, head_units)
+    keys = personal_keys(full, "fedper", head_units, "aggregate")
+    assert personal_keys(linear, "fedper", head_units, "aggregate") == keys
+    full_state, linear_state = full.state_dict(), linear.state_dict()
+    assert [linear_state[k].shape for k in keys] == [full_state[k].shape for k in keys]
+    full_head, linear_head = (
+        split_model(full, head_units)[1],
+        split_model(linear, head_units)[1],
+    )
+    assert [type(m) for m in linear_head.modules()] == [
+        type(m) for m in full_head.modules()
+    ]
+    # The base holds the linear map's weight and nothing else.
+    base_keys = [k for k in linear_state if k not in keys]
+    assert len(base_keys) == 1 and base_keys[0].endswith("map.weight")
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "resnet34"])
+@pytest.mark.parametrize("head_units", [1, 2, 3, 4])
+def test_linear_base_is_linear_and_feeds_the_head_its_usual_shape(name, head_units):
+    full, linear = _pair(name, head_units)
+    full_base, _ = split_model(full, head_units)
+    base, _ = split_model(linear, head_units)
+    gen = torch.Generator().manual_seed(3)
+    x, y = (
+        torch.randn(2, 3, 32, 32, generator=gen),
+        torch.randn(2, 3, 32, 32, generator=gen),
+    )
+    a, b = 1.7, -0.6
+    with torch.no_grad():
+        double, xd, yd = base.double(), x.double(), y.double()
+        torch.testing.assert_close(
+            double(a * xd + b * yd),
+            a * double(xd) + b * double(yd),
+            rtol=1e-10,
+            atol=1e-10,
+        )
+        base.float()
+        out = base(x)
+        if head_units == 1:  # a dense map to the classifier's input width
+            assert out.shape == (2, CLASSIFIER_WIDTH[name], 1, 1)
+        else:  # exactly what the first personal block receives in the full network
+            assert out.shape == full_base(x).shape
+        assert linear(x).shape == (2, 10)
+    map_ = find_linear_base(linear)
+    assert isinstance(map_, LinearBase) and find_linear_base(full) is None
+    described = map_.describe()
+    assert described["form"] == ("dense" if head_units == 1 else "conv")
+    assert described["parameters"] == sum(p.numel() for p in base.parameters())
+    if head_units > 1:  # no padding at 32 px: kernel = stride = 32 / output side
+        side = out.shape[-1]
+        assert described["kernel_stride"] == [32 // side] * 2
+        assert described["padding"] == [0, 0]
+
+
+def test_linear_base_trains_through_the_personal_part():
+    _, linear = _pair("mobilenet_v1", 2)
+    linear.train()
+    loss = linear(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in linear.parameters())
+
+
+def test_linear_base_pads_to_the_exact_shape_at_odd_sizes():
+    # At 40 px the base's stride-2 convolutions round up: the map pads to match.
+    for name, head_units in (("mobilenet_v1", 3), ("resnet34", 4)):
+        full, linear = _pair(name, head_units, size=40)
+        x = torch.randn(2, 3, 40, 40)
+        with torch.no_grad():
+            assert (
+                split_model(linear, head_units)[0](x).shape
+                == split_model(full, head_units)[0](x).shape
+            )

@@ -181,6 +181,9 @@ class PartitionFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Sample-weighted mean of the returned arrays and training loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
+        # Replies arrive in any order; summing floats in a fixed (partition-id)
+        # order makes the average, and so the whole run, reproducible.
+        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
         weights = [scalar(m, WEIGHT_KEY) for m in metrics]

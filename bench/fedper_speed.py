@@ -185,6 +185,7 @@ def make_noop_client_app() -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         metrics = MetricRecord(
             {
+                PARTITION_KEY: partition_id(context),
                 WEIGHT_KEY: 1,
                 "train-loss": 0.0,
                 "actor-pid": os.getpid(),

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 # One colour per method, the same in every figure.
 METHOD_COLOURS = {
@@ -135,6 +136,9 @@ def title_of(runs: list[Run]) -> str:
     parts.append(f"{first.get('num_clients', '?')} clients")
     models = {r.config.get("model.name") for r in runs}
     parts.append(", ".join(str(m) for m in sorted(models, key=str)))
+    sizes = {r.config.get("dataset.image_size") for r in runs}
+    if len(sizes) == 1 and None not in sizes:
+        parts.append(f"{sizes.pop()} px")
     return " | ".join(parts)
 
 
@@ -186,6 +190,7 @@ def plot_runs(
             alpha=0.18,
             lw=0,
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (global aggregations)")
     ax.set_ylabel("test accuracy (fraction, mean over clients)")
     ax.set_ylim(0, 1)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pflcore.training import EvalStats
+
 ROUND_FIELDS = (
     "round",
     "time_s",
@@ -36,19 +38,11 @@ ROUND_FIELDS = (
 CLIENT_FIELDS = ("round", "partition_id", "accuracy", "loss", "correct", "num_samples")
 
 
-@dataclass
-class ClientEval:
-    """One client's evaluation in one round."""
+@dataclass(frozen=True, kw_only=True)
+class ClientEval(EvalStats):
+    """One client's evaluation counts in one round, with its partition-id."""
 
     partition_id: int
-    correct: int
-    loss_sum: float
-    num_samples: int
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction correct."""
-        return self.correct / self.num_samples if self.num_samples else 0.0
 
 
 def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:
@@ -172,7 +166,7 @@ class RunRecorder:
                         "round": server_round,
                         "partition_id": e.partition_id,
                         "accuracy": e.accuracy,
-                        "loss": e.loss_sum / e.num_samples if e.num_samples else 0.0,
+                        "loss": e.loss,
                         "correct": e.correct,
                         "num_samples": e.num_samples,
                     }

@@ -63,11 +63,12 @@ def k_class_setting(draw):
     num_classes = draw(st.integers(1, 12))
     num_clients = draw(st.integers(1, 15))
     k = draw(st.integers(1, num_classes))
-    # every class has >= 4 samples per client, so each part has >= 4 samples
-    # and a test fraction in [0.25, 0.75] leaves >= 1 train and >= 1 test.
+    # every class has >= 8 samples per client, so each part has >= 8 samples
+    # and a test fraction in [0.25, 0.75] leaves >= 2 train (the minimum a
+    # BatchNorm network trains on) and >= 1 test.
     counts = draw(
         st.lists(
-            st.integers(4 * num_clients, 4 * num_clients + 17),
+            st.integers(8 * num_clients, 8 * num_clients + 17),
             min_size=num_classes,
             max_size=num_classes,
         )

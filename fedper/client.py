@@ -37,7 +37,7 @@ from pflcore.simulation import (
     derive_seed,
     partition_id,
 )
-from pflcore.training import EvalStats, evaluate, make_sgd, train_epochs
+from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
 
 STATE_KEY = "personal"
 
@@ -132,32 +132,46 @@ def get_runtime(config: dict[str, Any]) -> ClientRuntime:
     return _runtime(json.dumps(config, sort_keys=True))
 
 
-def local_train(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
-) -> tuple[float, int]:
-    """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
+def sgd_on_client(
+    runtime: ClientRuntime,
+    config: dict[str, Any],
+    pid: int,
+    params: list[torch.nn.Parameter],
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+) -> TrainStats:
+    """SGD over ``params`` on client ``pid``'s training split (fresh optimizer)."""
     x, y, _, _ = runtime.data.client(pid)
-    optimizer = make_sgd(
-        runtime.model.parameters(),
-        config["lr"],
-        config["momentum"],
-        config["weight_decay"],
-    )
-    generator = torch.Generator().manual_seed(
-        derive_seed(config["seed"], pid, server_round)
-    )
-    stats = train_epochs(
+    optimizer = make_sgd(params, lr, config["momentum"], config["weight_decay"])
+    return train_epochs(
         runtime.model,
         x,
         y,
         optimizer,
         runtime.transform,
-        epochs=config["local_epochs"],
+        epochs=epochs,
         batch_size=config["batch_size"],
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         device=runtime.device,
     )
-    return stats.loss, int(x.shape[0])
+
+
+def local_train(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> tuple[float, int]:
+    """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
+    stats = sgd_on_client(
+        runtime,
+        config,
+        pid,
+        list(runtime.model.parameters()),
+        lr=config["lr"],
+        epochs=config["local_epochs"],
+        seed=derive_seed(config["seed"], pid, server_round),
+    )
+    return stats.loss, int(runtime.data.split.train[pid].size)
 
 
 def finetune_head(
@@ -188,22 +202,17 @@ def finetune_head(
     head = [p for k, p in model.named_parameters() if k in personal]
     frozen = [p for k, p in model.named_parameters() if k not in personal]
     saved = {k: b.clone() for k, b in model.named_buffers() if k in shared}
-    x, y, _, _ = runtime.data.client(pid)
-    optimizer = make_sgd(head, config["lr"], config["momentum"], config["weight_decay"])
-    seed = derive_seed(config["seed"], pid, server_round, 2)
     for p in frozen:
         p.requires_grad_(False)
     try:
-        stats = train_epochs(
-            model,
-            x,
-            y,
-            optimizer,
-            runtime.transform,
+        stats = sgd_on_client(
+            runtime,
+            config,
+            pid,
+            head,
+            lr=config["lr"],
             epochs=epochs,
-            batch_size=config["batch_size"],
-            generator=torch.Generator().manual_seed(seed),
-            device=runtime.device,
+            seed=derive_seed(config["seed"], pid, server_round, 2),
         )
     finally:
         for p in frozen:
@@ -223,25 +232,14 @@ def finetune_global_copy(
     The adapted weights are used for this evaluation only: the next message
     reloads the model from the server's arrays, so nothing is kept.
     """
-    x, y, _, _ = runtime.data.client(pid)
-    finetune = config["finetune"]
-    optimizer = make_sgd(
-        runtime.model.parameters(),
-        finetune["lr"],
-        config["momentum"],
-        config["weight_decay"],
-    )
-    seed = derive_seed(config["seed"], pid, server_round, 1)
-    train_epochs(
-        runtime.model,
-        x,
-        y,
-        optimizer,
-        runtime.transform,
-        epochs=finetune["epochs"],
-        batch_size=config["batch_size"],
-        generator=torch.Generator().manual_seed(seed),
-        device=runtime.device,
+    sgd_on_client(
+        runtime,
+        config,
+        pid,
+        list(runtime.model.parameters()),
+        lr=config["finetune"]["lr"],
+        epochs=config["finetune"]["epochs"],
+        seed=derive_seed(config["seed"], pid, server_round, 1),
     )
 
 

@@ -8,6 +8,7 @@ that stops early keeps every round it finished.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import platform
 import time
@@ -73,6 +74,19 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[package] = "absent"
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def _hardware() -> str:
+    """CPU cores of this machine, and the GPU the server process sees, if any."""
+    import os
+
+    import torch
+
+    text = f"{os.cpu_count()}-core CPU"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
 
 
 class RunRecorder:
@@ -189,6 +203,7 @@ class RunRecorder:
             "wall_time_s": round(time.time() - self.start, 3),
             "seed": self.config.get("seed"),
             "versions": _versions(),
+            "hardware": _hardware(),
         }
         if evaluated:
             last = evaluated[-1]

@@ -24,6 +24,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from pflcore.progress import ProgressPrinter
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
 
@@ -98,6 +99,9 @@ class PartitionFedAvg(FedAvg):
         Evaluate all clients every this many rounds; 0 evaluates only the last.
     seed : int
         Seed of the client sampler.
+    progress_every_s : float
+        Least seconds between two progress lines (first and last round always
+        print).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class PartitionFedAvg(FedAvg):
         num_rounds: int,
         eval_every: int,
         seed: int,
+        progress_every_s: float = 10.0,
     ) -> None:
         super().__init__(
             min_train_nodes=clients_per_round,
@@ -117,6 +122,7 @@ class PartitionFedAvg(FedAvg):
             weighted_by_key=WEIGHT_KEY,
         )
         self.recorder = recorder
+        self.progress = ProgressPrinter(num_rounds, min_interval_s=progress_every_s)
         self.num_clients = num_clients
         self.clients_per_round = clients_per_round
         self.num_rounds = num_rounds
@@ -253,13 +259,5 @@ class PartitionFedAvg(FedAvg):
         if server_round == 0:
             return None
         row = self.recorder.end_round(server_round)
-        elapsed = row["time_s"]
-        eta = elapsed / server_round * (self.num_rounds - server_round)
-        acc = row.get("test_acc_mean")
-        acc_text = f"acc {acc:.4f}" if acc is not None else "acc  --   "
-        print(
-            f"[round {server_round:>4}/{self.num_rounds}] {acc_text} "
-            f"loss {row['train_loss']:.4f}  elapsed {elapsed:7.1f}s  eta {eta:7.1f}s",
-            flush=True,
-        )
+        self.progress.update(server_round, row)
         return None

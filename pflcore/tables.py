@@ -1,0 +1,201 @@
+"""Result tables from run folders: paper number beside ours, with the command.
+
+``python -m pflcore.tables FOLDER [FOLDER ...] --out table.md --metric KEY
+--setting TEXT --command TEXT [--paper LABEL=TEXT ...]`` finds every run below
+the folders (as :mod:`pflcore.plots` does), groups them by the config keys that
+differ between runs (seeds pooled), reads ``KEY`` (a dotted path into
+``summary.json``, e.g. ``final.test_acc_mean``) from each, and writes one row
+per group as Markdown (``table.md``) and CSV (``table.csv``): setting, method,
+paper number, ours (mean +- std over seeds, in percent), seeds, rounds, wall
+time and hardware, and the command that produced the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pflcore.plots import NoResultsError, Run, find_runs, label_of, varying_keys
+
+COLUMNS = (
+    "setting",
+    "method",
+    "paper",
+    "ours",
+    "seeds",
+    "rounds",
+    "wall_time",
+    "hardware",
+    "command",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a group of runs that differ only in their seed."""
+
+    values: dict[str, str]
+
+
+def lookup(summary: dict[str, Any], key: str) -> float | None:
+    """The number at dotted path ``key`` in ``summary`` (None if absent or null)."""
+    node: Any = summary
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if node is None:
+        return None
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise ValueError(f"summary value at '{key}' is not a number: {node!r}")
+    return float(node)
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    return json.loads((run.folder / "summary.json").read_text())
+
+
+def _percent(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return (
+        f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
+    )
+
+
+def _minutes(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) / 60:.1f} min"
+
+
+def paper_for(label: str, algorithm: str, paper: dict[str, str]) -> str:
+    """The paper number given for a row's label, else for its algorithm, else '-'."""
+    return paper.get(label) or paper.get(algorithm) or "-"
+
+
+def build_rows(
+    runs: list[Run],
+    metric: str,
+    setting: str,
+    command: str,
+    paper: dict[str, str],
+) -> list[Row]:
+    """Group ``runs`` by label and summarise ``metric`` per group.
+
+    Parameters
+    ----------
+    runs : list of Run
+        Runs found by :func:`pflcore.plots.find_runs`.
+    metric : str
+        Dotted path into ``summary.json`` of a fraction in [0, 1].
+    setting : str
+        The setting column's text.
+    command : str
+        The command that produced the runs.
+    paper : dict
+        Published number per label or per algorithm name.
+
+    Returns
+    -------
+    list of Row
+        One row per group, in first-seen order. A group none of whose runs
+        recorded the metric shows ``not recorded``; runs that did not complete
+        are counted and marked, never silently mixed in.
+    """
+    keys = varying_keys(runs)
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(label_of(run, keys), []).append(run)
+    rows = []
+    for label, members in groups.items():
+        summaries = [_summary(r) for r in members]
+        values = [v for s in summaries if (v := lookup(s, metric)) is not None]
+        unfinished = sum(s.get("status") != "completed" for s in summaries)
+        ours = _percent(values) if values else "not recorded"
+        if unfinished:
+            ours += f" ({unfinished} of {len(members)} runs unfinished)"
+        rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
+        hardware = sorted({str(s.get("hardware", "unrecorded")) for s in summaries})
+        algorithm = str(members[0].config.get("algorithm", ""))
+        rows.append(
+            Row(
+                {
+                    "setting": setting,
+                    "method": label,
+                    "paper": paper_for(label, algorithm, paper),
+                    "ours": ours,
+                    "seeds": ", ".join(
+                        str(s.get("seed", "?")) for s in summaries if "seed" in s
+                    ),
+                    "rounds": "/".join(str(r) for r in rounds),
+                    "wall_time": _minutes(
+                        [float(s.get("wall_time_s", 0.0)) for s in summaries]
+                    ),
+                    "hardware": "; ".join(hardware),
+                    "command": command,
+                }
+            )
+        )
+    return rows
+
+
+def write_tables(rows: list[Row], out: str | Path) -> tuple[Path, Path]:
+    """Write ``rows`` as Markdown at ``out`` and as CSV beside it."""
+    md_path = Path(out).with_suffix(".md")
+    csv_path = md_path.with_suffix(".csv")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in rows:
+        cells = [row.values[c].replace("|", "\\|") for c in COLUMNS]
+        cells[-1] = f"`{cells[-1]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(row.values for row in rows)
+    return md_path, csv_path
+
+
+def _parse_paper(items: list[str]) -> dict[str, str]:
+    paper = {}
+    for item in items:
+        label, sep, text = item.partition("=")
+        if not sep or not label:
+            raise ValueError(f"--paper expects LABEL=TEXT, got {item!r}")
+        paper[label] = text
+    return paper
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m pflcore.tables FOLDER ... --out TABLE.md ...``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", help="run or multirun folders")
+    parser.add_argument("--out", required=True, help="Markdown file (CSV beside it)")
+    parser.add_argument("--metric", required=True, help="dotted key in summary.json")
+    parser.add_argument("--setting", required=True, help="setting column text")
+    parser.add_argument("--command", required=True, help="command that made the runs")
+    parser.add_argument(
+        "--paper", action="append", default=[], help="LABEL=TEXT, repeatable"
+    )
+    args = parser.parse_args(argv)
+    try:
+        paper = _parse_paper(args.paper)
+        rows = build_rows(
+            find_runs(args.folders), args.metric, args.setting, args.command, paper
+        )
+    except (NoResultsError, ValueError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    md_path, csv_path = write_tables(rows, args.out)
+    print(f"wrote {md_path} and {csv_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pflcore.tables import main as tables_main
+
+
+def write_run(
+    folder: Path, algorithm: str, seed: int, acc: float | None, status="completed"
+):
+    folder.mkdir(parents=True)
+    (folder / "rounds.csv").write_text("round,test_acc_mean\n1,0.5\n")
+    summary = {
+        "status": status,
+        "rounds_completed": 1,
+        "wall_time_s": 120.0 + seed * 60,
+        "seed": seed,
+        "hardware": "2-core CPU",
+        "config": {"algorithm": algorithm, "seed": seed, "num_clients": 4},
+    }
+    if acc is not None:
+        summary["final"] = {"test_acc_mean": acc}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_rows_pool_seeds_and_sit_beside_the_paper_number(tmp_path):
+    write_run(tmp_path / "a0", "fedper", 0, 0.80)
+    write_run(tmp_path / "a1", "fedper", 1, 0.90)
+    write_run(tmp_path / "b0", "fedavg", 0, 0.25, status="failed")
+    out = tmp_path / "t.md"
+    tables_main(
+        [
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--metric",
+            "final.test_acc_mean",
+            "--setting",
+            "CIFAR-10 k=4",
+            "--command",
+            "python -m fedper.main --multirun x=1",
+            "--paper",
+            "fedper=85.0 (Fig. 2)",
+        ]
+    )
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    by_method = {r["method"]: r for r in rows}
+    # mean 85.00, population std 5.00 over the two seeds
+    assert by_method["fedper"]["ours"] == "85.00 ± 5.00"
+    assert by_method["fedper"]["seeds"] == "0, 1"
+    assert by_method["fedper"]["paper"] == "85.0 (Fig. 2)"
+    assert by_method["fedper"]["wall_time"] == "2.5 min"  # median of 2 and 3 min
+    assert by_method["fedavg"]["ours"] == "25.00 (1 of 1 runs unfinished)"
+    assert by_method["fedavg"]["paper"] == "-"
+    markdown = out.read_text()
+    assert "`python -m fedper.main --multirun x=1`" in markdown
+    assert markdown.count("\n") == 4  # header, rule, two rows
+
+
+def test_missing_metric_is_reported_not_invented(tmp_path):
+    write_run(tmp_path / "a0", "local", 0, None)
+    tables_main(
+        [
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "t.md"),
+            "--metric",
+            "final.test_acc_mean",
+            "--setting",
+            "s",
+            "--command",
+            "c",
+        ]
+    )
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert rows[0]["ours"] == "not recorded"
+
+
+def test_empty_folder_and_bad_paper_argument_fail_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tables_main(
+            [
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "t.md"),
+                "--metric",
+                "m",
+                "--setting",
+                "s",
+                "--command",
+                "c",
+            ]
+        )
+    assert exc.value.code == 2
+    assert "no run results" in capsys.readouterr().err
+    write_run(tmp_path / "a0", "local", 0, 0.5)
+    with pytest.raises(SystemExit):
+        tables_main(
+            [
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "t.md"),
+                "--metric",
+                "m",
+                "--setting",
+                "s",
+                "--command",
+                "c",
+                "--paper",
+                "nolabel",
+            ]
+        )
+    assert "LABEL=TEXT" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from pflcore.partition import (
     select_users,
     split_classes_among_holders,
     split_train_test,
+    stratified_subset,
 )
 
 FLICKR_CLASSES = 5  # scores 1..5
@@ -224,7 +225,9 @@ def build_federated_data(
         The ``dataset`` config group: for ``name=flickr`` see
         :func:`build_flickr_data`; otherwise ``name``, ``root``, ``source``,
         ``path``, ``download``, ``pool_test``, ``test_fraction``,
-        ``classes_per_client``, ``class_assignment``.
+        ``classes_per_client``, ``class_assignment`` and optionally
+        ``subset_fraction`` (keep that share of every class, seeded, before
+        partitioning; quick runs).
     num_clients : int
         Number of clients.
     seed : int
@@ -240,6 +243,10 @@ def build_federated_data(
         dataset["download"],
     )
     x, y = data.pooled(include_test=bool(dataset["pool_test"]))
+    fraction = float(dataset.get("subset_fraction", 1.0))
+    if fraction < 1.0:
+        keep = torch.from_numpy(stratified_subset(y.numpy(), fraction, seed + 3))
+        x, y = x[keep], y[keep]
     if num_clients > x.shape[0]:
         raise PartitionError(f"{num_clients} clients but only {x.shape[0]} samples")
     split = partition_k_classes(

@@ -99,6 +99,11 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         _is_number(config["weight_decay"]) and config["weight_decay"] >= 0,
         f"weight_decay must be >= 0, got {config['weight_decay']!r}",
     )
+    fraction = config.get("dataset", {}).get("subset_fraction", 1.0)
+    _require(
+        _is_number(fraction) and 0 < fraction <= 1,
+        f"dataset.subset_fraction must lie in (0, 1], got {fraction!r}",
+    )
     check_resources(config["client_resources"])
 
 

@@ -321,3 +321,34 @@ def rows_of_users(users: np.ndarray, chosen: np.ndarray) -> list[np.ndarray]:
         ``rows[j]`` indexes ``chosen[j]``'s samples.
     """
     return [np.flatnonzero(users == user) for user in chosen]
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded subset keeping ``fraction`` of every class (for quick runs).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label of every sample.
+    fraction : float
+        Share of each class kept, in (0, 1]; each class keeps at least one
+        sample.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted indices of the kept samples (all indices when ``fraction`` is 1).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise PartitionError(f"subset fraction must lie in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(labels.shape[0])
+    rng = np.random.default_rng(seed)
+    kept = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        count = max(1, round(fraction * members.size))
+        kept.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(kept))

@@ -168,6 +168,7 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
         (["head_finetune_epochs=-1"], "head_finetune_epochs must be an integer >= 0"),
         (["algorithm=fedavg", "head_finetune_epochs=1"], "needs algorithm=fedper"),
         (["model.linear_base=maybe"], "model.linear_base must be true or false"),
+        (["dataset.subset_fraction=0"], "dataset.subset_fraction must lie in (0, 1]"),
     ],
 )
 def test_bad_input_stops_before_ray_with_a_clear_message(

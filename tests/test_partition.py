@@ -428,3 +428,42 @@ def test_client_split_class_counts_hand_worked():
     assert counts.shape == (2, 2, 4)
     np.testing.assert_array_equal(counts[0], [[1, 0, 1, 0], [0, 0, 1, 0]])
     np.testing.assert_array_equal(counts[1], [[0, 1, 0, 0], [0, 1, 1, 0]])
+
+
+def test_stratified_subset_keeps_the_share_of_every_class_and_is_seeded():
+    from pflcore.partition import stratified_subset
+
+    labels = np.repeat(np.arange(4), [100, 50, 10, 1])
+    kept = stratified_subset(labels, 0.2, seed=3)
+    assert np.bincount(labels[kept]).tolist() == [20, 10, 2, 1]  # at least one each
+    assert np.array_equal(kept, np.unique(kept))  # sorted, no repeats
+    assert np.array_equal(kept, stratified_subset(labels, 0.2, seed=3))
+    assert not np.array_equal(kept, stratified_subset(labels, 0.2, seed=4))
+    assert np.array_equal(stratified_subset(labels, 1.0, seed=0), np.arange(161))
+    with pytest.raises(PartitionError):
+        stratified_subset(labels, 0.0, seed=0)
+
+
+def test_fedper_subset_fraction_shrinks_every_class_before_partitioning(tmp_path):
+    from fedper.dataset import build_federated_data
+    from tests.fakedata import write_cifar10
+
+    write_cifar10(tmp_path, per_batch=100, test=100)
+    dataset = {
+        "name": "cifar10",
+        "root": str(tmp_path),
+        "source": "default",
+        "path": None,
+        "download": False,
+        "pool_test": True,
+        "test_fraction": 0.2,
+        "classes_per_client": 10,
+        "class_assignment": "random",
+    }
+    full = build_federated_data(dataset, 2, seed=0)
+    half = build_federated_data({**dataset, "subset_fraction": 0.5}, 2, seed=0)
+    kept = half.class_counts().sum(axis=(0, 1))
+    total = full.class_counts().sum(axis=(0, 1))
+    assert total.sum() == 600
+    expected = np.maximum(1, np.round(0.5 * total))
+    assert np.array_equal(kept, expected)

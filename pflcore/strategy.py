@@ -30,6 +30,7 @@ from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
 log = logging.getLogger(__name__)
 
 WEIGHT_KEY = "num-examples"
+WEIGHTINGS = ("samples", "uniform")
 
 
 def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
@@ -98,6 +99,10 @@ class PartitionFedAvg(FedAvg):
         Evaluate all clients every this many rounds; 0 evaluates only the last.
     seed : int
         Seed of the client sampler.
+    weighting : str
+        ``"samples"`` (default): clients weigh by their ``num-examples``, as
+        FedAvg; ``"uniform"``: every sampled client weighs the same (e.g.
+        Per-FedAvg's server step). Applies to the arrays and the train loss.
     """
 
     def __init__(
@@ -109,7 +114,10 @@ class PartitionFedAvg(FedAvg):
         num_rounds: int,
         eval_every: int,
         seed: int,
+        weighting: str = "samples",
     ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         super().__init__(
             min_train_nodes=clients_per_round,
             min_evaluate_nodes=num_clients,
@@ -122,6 +130,7 @@ class PartitionFedAvg(FedAvg):
         self.num_rounds = num_rounds
         self.eval_every = eval_every
         self.sampler = ClientSampler(num_clients, seed)
+        self.weighting = weighting
         self.node_of: dict[int, int] = {}
         self._expected = 0
 
@@ -179,7 +188,7 @@ class PartitionFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Sample-weighted mean of the returned arrays and training loss."""
+        """Weighted mean (see ``weighting``) of the returned arrays and train loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
         # Replies arrive in any order; summing floats in a fixed (partition-id)
         # order makes the average, and so the whole run, reproducible.
@@ -187,6 +196,8 @@ class PartitionFedAvg(FedAvg):
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
         weights = [scalar(m, WEIGHT_KEY) for m in metrics]
+        if self.weighting == "uniform":
+            weights = [1.0] * len(weights)
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
             scalar(m, "train-loss") * w for m, w in zip(metrics, weights, strict=True)

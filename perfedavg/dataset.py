@@ -199,7 +199,7 @@ def build_client_data(
         ``pool_test``, ...).
     partition : dict
         The ``partition`` block: ``name`` (``fallah`` or ``dirichlet``) and its
-        settings (``a``, ``test_ratio``; ``samples_per_client``, ``alpha``,
+        settings (``a``, ``test_ratio``; ``samples_per_client``, ``dirichlet_alpha``,
         ``test_fraction``).
     num_clients : int
         Number of clients.
@@ -224,7 +224,7 @@ def build_client_data(
             data.num_classes,
             num_clients,
             int(partition["samples_per_client"]),
-            float(partition["alpha"]),
+            float(partition["dirichlet_alpha"]),
             float(partition["test_fraction"]),
             seed,
         )

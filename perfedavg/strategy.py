@@ -186,9 +186,11 @@ class PersonalizedFedAvg(PartitionFedAvg):
         if before is not None:
             text += f" (before adaptation {before:.4f})"
         label = f"{self.stage} " if self.stage else ""
+        loss = row["train_loss"]
+        loss_text = f"loss {loss:.4f}" if np.isfinite(loss) else "no training"
         print(
             f"[{label}round {server_round:>4}/{self.num_rounds}] {text} "
-            f"loss {row['train_loss']:.4f}  elapsed {row['time_s']:7.1f}s",
+            f"{loss_text}  elapsed {row['time_s']:7.1f}s",
             flush=True,
         )
         return None

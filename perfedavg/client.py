@@ -7,7 +7,8 @@ batches D, D', D'' of its training split and computes
     w~  = w_{t-1} - alpha * grad f(w_{t-1}; D)
     g   = grad f(w~; D')
     FO: w_t = w_{t-1} - beta * g
-    HF: h   = [grad f(w_{t-1} + delta g; D'') - grad f(w_{t-1} - delta g; D'')] / (2 delta)
+    HF: h   = [grad f(w_{t-1} + delta g; D'')
+               - grad f(w_{t-1} - delta g; D'')] / (2 delta)
         w_t = w_{t-1} - beta * (g - alpha * h)
 
 Evaluation (``@app.evaluate``) tests the received model, then adapts a copy
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -65,17 +66,21 @@ META = ("perfedavg_fo", "perfedavg_hf")
 ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # -- Per-FedAvg's meta-step (plain PyTorch) -----------------------------------
 
 
 def loss_and_grad(
-    model: nn.Module, params: Sequence[torch.Tensor], batch: Batch
+    model: nn.Module,
+    params: Sequence[torch.Tensor],
+    batch: Batch,
+    loss_fn: LossFn = nn.functional.cross_entropy,
 ) -> tuple[float, list[torch.Tensor]]:
-    """Cross-entropy on ``batch`` and its gradient w.r.t. ``params``."""
+    """The loss (cross-entropy by default) on ``batch`` and its gradient."""
     inputs, targets = batch
-    loss = nn.functional.cross_entropy(model(inputs), targets)
+    loss = loss_fn(model(inputs), targets)
     grads = torch.autograd.grad(loss, list(params))
     return float(loss.detach()), [g.detach() for g in grads]
 
@@ -94,6 +99,7 @@ def hvp_finite_difference(
     direction: Sequence[torch.Tensor],
     batch: Batch,
     delta: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
 ) -> list[torch.Tensor]:
     """Per-FedAvg HF's estimate of Hessian(point) @ direction on ``batch``.
 
@@ -101,9 +107,9 @@ def hvp_finite_difference(
     parameters are left at ``point``.
     """
     assign(params, [w + delta * v for w, v in zip(point, direction, strict=True)])
-    _, plus = loss_and_grad(model, params, batch)
+    _, plus = loss_and_grad(model, params, batch, loss_fn)
     assign(params, [w - delta * v for w, v in zip(point, direction, strict=True)])
-    _, minus = loss_and_grad(model, params, batch)
+    _, minus = loss_and_grad(model, params, batch, loss_fn)
     assign(params, point)
     return [(a - b) / (2 * delta) for a, b in zip(plus, minus, strict=True)]
 
@@ -116,6 +122,7 @@ def meta_step(
     beta: float,
     variant: str,
     delta: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
 ) -> float:
     """One Per-FedAvg step on the three batches (D, D', D''), in place.
 
@@ -132,6 +139,8 @@ def meta_step(
         ``"fo"`` or ``"hf"``.
     delta : float
         HF's finite-difference step.
+    loss_fn : callable
+        ``loss_fn(outputs, targets)``; cross-entropy in the papers.
 
     Returns
     -------
@@ -145,9 +154,9 @@ def meta_step(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
-    loss, grad_d = loss_and_grad(model, params, batches[0])
+    loss, grad_d = loss_and_grad(model, params, batches[0], loss_fn)
     assign(params, [w - alpha * g for w, g in zip(start, grad_d, strict=True)])
-    adapted_loss, g = loss_and_grad(model, params, batches[1])
+    adapted_loss, g = loss_and_grad(model, params, batches[1], loss_fn)
     if not (math.isfinite(loss) and math.isfinite(adapted_loss)):
         assign(params, start)
         raise NonFiniteLossError(
@@ -155,7 +164,7 @@ def meta_step(
             "or beta"
         )
     if variant == "hf":
-        h = hvp_finite_difference(model, params, start, g, batches[2], delta)
+        h = hvp_finite_difference(model, params, start, g, batches[2], delta, loss_fn)
         g = [gi - alpha * hi for gi, hi in zip(g, h, strict=True)]
     elif variant != "fo":
         raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
@@ -241,7 +250,9 @@ class ClientRuntime:
 def _runtime(config_json: str) -> ClientRuntime:
     config = json.loads(config_json)
     dataset = config["dataset"]
-    data = client_data(dataset, config["partition"], config["num_clients"], config["seed"])
+    data = client_data(
+        dataset, config["partition"], config["num_clients"], config["seed"]
+    )
     device = client_device(float(config["client_resources"]["num_gpus"]))
     model = initial_model(config, data)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -355,7 +366,9 @@ def reptile_train(
     )
 
 
-def evaluate_loaded(runtime: ClientRuntime, config: dict[str, Any], pid: int) -> EvalStats:
+def evaluate_loaded(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int
+) -> EvalStats:
     """The loaded model on client ``pid``'s test split."""
     _, _, x, y = runtime.data.client(pid)
     return evaluate(
@@ -398,13 +411,15 @@ def _train_reply(
     metrics = MetricRecord(
         {"num-examples": n, "train-loss": float(stats.loss), PARTITION_KEY: pid}
     )
-    return Message(content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+    return Message(
+        content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg
+    )
 
 
 def _eval_reply(
     msg: Message, pid: int, after: EvalStats, before: EvalStats | None
 ) -> Message:
-    values: dict[str, int | float] = {
+    values: dict[str, int | float | list[int] | list[float]] = {
         PARTITION_KEY: pid,
         "correct": after.correct,
         "loss-sum": float(after.loss_sum),
@@ -452,7 +467,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records["arrays"])
-        stats = reptile_train(runtime, config, pid, derive_seed(config["seed"], pid, _round(msg), 3))
+        stats = reptile_train(
+            runtime, config, pid, derive_seed(config["seed"], pid, _round(msg), 3)
+        )
         n = int(runtime.data.split.train[pid].size)
         return _train_reply(msg, runtime.arrays(), stats, n, pid)
 

@@ -69,14 +69,17 @@ class _ClassPools:
         self.used = [0] * num_classes
 
     def remaining(self) -> np.ndarray:
-        return np.array([q.size - u for q, u in zip(self.queues, self.used, strict=True)])
+        return np.array(
+            [q.size - u for q, u in zip(self.queues, self.used, strict=True)]
+        )
 
     def take(self, c: int, count: int) -> np.ndarray:
         start = self.used[c]
         if start + count > self.queues[c].size:
             raise PartitionError(
                 f"class {c} has {self.queues[c].size} samples but the partition needs "
-                f"at least {start + count}: lower a (or test_ratio), or use fewer clients"
+                f"at least {start + count}: lower a (or test_ratio), or use fewer "
+                "clients"
             )
         self.used[c] = start + count
         return self.queues[c][start : start + count]
@@ -113,7 +116,9 @@ def partition_fallah(
         If a class runs out of images or a setting is impossible.
     """
     if num_clients < 2 or num_classes < 2:
-        raise PartitionError("the fallah partition needs at least 2 clients and 2 classes")
+        raise PartitionError(
+            "the fallah partition needs at least 2 clients and 2 classes"
+        )
     if a < 2:
         raise PartitionError(f"partition.a must be >= 2, got {a}")
     if test_ratio <= 0:
@@ -123,7 +128,9 @@ def partition_fallah(
     half = num_clients // 2
     others = num_clients - half
     rng = np.random.default_rng(seed)
-    pairs = [(i % first, first + (i // first) % second) for i in range(others)]
+    # Walk the (first, second) class grid diagonal by diagonal: any run of
+    # consecutive users spreads evenly over the classes of both halves.
+    pairs = [(i % first, first + (i + i // first) % second) for i in range(others)]
     pairs = [pairs[i] for i in rng.permutation(others)]
     holdings: list[list[tuple[int, int]]] = [
         [(c, a) for c in range(first)] for _ in range(half)

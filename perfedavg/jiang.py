@@ -58,7 +58,9 @@ def _stage(
     )
 
 
-def personalization_summary(recorder: RunRecorder, row: dict[str, Any]) -> dict[str, Any]:
+def personalization_summary(
+    recorder: RunRecorder, row: dict[str, Any]
+) -> dict[str, Any]:
     """The seed's table entries from stage 3's row: mean (std over clients)."""
     return {
         "clients": row["num_eval_clients"],

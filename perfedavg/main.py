@@ -139,7 +139,9 @@ def check_emnist(dataset: dict[str, Any]) -> None:
 def check_partition(partition: dict[str, Any]) -> None:
     """The ``partition`` block."""
     name = partition["name"]
-    _require(name in PARTITIONS, f"partition.name={name!r} is not one of {list(PARTITIONS)}")
+    _require(
+        name in PARTITIONS, f"partition.name={name!r} is not one of {list(PARTITIONS)}"
+    )
     if name == "fallah":
         _require(
             _is_int(partition["a"]) and partition["a"] >= 2,
@@ -241,7 +243,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     initial = (
-        ArrayRecord() if config["algorithm"] == "local" else ArrayRecord(model.state_dict())
+        ArrayRecord()
+        if config["algorithm"] == "local"
+        else ArrayRecord(model.state_dict())
     )
     return Prepared(config, data, initial, count_parameters(model))
 

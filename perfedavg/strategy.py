@@ -37,7 +37,7 @@ BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
 
 class PersonalizedFedAvg(PartitionFedAvg):
-    """PartitionFedAvg with a server step size, a client pool and before/after evaluation.
+    """PartitionFedAvg with a server step, a client pool, before/after evaluation.
 
     Parameters
     ----------
@@ -83,7 +83,9 @@ class PersonalizedFedAvg(PartitionFedAvg):
         self.sampler = ClientSampler(self.train_clients, self.sampler.seed)
         self.min_train_nodes = min(self.clients_per_round, self.train_clients)
         self.eval_partitions = (
-            list(range(self.num_clients)) if eval_partitions is None else eval_partitions
+            list(range(self.num_clients))
+            if eval_partitions is None
+            else eval_partitions
         )
         self.train_message = train_message
         self.eval_message = eval_message
@@ -123,7 +125,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
         if averaged is None or not len(averaged) or plain or self._current is None:
             return averaged, metrics
         stepped = ArrayRecord()
-        for key in averaged.keys():
+        for key in averaged:
             old = self._current[key].numpy()
             update = averaged[key].numpy().astype(np.float64) - old
             if self.server_momentum:

@@ -174,5 +174,7 @@ def load_emnist(
     xt, yt = _to_tensors(
         upright(x_train, orientation), shift_labels(y_train, split), "NHW"
     )
-    xs, ys = _to_tensors(upright(x_test, orientation), shift_labels(y_test, split), "NHW")
+    xs, ys = _to_tensors(
+        upright(x_test, orientation), shift_labels(y_test, split), "NHW"
+    )
     return ImageData("emnist", xt, yt, xs, ys, EMNIST_CLASSES[split])

@@ -29,8 +29,10 @@ from pflcore.training import (
 FINETUNE_UNITS = ("steps", "epochs")
 
 
-def draw_batch(num_samples: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of one minibatch, drawn without replacement, independent of other batches.
+def draw_batch(
+    num_samples: int, batch_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices of one minibatch: no repeats within it, independent of other batches.
 
     Parameters
     ----------

@@ -116,7 +116,9 @@ class RunRecorder:
             f for name in self.extra_evals for f in extra_round_fields(name)
         )
         self.client_fields = CLIENT_FIELDS + tuple(
-            f"{name}_{what}" for name in self.extra_evals for what in ("accuracy", "loss")
+            f"{name}_{what}"
+            for name in self.extra_evals
+            for what in ("accuracy", "loss")
         )
         self._pending_extra: dict[str, list[ClientEval]] = {}
         self.out_dir = Path(out_dir)

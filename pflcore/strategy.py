@@ -117,7 +117,9 @@ class PartitionFedAvg(FedAvg):
         weighting: str = "samples",
     ) -> None:
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+            raise ValueError(
+                f"weighting must be one of {WEIGHTINGS}, got {weighting!r}"
+            )
         super().__init__(
             min_train_nodes=clients_per_round,
             min_evaluate_nodes=num_clients,

@@ -50,7 +50,7 @@ def test_missing_and_malformed_emnist_fail_clearly(tmp_path):
         load_emnist(str(tmp_path), "letters", "default")
     arrays = write_emnist_npz(tmp_path / "bad.npz")
     np.savez(tmp_path / "zero.npz", **{**arrays, "y_train": arrays["y_train"] - 1})
-    with pytest.raises(DataFormatError, match="labels must lie in 1..26"):
+    with pytest.raises(DataFormatError, match=r"labels must lie in 1\.\.26"):
         load_emnist(str(tmp_path), "letters", "npz", "zero.npz")
 
 

@@ -1,4 +1,4 @@
-"""``python -m perfedavg.main`` end to end through the real Ray simulation, and bad input."""
+"""``python -m perfedavg.main`` end to end through Ray, and bad input."""
 
 import json
 import os

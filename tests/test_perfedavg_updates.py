@@ -5,6 +5,8 @@ a quadratic (a linear model under squared error) both the FO and the HF
 meta-step are compared with their closed forms, computed in NumPy.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -42,7 +44,7 @@ def test_hf_estimate_approaches_autograd_hvp_as_delta_shrinks():
         # the parameters are left where they were
         for p, w in zip(params, point, strict=True):
             assert torch.equal(p.detach(), w)
-    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 1e-5, errors
 
 
@@ -61,15 +63,15 @@ def quadratic():
     return w0, batches
 
 
-def grad(X, t, w):
+def grad(x, t, w):
     # f(w) = mean((X w - t)^2)  =>  grad = 2/n X^T (X w - t),  Hessian = 2/n X^T X
-    return 2.0 / len(t) * X.T @ (X @ w - t)
+    return 2.0 / len(t) * x.T @ (x @ w - t)
 
 
 def run_step(w0, batches, variant, alpha, beta, delta=1e-3):
     model = linear_model(w0)
     torch_batches = tuple(
-        (torch.from_numpy(X), torch.from_numpy(t)) for X, t in batches
+        (torch.from_numpy(x), torch.from_numpy(t)) for x, t in batches
     )
     meta_step(
         model,
@@ -84,10 +86,10 @@ def run_step(w0, batches, variant, alpha, beta, delta=1e-3):
 
 
 def test_fo_step_on_a_quadratic_equals_the_hand_derived_step(quadratic):
-    w0, ((X1, t1), (X2, t2), _) = quadratic
+    w0, ((x1, t1), (x2, t2), _) = quadratic
     alpha, beta = 0.1, 0.05
-    w_tilde = w0 - alpha * grad(X1, t1, w0)
-    expected = w0 - beta * grad(X2, t2, w_tilde)
+    w_tilde = w0 - alpha * grad(x1, t1, w0)
+    expected = w0 - beta * grad(x2, t2, w_tilde)
     np.testing.assert_allclose(
         run_step(w0, quadratic[1], "fo", alpha, beta), expected, rtol=1e-12, atol=1e-12
     )
@@ -96,10 +98,10 @@ def test_fo_step_on_a_quadratic_equals_the_hand_derived_step(quadratic):
 @pytest.mark.parametrize("delta", [1e-3, 0.5])
 def test_hf_step_on_a_quadratic_equals_the_exact_maml_step(quadratic, delta):
     # On a quadratic the finite difference is exact for any delta.
-    w0, ((X1, t1), (X2, t2), (X3, _)) = quadratic
+    w0, ((x1, t1), (x2, t2), (x3, _)) = quadratic
     alpha, beta = 0.1, 0.05
-    g = grad(X2, t2, w0 - alpha * grad(X1, t1, w0))
-    hessian = 2.0 / len(X3) * X3.T @ X3
+    g = grad(x2, t2, w0 - alpha * grad(x1, t1, w0))
+    hessian = 2.0 / len(x3) * x3.T @ x3
     expected = w0 - beta * (g - alpha * hessian @ g)
     np.testing.assert_allclose(
         run_step(w0, quadratic[1], "hf", alpha, beta, delta),

@@ -405,6 +405,18 @@ def _round(msg: Message) -> int:
     return int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
 
 
+def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
+    """The seed of this client's work in this round, also seeding torch's global RNG.
+
+    Batches come from explicit generators; dropout draws from the global RNG,
+    which a worker shares among the clients it serves in any order, so it is
+    reseeded here: one seed reproduces one run.
+    """
+    seed = derive_seed(config["seed"], pid, _round(msg), *tags)
+    torch.manual_seed(seed)
+    return seed
+
+
 def _train_reply(
     msg: Message, arrays: ArrayRecord, stats: TrainStats, n: int, pid: int
 ) -> Message:
@@ -445,7 +457,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        seed = derive_seed(config["seed"], pid, _round(msg))
+        seed = _seeded(config, pid, msg)
         n = int(runtime.data.split.train[pid].size)
         if algorithm == "local":
             if STATE_KEY in context.state.array_records:
@@ -467,9 +479,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records["arrays"])
-        stats = reptile_train(
-            runtime, config, pid, derive_seed(config["seed"], pid, _round(msg), 3)
-        )
+        stats = reptile_train(runtime, config, pid, _seeded(config, pid, msg, 3))
         n = int(runtime.data.split.train[pid].size)
         return _train_reply(msg, runtime.arrays(), stats, n, pid)
 
@@ -485,7 +495,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
         runtime.load(msg.content.array_records["arrays"])
         if algorithm in ADAPTING:
-            seed = derive_seed(config["seed"], pid, _round(msg), 1)
+            seed = _seeded(config, pid, msg, 1)
             before, after = adapted_counts(runtime, config, pid, seed)
             return _eval_reply(msg, pid, after, before)
         return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
@@ -495,7 +505,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records["arrays"])
-        seed = derive_seed(config["seed"], pid, _round(msg), 4)
+        seed = _seeded(config, pid, msg, 4)
         before, after = adapted_counts(runtime, config, pid, seed)
         return _eval_reply(msg, pid, after, before)
 

@@ -208,3 +208,23 @@ def test_server_lr_and_momentum_step_along_the_averaged_update(tmp_path):
     second, _ = s.aggregate_train(2, [reply_with(0, 1, 2.5), reply_with(1, 1, 2.5)])
     # update = 0, velocity = 0.9 * 3 + 0 = 2.7; w = 2.5 + 0.5 * 2.7
     np.testing.assert_allclose(second["w"].numpy(), [3.85] * 3, rtol=1e-6)
+
+
+def test_dropout_training_is_reproducible_whatever_the_worker_did_before(config):
+    # The CNN has dropout, which draws from torch's global RNG.
+    config = dict(
+        config, algorithm="fedavg", model={"name": "cnn", "dropout": 0.5}, local_steps=2
+    )
+    arrays = global_arrays(config)
+    app = make_client_app(config)
+    sent = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # another client's work moved the global RNG
+        reply = app(message(MessageType.TRAIN, arrays), context(1))
+        sent.append(reply.content.array_records["arrays"])
+    assert not torch.equal(
+        torch.from_numpy(sent[0]["classifier.1.weight"].numpy()),
+        torch.from_numpy(arrays["classifier.1.weight"].numpy()),
+    )
+    for key in arrays:
+        np.testing.assert_array_equal(sent[0][key].numpy(), sent[1][key].numpy())

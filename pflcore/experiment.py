@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 
+from pflcore.results import RunRecorder
 from pflcore.simulation import build_server_app, run_federation
 from pflcore.strategy import PartitionFedAvg
 
@@ -77,7 +78,33 @@ def run_experiment(
             evaluate_fn=strategy.end_round,
         )
 
-    server_app = build_server_app(rounds, config["num_clients"])
+    run_main_loop(rounds, strategy.recorder, client_app, config)
+
+
+def run_main_loop(
+    main_loop: Callable[[Grid, dict[int, int]], None],
+    recorder: RunRecorder,
+    client_app: ClientApp,
+    config: dict[str, Any],
+) -> None:
+    """Run a server main loop through the Ray simulation and close the record.
+
+    The general form of :func:`run_experiment`, for algorithms whose server
+    runs more than one strategy (e.g. several stages in sequence).
+
+    Parameters
+    ----------
+    main_loop : callable
+        ``main_loop(grid, partition_to_node)``: the server's rounds.
+    recorder : RunRecorder
+        The run's recorder (its summary records success or the failure).
+    client_app : ClientApp
+        The package's ClientApp.
+    config : dict
+        Resolved configuration (``num_clients``, ``client_resources``,
+        ``verbose``).
+    """
+    server_app = build_server_app(main_loop, config["num_clients"])
     try:
         run_federation(
             server_app,
@@ -94,10 +121,10 @@ def run_experiment(
                 " <- "
                 + "".join(traceback.format_exception_only(type(cause), cause)).strip()
             )
-        strategy.recorder.write_summary(status="failed", error=detail)
+        recorder.write_summary(status="failed", error=detail)
         stop_with(
-            f"run failed after {len(strategy.recorder.rows)} recorded rounds "
-            f"(kept in {strategy.recorder.out_dir}): {detail}"
+            f"run failed after {len(recorder.rows)} recorded rounds "
+            f"(kept in {recorder.out_dir}): {detail}"
         )
-    strategy.recorder.write_summary(status="completed")
-    print(f"results: {strategy.recorder.out_dir}", flush=True)
+    recorder.write_summary(status="completed")
+    print(f"results: {recorder.out_dir}", flush=True)

@@ -117,8 +117,11 @@ def label_of(run: Run, keys: list[str]) -> str:
     return ", ".join(parts)
 
 
-def client_band(run: Run) -> pd.DataFrame:
-    """Per evaluated round: mean and std of client accuracy."""
+def client_band(run: Run, column: str = "accuracy") -> pd.DataFrame:
+    """Per evaluated round: mean and std of client accuracy (or another column)."""
+    if column != "accuracy":
+        rows = run.clients.dropna(subset=[column]).groupby("round")[column]
+        return pd.DataFrame({"mean": rows.mean(), "spread": rows.std(ddof=0)})
     if not run.clients.empty:
         grouped = run.clients.groupby("round")["accuracy"]
         return pd.DataFrame({"mean": grouped.mean(), "spread": grouped.std(ddof=0)})
@@ -143,7 +146,10 @@ def title_of(runs: list[Run]) -> str:
 
 
 def plot_runs(
-    folders: list[str | Path], out: str | Path, title: str | None = None
+    folders: list[str | Path],
+    out: str | Path,
+    title: str | None = None,
+    extra: str | None = None,
 ) -> Path:
     """Draw accuracy against round for every run below ``folders``.
 
@@ -155,6 +161,9 @@ def plot_runs(
         PNG to write.
     title : str, optional
         Figure title (default: dataset, partition and model of the runs).
+    extra : str, optional
+        Also draw, dashed, the extra evaluation of that name where runs
+        recorded it (e.g. ``"before"``: the model before adaptation).
 
     Returns
     -------
@@ -190,6 +199,18 @@ def plot_runs(
             alpha=0.18,
             lw=0,
         )
+        column = f"{extra}_accuracy"
+        if extra and all(column in r.clients.columns for r in members):
+            lines = [client_band(r, column)["mean"] for r in members]
+            dashed = pd.concat(lines, axis=1).mean(axis=1)
+            ax.plot(
+                dashed.index,
+                dashed.to_numpy(),
+                label=f"{label} ({extra})",
+                color=colour,
+                lw=1.2,
+                ls="--",
+            )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (global aggregations)")
     ax.set_ylabel("test accuracy (fraction, mean over clients)")
@@ -211,9 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", help="run or multirun folders")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--extra",
+        default=None,
+        help="also draw this extra evaluation dashed (e.g. before)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = plot_runs(args.folders, args.out, args.title)
+        path = plot_runs(args.folders, args.out, args.title, args.extra)
     except NoResultsError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(f"wrote {path}")

@@ -64,6 +64,19 @@ def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:
     }
 
 
+def extra_round_fields(name: str) -> tuple[str, ...]:
+    """The ``rounds.csv`` columns of an extra evaluation called ``name``.
+
+    They mirror the headline ``test_*`` columns with ``test`` replaced by
+    ``name`` (e.g. ``before_acc_mean`` for an evaluation before adaptation).
+    """
+    return tuple(
+        f"{name}_{field[len('test_') :]}"
+        for field in ROUND_FIELDS
+        if field.startswith("test_")
+    )
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -98,9 +111,30 @@ class RunRecorder:
         The run folder (Hydra's output directory).
     config : dict
         The resolved configuration, stored in ``summary.json``.
+    extra_evals : tuple of str
+        Names of evaluations recorded beside the headline one (e.g.
+        ``("before",)`` for the model before a personalization step). Each
+        adds ``<name>_acc_mean``... columns to ``rounds.csv`` (see
+        :func:`extra_round_fields`) and ``<name>_accuracy``, ``<name>_loss``
+        to ``clients.csv``; fill them with :meth:`log_extra_eval`.
     """
 
-    def __init__(self, out_dir: str | Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        config: dict[str, Any],
+        extra_evals: tuple[str, ...] = (),
+    ) -> None:
+        self.extra_evals = tuple(extra_evals)
+        self.round_fields = ROUND_FIELDS + tuple(
+            f for name in self.extra_evals for f in extra_round_fields(name)
+        )
+        self.client_fields = CLIENT_FIELDS + tuple(
+            f"{name}_{what}"
+            for name in self.extra_evals
+            for what in ("accuracy", "loss")
+        )
+        self._pending_extra: dict[str, list[ClientEval]] = {}
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -111,8 +145,8 @@ class RunRecorder:
         self._pending_eval: list[ClientEval] = []
         self._bytes = [0, 0]
         self._extra_summary: dict[str, Any] = {}
-        self._init_csv("rounds.csv", ROUND_FIELDS)
-        self._init_csv("clients.csv", CLIENT_FIELDS)
+        self._init_csv("rounds.csv", self.round_fields)
+        self._init_csv("clients.csv", self.client_fields)
         self.write_summary(status="running")
 
     def _init_csv(self, name: str, fields: tuple[str, ...]) -> None:
@@ -152,6 +186,20 @@ class RunRecorder:
         """Remember this round's per-client evaluations."""
         self._pending_eval = list(evals)
 
+    def log_extra_eval(self, name: str, evals: list[ClientEval]) -> None:
+        """Remember this round's per-client results of the extra evaluation ``name``.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` was not declared in ``extra_evals``.
+        """
+        if name not in self.extra_evals:
+            raise ValueError(
+                f"extra evaluation {name!r} was not declared (have {self.extra_evals})"
+            )
+        self._pending_extra[name] = list(evals)
+
     def set_summary(self, **values: Any) -> None:
         """Add algorithm-specific entries to ``summary.json``."""
         self._extra_summary.update(values)
@@ -170,26 +218,36 @@ class RunRecorder:
             "num_eval_clients": len(self._pending_eval),
         }
         row.update(self._pending_train)
+        for name, extra in self._pending_extra.items():
+            row.update(
+                {
+                    f"{name}_{key[len('test_') :]}": value
+                    for key, value in summarize_clients(extra).items()
+                }
+            )
         if self._pending_eval:
             row.update(summarize_clients(self._pending_eval))
-            self._append(
-                "clients.csv",
-                CLIENT_FIELDS,
-                [
-                    {
-                        "round": server_round,
-                        "partition_id": e.partition_id,
-                        "accuracy": e.accuracy,
-                        "loss": e.loss,
-                        "correct": e.correct,
-                        "num_samples": e.num_samples,
-                    }
-                    for e in sorted(self._pending_eval, key=lambda e: e.partition_id)
-                ],
-            )
-        self._append("rounds.csv", ROUND_FIELDS, [row])
+            client_rows = []
+            for e in sorted(self._pending_eval, key=lambda e: e.partition_id):
+                client_row: dict[str, Any] = {
+                    "round": server_round,
+                    "partition_id": e.partition_id,
+                    "accuracy": e.accuracy,
+                    "loss": e.loss,
+                    "correct": e.correct,
+                    "num_samples": e.num_samples,
+                }
+                for name, extra in self._pending_extra.items():
+                    for other in extra:
+                        if other.partition_id == e.partition_id:
+                            client_row[f"{name}_accuracy"] = other.accuracy
+                            client_row[f"{name}_loss"] = other.loss
+                client_rows.append(client_row)
+            self._append("clients.csv", self.client_fields, client_rows)
+        self._append("rounds.csv", self.round_fields, [row])
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
+        self._pending_extra = {}
         self._last_end = now
         self.write_summary(status="running")
         return row
@@ -208,7 +266,10 @@ class RunRecorder:
         if evaluated:
             last = evaluated[-1]
             best = max(evaluated, key=lambda r: r["test_acc_mean"])
-            summary["final"] = {k: last[k] for k in last if k.startswith("test_")}
+            extra = tuple(f"{name}_" for name in self.extra_evals)
+            summary["final"] = {
+                k: last[k] for k in last if k.startswith(("test_", *extra))
+            }
             summary["final"]["round"] = last["round"]
             summary["best_test_acc_mean"] = {
                 "round": best["round"],

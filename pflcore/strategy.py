@@ -31,6 +31,7 @@ from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
 log = logging.getLogger(__name__)
 
 WEIGHT_KEY = "num-examples"
+WEIGHTINGS = ("samples", "uniform")
 
 
 def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
@@ -102,6 +103,10 @@ class PartitionFedAvg(FedAvg):
     progress_every_s : float
         Least seconds between two progress lines (first and last round always
         print).
+    weighting : str
+        ``"samples"`` (default): clients weigh by their ``num-examples``, as
+        FedAvg; ``"uniform"``: every sampled client weighs the same (e.g.
+        Per-FedAvg's server step). Applies to the arrays and the train loss.
     """
 
     def __init__(
@@ -114,7 +119,12 @@ class PartitionFedAvg(FedAvg):
         eval_every: int,
         seed: int,
         progress_every_s: float = 10.0,
+        weighting: str = "samples",
     ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"weighting must be one of {WEIGHTINGS}, got {weighting!r}"
+            )
         super().__init__(
             min_train_nodes=clients_per_round,
             min_evaluate_nodes=num_clients,
@@ -128,6 +138,7 @@ class PartitionFedAvg(FedAvg):
         self.num_rounds = num_rounds
         self.eval_every = eval_every
         self.sampler = ClientSampler(num_clients, seed)
+        self.weighting = weighting
         self.node_of: dict[int, int] = {}
         self._expected = 0
 
@@ -185,7 +196,7 @@ class PartitionFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Sample-weighted mean of the returned arrays and training loss."""
+        """Weighted mean (see ``weighting``) of the returned arrays and train loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
         # Replies arrive in any order; summing floats in a fixed (partition-id)
         # order makes the average, and so the whole run, reproducible.
@@ -193,6 +204,8 @@ class PartitionFedAvg(FedAvg):
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
         weights = [scalar(m, WEIGHT_KEY) for m in metrics]
+        if self.weighting == "uniform":
+            weights = [1.0] * len(weights)
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
             scalar(m, "train-loss") * w for m, w in zip(metrics, weights, strict=True)

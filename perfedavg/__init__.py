@@ -1,0 +1,1 @@
+"""Per-FedAvg (Fallah et al. 2020) and Personalized FedAvg (Jiang et al. 2019)."""

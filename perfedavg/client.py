@@ -1,0 +1,512 @@
+"""The ClientApp of every algorithm in the package, and the local updates it runs.
+
+Per-FedAvg (Fallah et al., ALGORITHMS 4.1): from the received w_0 = w_k, a
+client takes ``local_steps`` (tau) meta-steps; step t draws three independent
+batches D, D', D'' of its training split and computes
+
+    w~  = w_{t-1} - alpha * grad f(w_{t-1}; D)
+    g   = grad f(w~; D')
+    FO: w_t = w_{t-1} - beta * g
+    HF: h   = [grad f(w_{t-1} + delta g; D'')
+               - grad f(w_{t-1} - delta g; D'')] / (2 delta)
+        w_t = w_{t-1} - beta * (g - alpha * h)
+
+Evaluation (``@app.evaluate``) tests the received model, then adapts a copy
+with ``finetune`` (by default exactly one SGD step at lr alpha on one batch of
+the client's *training* split), tests the copy and discards it.
+
+The same app serves the comparisons (``fedavg``, ``fedavg_ft`` = FedAvg +
+update, ``local``) and the Jiang et al. pipeline (``jiang``: ``train`` is its
+FedAvg stage, ``train.reptile`` its Reptile stage, ``evaluate.personalize``
+its personalization of held-out clients).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from perfedavg.dataset import client_data
+from perfedavg.models import build_model
+from pflcore.data import BatchTransform
+from pflcore.federated import ClientData
+from pflcore.finetune import (
+    FinetuneSpec,
+    draw_batch,
+    finetune_copy_and_evaluate,
+    train_steps,
+)
+from pflcore.simulation import (
+    PARTITION_KEY,
+    add_partition_query,
+    client_device,
+    derive_seed,
+    partition_id,
+)
+from pflcore.training import (
+    EvalStats,
+    NonFiniteLossError,
+    TrainStats,
+    evaluate,
+    make_sgd,
+    train_epochs,
+)
+
+STATE_KEY = "model"  # Local-only: the client's own model in context.state
+META = ("perfedavg_fo", "perfedavg_hf")
+ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# -- Per-FedAvg's meta-step (plain PyTorch) -----------------------------------
+
+
+def loss_and_grad(
+    model: nn.Module,
+    params: Sequence[torch.Tensor],
+    batch: Batch,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> tuple[float, list[torch.Tensor]]:
+    """The loss (cross-entropy by default) on ``batch`` and its gradient."""
+    inputs, targets = batch
+    loss = loss_fn(model(inputs), targets)
+    grads = torch.autograd.grad(loss, list(params))
+    return float(loss.detach()), [g.detach() for g in grads]
+
+
+@torch.no_grad()
+def assign(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    """Overwrite the parameters in place."""
+    for p, v in zip(params, values, strict=True):
+        p.copy_(v)
+
+
+def hvp_finite_difference(
+    model: nn.Module,
+    params: Sequence[torch.Tensor],
+    point: Sequence[torch.Tensor],
+    direction: Sequence[torch.Tensor],
+    batch: Batch,
+    delta: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> list[torch.Tensor]:
+    """Per-FedAvg HF's estimate of Hessian(point) @ direction on ``batch``.
+
+    ``[grad f(point + delta v) - grad f(point - delta v)] / (2 delta)``; the
+    parameters are left at ``point``.
+    """
+    assign(params, [w + delta * v for w, v in zip(point, direction, strict=True)])
+    _, plus = loss_and_grad(model, params, batch, loss_fn)
+    assign(params, [w - delta * v for w, v in zip(point, direction, strict=True)])
+    _, minus = loss_and_grad(model, params, batch, loss_fn)
+    assign(params, point)
+    return [(a - b) / (2 * delta) for a, b in zip(plus, minus, strict=True)]
+
+
+def meta_step(
+    model: nn.Module,
+    batches: tuple[Batch, Batch, Batch],
+    *,
+    alpha: float,
+    beta: float,
+    variant: str,
+    delta: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> float:
+    """One Per-FedAvg step on the three batches (D, D', D''), in place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; its parameters hold w_{t-1} and end holding w_t.
+    batches : tuple
+        Normalised ``(inputs, targets)`` batches D, D' and D'' (D'' is used
+        by HF only).
+    alpha, beta : float
+        Inner (adaptation) and outer (meta) step sizes.
+    variant : str
+        ``"fo"`` or ``"hf"``.
+    delta : float
+        HF's finite-difference step.
+    loss_fn : callable
+        ``loss_fn(outputs, targets)``; cross-entropy in the papers.
+
+    Returns
+    -------
+    float
+        The loss at w_{t-1} on D.
+
+    Raises
+    ------
+    NonFiniteLossError
+        If a loss or the new weights are not finite.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    loss, grad_d = loss_and_grad(model, params, batches[0], loss_fn)
+    assign(params, [w - alpha * g for w, g in zip(start, grad_d, strict=True)])
+    adapted_loss, g = loss_and_grad(model, params, batches[1], loss_fn)
+    if not (math.isfinite(loss) and math.isfinite(adapted_loss)):
+        assign(params, start)
+        raise NonFiniteLossError(
+            f"Per-FedAvg loss became {loss} (adapted: {adapted_loss}); lower alpha "
+            "or beta"
+        )
+    if variant == "hf":
+        h = hvp_finite_difference(model, params, start, g, batches[2], delta, loss_fn)
+        g = [gi - alpha * hi for gi, hi in zip(g, h, strict=True)]
+    elif variant != "fo":
+        raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
+    assign(params, [w - beta * gi for w, gi in zip(start, g, strict=True)])
+    return loss
+
+
+def perfedavg_update(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    transform: BatchTransform,
+    *,
+    steps: int,
+    batch_size: int,
+    alpha: float,
+    beta: float,
+    variant: str,
+    delta: float,
+    generator: torch.Generator,
+    device: torch.device,
+) -> TrainStats:
+    """``steps`` Per-FedAvg meta-steps, each on three freshly drawn batches."""
+    model.train()
+    x, y = x.to(device), y.to(device)
+    total = 0.0
+    for _ in range(steps):
+        batches = []
+        for _ in range(3):
+            idx = draw_batch(x.shape[0], batch_size, generator).to(device)
+            batches.append((transform(x[idx], train=True, generator=generator), y[idx]))
+        total += meta_step(
+            model,
+            (batches[0], batches[1], batches[2]),
+            alpha=alpha,
+            beta=beta,
+            variant=variant,
+            delta=delta,
+        )
+    return TrainStats(total / steps, 3 * steps * batch_size, steps)
+
+
+# -- the worker's runtime ----------------------------------------------------
+
+
+def initial_model(config: dict[str, Any], data: ClientData) -> nn.Module:
+    """The run's initial network: identical in every process for one seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        return build_model(
+            config["model"]["name"],
+            data.data.num_classes,
+            data.data.channels,
+            int(config["dataset"]["image_size"]),
+            float(config["model"]["dropout"]),
+        )
+
+
+@dataclass
+class ClientRuntime:
+    """What a worker builds once and reuses for every client it serves."""
+
+    data: ClientData
+    model: nn.Module
+    initial_state: dict[str, torch.Tensor]
+    transform: BatchTransform
+    device: torch.device
+
+    def load(self, arrays: ArrayRecord) -> None:
+        """Load ``arrays`` (the full model) into the network."""
+        self.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+
+    def load_initial(self) -> None:
+        """Reset the network to the run's initial weights."""
+        self.model.load_state_dict(self.initial_state, strict=True)
+
+    def arrays(self) -> ArrayRecord:
+        """The network's current weights."""
+        return ArrayRecord(self.model.state_dict())
+
+
+@lru_cache(maxsize=2)
+def _runtime(config_json: str) -> ClientRuntime:
+    config = json.loads(config_json)
+    dataset = config["dataset"]
+    data = client_data(
+        dataset, config["partition"], config["num_clients"], config["seed"]
+    )
+    device = client_device(float(config["client_resources"]["num_gpus"]))
+    model = initial_model(config, data)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    mean, std = data.data.channel_stats()
+    transform = BatchTransform(
+        mean,
+        std,
+        image_size=dataset["image_size"],
+        crop_padding=dataset["crop_padding"],
+        flip=dataset["flip"],
+    )
+    return ClientRuntime(data, model.to(device), initial, transform, device)
+
+
+def get_runtime(config: dict[str, Any]) -> ClientRuntime:
+    """The per-process runtime for ``config`` (built on first use)."""
+    return _runtime(json.dumps(config, sort_keys=True))
+
+
+def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
+    """The evaluation-time adaptation of ``config["finetune"]``."""
+    ft = config["finetune"]
+    return FinetuneSpec(
+        unit=ft["unit"],
+        amount=int(ft["amount"]),
+        lr=float(ft["lr"]),
+        batch_size=int(ft["batch_size"]),
+    )
+
+
+# -- local updates -------------------------------------------------------------
+
+
+def local_sgd(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+) -> TrainStats:
+    """FedAvg's local update: ``local_steps`` SGD steps, or ``local_epochs`` if 0."""
+    x, y, _, _ = runtime.data.client(pid)
+    model = runtime.model
+    optimizer = make_sgd(
+        model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
+    )
+    generator = torch.Generator().manual_seed(seed)
+    if config["local_steps"] > 0:
+        return train_steps(
+            model,
+            x,
+            y,
+            optimizer,
+            runtime.transform,
+            steps=config["local_steps"],
+            batch_size=config["batch_size"],
+            generator=generator,
+            device=runtime.device,
+        )
+    return train_epochs(
+        model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=config["local_epochs"],
+        batch_size=config["batch_size"],
+        generator=generator,
+        device=runtime.device,
+    )
+
+
+def meta_train(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+) -> TrainStats:
+    """Per-FedAvg's local update on client ``pid`` (FO or HF by ``algorithm``)."""
+    x, y, _, _ = runtime.data.client(pid)
+    return perfedavg_update(
+        runtime.model,
+        x,
+        y,
+        runtime.transform,
+        steps=config["local_steps"],
+        batch_size=config["batch_size"],
+        alpha=config["alpha"],
+        beta=config["beta"],
+        variant=config["algorithm"].removeprefix("perfedavg_"),
+        delta=config["delta"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
+
+
+def reptile_train(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+) -> TrainStats:
+    """Jiang et al.'s Reptile stage: ``inner_epochs`` of Adam (beta1 = 0 by default)."""
+    reptile = config["jiang"]["reptile"]
+    x, y, _, _ = runtime.data.client(pid)
+    optimizer = torch.optim.Adam(
+        runtime.model.parameters(),
+        lr=float(reptile["lr"]),
+        betas=(float(reptile["betas"][0]), float(reptile["betas"][1])),
+    )
+    return train_epochs(
+        runtime.model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=int(reptile["inner_epochs"]),
+        batch_size=config["batch_size"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
+
+
+def evaluate_loaded(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int
+) -> EvalStats:
+    """The loaded model on client ``pid``'s test split."""
+    _, _, x, y = runtime.data.client(pid)
+    return evaluate(
+        runtime.model,
+        x,
+        y,
+        runtime.transform,
+        batch_size=config["eval_batch_size"],
+        device=runtime.device,
+    )
+
+
+def adapted_counts(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+) -> tuple[EvalStats, EvalStats]:
+    """Test the loaded model, adapt a copy on the *training* split, test the copy."""
+    x, y, x_test, y_test = runtime.data.client(pid)
+    return finetune_copy_and_evaluate(
+        runtime.model,
+        (x, y),
+        (x_test, y_test),
+        runtime.transform,
+        finetune_spec(config),
+        eval_batch_size=config["eval_batch_size"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
+
+
+# -- the ClientApp ---------------------------------------------------------------
+
+
+def _round(msg: Message) -> int:
+    return int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+
+
+def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
+    """The seed of this client's work in this round, also seeding torch's global RNG.
+
+    Batches come from explicit generators; dropout draws from the global RNG,
+    which a worker shares among the clients it serves in any order, so it is
+    reseeded here: one seed reproduces one run.
+    """
+    seed = derive_seed(config["seed"], pid, _round(msg), *tags)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _train_reply(
+    msg: Message, arrays: ArrayRecord, stats: TrainStats, n: int, pid: int
+) -> Message:
+    metrics = MetricRecord(
+        {"num-examples": n, "train-loss": float(stats.loss), PARTITION_KEY: pid}
+    )
+    return Message(
+        content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg
+    )
+
+
+def _eval_reply(
+    msg: Message, pid: int, after: EvalStats, before: EvalStats | None
+) -> Message:
+    values: dict[str, int | float | list[int] | list[float]] = {
+        PARTITION_KEY: pid,
+        "correct": after.correct,
+        "loss-sum": float(after.loss_sum),
+        "num-examples": after.num_samples,
+    }
+    if before is not None:
+        values["before-correct"] = before.correct
+        values["before-loss-sum"] = float(before.loss_sum)
+    return Message(content=RecordDict({"metrics": MetricRecord(values)}), reply_to=msg)
+
+
+def make_client_app(config: dict[str, Any]) -> ClientApp:
+    """Build the ClientApp for a resolved configuration.
+
+    The closure carries the plain config only; data and the model are built
+    in the worker process on first use and cached there.
+    """
+    app = ClientApp()
+    add_partition_query(app)
+    algorithm = config["algorithm"]
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        seed = _seeded(config, pid, msg)
+        n = int(runtime.data.split.train[pid].size)
+        if algorithm == "local":
+            if STATE_KEY in context.state.array_records:
+                runtime.load(context.state.array_records[STATE_KEY])
+            else:
+                runtime.load_initial()
+            stats = local_sgd(runtime, config, pid, seed)
+            context.state[STATE_KEY] = runtime.arrays()
+            return _train_reply(msg, ArrayRecord(), stats, n, pid)
+        runtime.load(msg.content.array_records["arrays"])
+        if algorithm in META:
+            stats = meta_train(runtime, config, pid, seed)
+        else:  # fedavg, fedavg_ft and the FedAvg stage of jiang
+            stats = local_sgd(runtime, config, pid, seed)
+        return _train_reply(msg, runtime.arrays(), stats, n, pid)
+
+    @app.train("reptile")
+    def train_reptile(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        runtime.load(msg.content.array_records["arrays"])
+        stats = reptile_train(runtime, config, pid, _seeded(config, pid, msg, 3))
+        n = int(runtime.data.split.train[pid].size)
+        return _train_reply(msg, runtime.arrays(), stats, n, pid)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        if algorithm == "local":
+            if STATE_KEY in context.state.array_records:
+                runtime.load(context.state.array_records[STATE_KEY])
+            else:
+                runtime.load_initial()
+            return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
+        runtime.load(msg.content.array_records["arrays"])
+        if algorithm in ADAPTING:
+            seed = _seeded(config, pid, msg, 1)
+            before, after = adapted_counts(runtime, config, pid, seed)
+            return _eval_reply(msg, pid, after, before)
+        return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
+
+    @app.evaluate("personalize")
+    def personalize(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        runtime.load(msg.content.array_records["arrays"])
+        seed = _seeded(config, pid, msg, 4)
+        before, after = adapted_counts(runtime, config, pid, seed)
+        return _eval_reply(msg, pid, after, before)
+
+    return app

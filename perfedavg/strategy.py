@@ -1,0 +1,228 @@
+"""The server side: FedAvg over partition-ids, as each algorithm needs it.
+
+* Per-FedAvg: a **uniform** mean of the returned weights over the sampled
+  clients (``weighting="uniform"``), evaluation on every client before and
+  after its one-step adaptation (recorded as ``before_*`` and headline columns).
+* FedAvg, FedAvg + update, Local-only: PartitionFedAvg's sample-weighted mean.
+* Jiang et al.: one instance per stage. The FedAvg stage moves the global
+  model by ``server_lr`` times the averaged update (with optional server
+  momentum); the Reptile stage sends ``train.reptile`` messages and moves by
+  its own smaller ``server_lr``. Only the training clients are sampled; the
+  held-out clients are evaluated. Rounds are numbered across stages
+  (``round_offset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+
+from pflcore.results import ClientEval, RunRecorder
+from pflcore.simulation import PARTITION_KEY, ClientSampler
+from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
+
+BEFORE = "before"  # the extra evaluation: the received model, not adapted
+
+
+class PersonalizedFedAvg(PartitionFedAvg):
+    """PartitionFedAvg with a server step, a client pool, before/after evaluation.
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        Run recorder (declare ``extra_evals=("before",)`` to keep the
+        un-adapted accuracy).
+    train_clients : int, optional
+        Sample training clients among partition-ids ``0 .. train_clients-1``
+        (default: all).
+    eval_partitions : list of int, optional
+        Partition-ids evaluated on evaluation rounds (default: all).
+    train_message, eval_message : str
+        Message types of the training and evaluation instructions.
+    server_lr : float
+        The global model moves by ``server_lr`` times the averaged update
+        (1.0: plain FedAvg).
+    server_momentum : float
+        Heavy-ball momentum on that update (0: none).
+    round_offset : int
+        Added to this strategy's round numbers (for stages run in sequence).
+    stage : str
+        Name printed in the progress line.
+    **kwargs
+        Passed to :class:`pflcore.strategy.PartitionFedAvg`.
+    """
+
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        *,
+        train_clients: int | None = None,
+        eval_partitions: list[int] | None = None,
+        train_message: str = MessageType.TRAIN,
+        eval_message: str = MessageType.EVALUATE,
+        server_lr: float = 1.0,
+        server_momentum: float = 0.0,
+        round_offset: int = 0,
+        stage: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(recorder, **kwargs)
+        self.train_clients = train_clients or self.num_clients
+        self.sampler = ClientSampler(self.train_clients, self.sampler.seed)
+        self.min_train_nodes = min(self.clients_per_round, self.train_clients)
+        self.eval_partitions = (
+            list(range(self.num_clients))
+            if eval_partitions is None
+            else eval_partitions
+        )
+        self.train_message = train_message
+        self.eval_message = eval_message
+        self.server_lr = server_lr
+        self.server_momentum = server_momentum
+        self.round_offset = round_offset
+        self.stage = stage
+        self._current: ArrayRecord | None = None
+        self._velocity: dict[str, np.ndarray] = {}
+
+    # -- training -------------------------------------------------------------
+
+    def train_partitions(self, server_round: int) -> list[int]:
+        """Seeded sample of training clients for the (global) round."""
+        return self.sampler.sample(
+            server_round + self.round_offset, self.clients_per_round
+        )
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the global arrays to the round's sample of training clients."""
+        partitions = self.train_partitions(server_round)
+        config["server-round"] = server_round + self.round_offset
+        content = RecordDict({"arrays": arrays, "config": config})
+        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
+        self._expected = len(partitions)
+        self._current = arrays
+        return self._messages(content, partitions, self.train_message)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average (see ``weighting``), then step ``server_lr`` along the update."""
+        averaged, metrics = super().aggregate_train(server_round, replies)
+        plain = self.server_lr == 1.0 and self.server_momentum == 0.0
+        if averaged is None or not len(averaged) or plain or self._current is None:
+            return averaged, metrics
+        stepped = ArrayRecord()
+        for key in averaged:
+            old = self._current[key].numpy()
+            update = averaged[key].numpy().astype(np.float64) - old
+            if self.server_momentum:
+                velocity = self._velocity.get(key, np.zeros_like(update))
+                update = self.server_momentum * velocity + update
+                self._velocity[key] = update
+            new = old + self.server_lr * update
+            if np.issubdtype(old.dtype, np.integer):
+                new = np.rint(new)
+            stepped[key] = Array(np.asarray(new.astype(old.dtype)))
+        return stepped, metrics
+
+    # -- evaluation -----------------------------------------------------------
+
+    def is_eval_round(self, server_round: int) -> bool:
+        """The stage's last round, and every ``eval_every`` global rounds."""
+        if server_round == self.num_rounds:
+            return True
+        global_round = server_round + self.round_offset
+        return self.eval_every > 0 and global_round % self.eval_every == 0
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Evaluate the ``eval_partitions`` on evaluation rounds."""
+        if not self.is_eval_round(server_round):
+            return []
+        config["server-round"] = server_round + self.round_offset
+        content = RecordDict({"arrays": arrays, "config": config})
+        self.recorder.add_bytes(sent=arrays.count_bytes() * len(self.eval_partitions))
+        return self._messages(content, self.eval_partitions, self.eval_message)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record per-client counts (and the un-adapted ones when sent)."""
+        if not self.is_eval_round(server_round):
+            return None
+        contents = self.check_replies(
+            replies, len(self.eval_partitions), "evaluation", server_round
+        )
+        after, before = parse_evaluations(contents)
+        self.recorder.log_eval(after)
+        if before:
+            self.recorder.log_extra_eval(BEFORE, before)
+        return MetricRecord(
+            {"accuracy-mean": float(np.mean([e.accuracy for e in after]))}
+        )
+
+    # -- end of round ---------------------------------------------------------
+
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Write the (global) round's row and print progress."""
+        if server_round == 0:
+            return None
+        row = self.recorder.end_round(server_round + self.round_offset)
+        acc = row.get("test_acc_mean")
+        before = row.get("before_acc_mean")
+        text = f"acc {acc:.4f}" if acc is not None else "acc  --   "
+        if before is not None:
+            text += f" (before adaptation {before:.4f})"
+        label = f"{self.stage} " if self.stage else ""
+        loss = row["train_loss"]
+        loss_text = f"loss {loss:.4f}" if np.isfinite(loss) else "no training"
+        print(
+            f"[{label}round {server_round:>4}/{self.num_rounds}] {text} "
+            f"{loss_text}  elapsed {row['time_s']:7.1f}s",
+            flush=True,
+        )
+        return None
+
+
+def parse_evaluations(
+    contents: list[RecordDict],
+) -> tuple[list[ClientEval], list[ClientEval]]:
+    """Headline and (if every reply has them) before-adaptation counts per client."""
+    after: list[ClientEval] = []
+    before: list[ClientEval] = []
+    for content in contents:
+        m = content.metric_records["metrics"]
+        pid = int(scalar(m, PARTITION_KEY))
+        n = int(scalar(m, WEIGHT_KEY))
+        after.append(
+            ClientEval(
+                partition_id=pid,
+                correct=int(scalar(m, "correct")),
+                loss_sum=scalar(m, "loss-sum"),
+                num_samples=n,
+            )
+        )
+        if "before-correct" in m:
+            before.append(
+                ClientEval(
+                    partition_id=pid,
+                    correct=int(scalar(m, "before-correct")),
+                    loss_sum=scalar(m, "before-loss-sum"),
+                    num_samples=n,
+                )
+            )
+    return after, before if len(before) == len(after) else []

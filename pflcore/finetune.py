@@ -1,0 +1,243 @@
+"""Step-counted SGD and "fine-tune a copy, test before and after".
+
+Two pieces several packages need beside the epoch loop of
+:mod:`pflcore.training`: training for an exact number of minibatch steps
+(each batch drawn independently), and the FedAvg + fine-tuning evaluation
+that adapts a *copy* of the received model on the client's training split,
+tests it on the client's test split, and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pflcore.data import BatchTransform
+from pflcore.training import (
+    EvalStats,
+    NonFiniteLossError,
+    TrainStats,
+    evaluate,
+    make_sgd,
+    train_epochs,
+)
+
+FINETUNE_UNITS = ("steps", "epochs")
+
+
+def draw_batch(
+    num_samples: int, batch_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices of one minibatch: no repeats within it, independent of other batches.
+
+    Parameters
+    ----------
+    num_samples : int
+        Size of the split the batch is drawn from.
+    batch_size : int
+        Batch size; must not exceed ``num_samples``.
+    generator : torch.Generator
+        CPU generator of the draw.
+
+    Returns
+    -------
+    torch.Tensor
+        ``int64`` indices, shape ``(batch_size,)``.
+
+    Raises
+    ------
+    ValueError
+        If the split is smaller than one batch.
+    """
+    if not 1 <= batch_size <= num_samples:
+        raise ValueError(
+            f"cannot draw a batch of {batch_size} from {num_samples} samples"
+        )
+    return torch.randperm(num_samples, generator=generator)[:batch_size]
+
+
+def train_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    transform: BatchTransform,
+    *,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> TrainStats:
+    """Take exactly ``steps`` optimizer steps, each on an independently drawn batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model on ``device``; put in train mode here.
+    x, y : torch.Tensor
+        uint8 images and labels of the split trained on.
+    optimizer : torch.optim.Optimizer
+        Optimizer over the parameters to train.
+    transform : BatchTransform
+        Batch normalisation and augmentation.
+    steps, batch_size : int
+        Number of steps and minibatch size (at most ``len(x)``).
+    generator : torch.Generator
+        CPU generator for the batch draws and augmentations.
+    device : torch.device
+        Training device.
+
+    Returns
+    -------
+    TrainStats
+        Mean loss before each step, samples and steps.
+
+    Raises
+    ------
+    NonFiniteLossError
+        At the first NaN or infinite loss.
+    """
+    model.train()
+    x, y = x.to(device), y.to(device)
+    total = 0.0
+    for step in range(steps):
+        idx = draw_batch(x.shape[0], batch_size, generator).to(device)
+        inputs = transform(x[idx], train=True, generator=generator)
+        loss = nn.functional.cross_entropy(model(inputs), y[idx])
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss became {value} at step {step + 1} of {steps}; lower "
+                "the learning rate or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += value
+    return TrainStats(
+        loss=total / steps if steps else 0.0,
+        num_samples=steps * batch_size,
+        num_steps=steps,
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """How a copy of a model is adapted before it is tested.
+
+    Attributes
+    ----------
+    unit : str
+        ``"steps"`` (independently drawn batches) or ``"epochs"`` (shuffled passes).
+    amount : int
+        Number of steps or epochs; 0 tests the received model unchanged.
+    lr : float
+        SGD learning rate.
+    batch_size : int
+        Minibatch size.
+    momentum, weight_decay : float
+        SGD settings.
+    """
+
+    unit: str
+    amount: int
+    lr: float
+    batch_size: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.unit not in FINETUNE_UNITS:
+            raise ValueError(f"fine-tuning unit must be one of {FINETUNE_UNITS}")
+        if self.amount < 0 or self.batch_size < 1 or self.lr < 0:
+            raise ValueError(f"invalid fine-tuning settings {self}")
+
+
+def finetune(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    transform: BatchTransform,
+    spec: FinetuneSpec,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+) -> TrainStats:
+    """Adapt ``model`` in place on ``(x, y)`` as ``spec`` says (fresh SGD optimizer)."""
+    optimizer = make_sgd(model.parameters(), spec.lr, spec.momentum, spec.weight_decay)
+    if spec.unit == "steps":
+        return train_steps(
+            model,
+            x,
+            y,
+            optimizer,
+            transform,
+            steps=spec.amount,
+            batch_size=spec.batch_size,
+            generator=generator,
+            device=device,
+        )
+    return train_epochs(
+        model,
+        x,
+        y,
+        optimizer,
+        transform,
+        epochs=spec.amount,
+        batch_size=spec.batch_size,
+        generator=generator,
+        device=device,
+    )
+
+
+def finetune_copy_and_evaluate(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    transform: BatchTransform,
+    spec: FinetuneSpec,
+    *,
+    eval_batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[EvalStats, EvalStats]:
+    """Test ``model``, adapt a copy on the training split, test the copy.
+
+    ``model`` itself is left untouched and the copy is discarded: only the
+    two evaluations leave this function. Test data is never trained on.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The received (global) model, on ``device``.
+    train, test : tuple of torch.Tensor
+        The client's ``(x, y)`` training and test splits.
+    transform : BatchTransform
+        Batch transform.
+    spec : FinetuneSpec
+        The adaptation.
+    eval_batch_size : int
+        Evaluation batch size.
+    generator : torch.Generator
+        CPU generator for the adaptation's batches.
+    device : torch.device
+        Device.
+
+    Returns
+    -------
+    before, after : EvalStats
+        Test counts of the received model and of the adapted copy.
+    """
+    before = evaluate(
+        model, *test, transform, batch_size=eval_batch_size, device=device
+    )
+    adapted = copy.deepcopy(model)
+    finetune(adapted, *train, transform, spec, generator=generator, device=device)
+    after = evaluate(
+        adapted, *test, transform, batch_size=eval_batch_size, device=device
+    )
+    return before, after

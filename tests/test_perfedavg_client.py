@@ -1,0 +1,230 @@
+"""The ClientApp called directly: what evaluation adapts on, and what training sends."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from hydra import compose, initialize_config_dir
+
+import pflcore.finetune
+from perfedavg.client import get_runtime, initial_model, make_client_app
+from perfedavg.strategy import PersonalizedFedAvg
+from pflcore.config import to_plain
+from pflcore.results import RunRecorder
+from tests.fakedata import write_mnist
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+ALPHA = 0.05
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, train=300, test=100)
+    overrides = [
+        f"dataset.root={root}",
+        "num_clients=4",
+        "clients_per_round=2",
+        "partition.a=4",
+        "batch_size=3",
+        "local_steps=2",
+        f"alpha={ALPHA}",
+        "beta=0.05",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return to_plain(compose("perfedavg", overrides=overrides))
+
+
+def message(kind: str, arrays: ArrayRecord, server_round: int = 1) -> Message:
+    content = RecordDict(
+        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
+    )
+    return Message(content, dst_node_id=1, message_type=kind)
+
+
+def context(pid: int) -> Context:
+    return Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": pid},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def global_arrays(config: dict) -> ArrayRecord:
+    runtime = get_runtime(config)
+    return ArrayRecord(initial_model(config, runtime.data).state_dict())
+
+
+def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
+    config, monkeypatch
+):
+    config = dict(config, algorithm="perfedavg_hf")
+    runtime = get_runtime(config)
+    pid = 3
+    x_train, y_train, x_test, y_test = runtime.data.client(pid)
+    calls = []
+    real_train_steps = pflcore.finetune.train_steps
+
+    def spy(model, x, y, optimizer, transform, **kwargs):
+        calls.append((x.clone(), y.clone(), kwargs["steps"], kwargs["batch_size"]))
+        return real_train_steps(model, x, y, optimizer, transform, **kwargs)
+
+    drawn = []
+    real_draw = pflcore.finetune.draw_batch
+
+    def record_draw(n, batch_size, generator):
+        idx = real_draw(n, batch_size, generator)
+        drawn.append(idx.clone())
+        return idx
+
+    monkeypatch.setattr(pflcore.finetune, "train_steps", spy)
+    monkeypatch.setattr(pflcore.finetune, "draw_batch", record_draw)
+    arrays = global_arrays(config)
+    reply = make_client_app(config)(message(MessageType.EVALUATE, arrays), context(pid))
+    metrics = reply.content.metric_records["metrics"]
+
+    # exactly one adaptation call, one step, on the training split (not the test split)
+    assert len(calls) == 1 and len(drawn) == 1
+    x_seen, y_seen, steps, batch = calls[0]
+    assert steps == 1 and batch == config["batch_size"]
+    assert torch.equal(x_seen, x_train) and torch.equal(y_seen, y_train)
+    assert not (x_seen.shape == x_test.shape and torch.equal(x_seen, x_test))
+
+    # Independent recomputation: w - alpha * grad CE(w; that batch), then test.
+    model = initial_model(config, runtime.data)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    idx = drawn[0]
+    inputs = runtime.transform(x_train[idx], train=True)
+    loss = torch.nn.functional.cross_entropy(model(inputs), y_train[idx])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+
+    def correct(m):
+        with torch.no_grad():
+            logits = m(runtime.transform(x_test, train=False))
+        return int((logits.argmax(1) == y_test).sum())
+
+    model.eval()
+    before = correct(model)
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p -= ALPHA * g
+    after = correct(model)
+    assert metrics["before-correct"] == before
+    assert metrics["correct"] == after
+    assert metrics["num-examples"] == y_test.numel()
+    # nothing kept: the worker's model still holds the received weights
+    for key, value in runtime.model.state_dict().items():
+        assert torch.equal(value, torch.from_numpy(arrays[key].numpy()))
+
+
+def test_training_takes_tau_meta_steps_of_three_batches(config, monkeypatch):
+    config = dict(config, algorithm="perfedavg_fo")
+    drawn = []
+    import perfedavg.client
+
+    real_draw = perfedavg.client.draw_batch
+
+    def record_draw(n, batch_size, generator):
+        drawn.append((n, batch_size))
+        return real_draw(n, batch_size, generator)
+
+    monkeypatch.setattr(perfedavg.client, "draw_batch", record_draw)
+    pid = 0
+    reply = make_client_app(config)(
+        message(MessageType.TRAIN, global_arrays(config)), context(pid)
+    )
+    n_train = get_runtime(config).data.split.train[pid].size
+    assert drawn == [(n_train, config["batch_size"])] * (3 * config["local_steps"])
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["num-examples"] == n_train and metrics["partition-id"] == pid
+    sent = reply.content.array_records["arrays"]
+    assert list(sent.keys()) == list(global_arrays(config).keys())
+
+
+def reply_with(pid: int, n: int, value: float) -> Message:
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.full(3, value, dtype=np.float32))}),
+            "metrics": MetricRecord(
+                {"num-examples": n, "train-loss": value, "partition-id": pid}
+            ),
+        }
+    )
+    return Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def strategy(tmp_path, **kwargs) -> PersonalizedFedAvg:
+    s = PersonalizedFedAvg(
+        RunRecorder(tmp_path, {}),
+        num_clients=4,
+        clients_per_round=2,
+        num_rounds=3,
+        eval_every=1,
+        seed=0,
+        **kwargs,
+    )
+    s.bind_partitions({i: i + 10 for i in range(4)})
+    return s
+
+
+def test_per_fedavg_server_takes_a_uniform_mean(tmp_path):
+    s = strategy(tmp_path, weighting="uniform")
+    s.configure_train(
+        1, ArrayRecord({"w": Array(np.zeros(3, np.float32))}), ConfigRecord(), None
+    )
+    arrays, _ = s.aggregate_train(1, [reply_with(0, 10, 1.0), reply_with(1, 990, 3.0)])
+    np.testing.assert_allclose(arrays["w"].numpy(), [2.0, 2.0, 2.0])  # not 2.98
+    weighted = strategy(tmp_path / "w")
+    weighted.configure_train(
+        1, ArrayRecord({"w": Array(np.zeros(3, np.float32))}), ConfigRecord(), None
+    )
+    arrays, _ = weighted.aggregate_train(
+        1, [reply_with(0, 10, 1.0), reply_with(1, 990, 3.0)]
+    )
+    np.testing.assert_allclose(arrays["w"].numpy(), [2.98] * 3, rtol=1e-6)
+
+
+def test_server_lr_and_momentum_step_along_the_averaged_update(tmp_path):
+    s = strategy(tmp_path, server_lr=0.5, server_momentum=0.9)
+    start = ArrayRecord({"w": Array(np.ones(3, np.float32))})
+    s.configure_train(1, start, ConfigRecord(), None)
+    first, _ = s.aggregate_train(1, [reply_with(0, 1, 3.0), reply_with(1, 1, 5.0)])
+    # update = mean(3, 5) - 1 = 3; w = 1 + 0.5 * 3
+    np.testing.assert_allclose(first["w"].numpy(), [2.5] * 3)
+    s.configure_train(2, first, ConfigRecord(), None)
+    second, _ = s.aggregate_train(2, [reply_with(0, 1, 2.5), reply_with(1, 1, 2.5)])
+    # update = 0, velocity = 0.9 * 3 + 0 = 2.7; w = 2.5 + 0.5 * 2.7
+    np.testing.assert_allclose(second["w"].numpy(), [3.85] * 3, rtol=1e-6)
+
+
+def test_dropout_training_is_reproducible_whatever_the_worker_did_before(config):
+    # The CNN has dropout, which draws from torch's global RNG.
+    config = dict(
+        config, algorithm="fedavg", model={"name": "cnn", "dropout": 0.5}, local_steps=2
+    )
+    arrays = global_arrays(config)
+    app = make_client_app(config)
+    sent = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # another client's work moved the global RNG
+        reply = app(message(MessageType.TRAIN, arrays), context(1))
+        sent.append(reply.content.array_records["arrays"])
+    assert not torch.equal(
+        torch.from_numpy(sent[0]["classifier.1.weight"].numpy()),
+        torch.from_numpy(arrays["classifier.1.weight"].numpy()),
+    )
+    for key in arrays:
+        np.testing.assert_array_equal(sent[0][key].numpy(), sent[1][key].numpy())

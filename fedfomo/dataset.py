@@ -102,14 +102,37 @@ class FomoData:
         )
 
 
+def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
+    """Sorted, seeded subset of the pool to use (``None``: all of it).
+
+    ``partition.pool_fraction < 1`` keeps that share of the pooled images
+    (uniformly at random, before partitioning): a smaller, CPU-sized
+    federation over the same images.
+    """
+    if not 0 < fraction <= 1:
+        raise PartitionError(
+            f"partition.pool_fraction must lie in (0, 1], got {fraction}"
+        )
+    if fraction == 1:
+        return None
+    rng = np.random.default_rng([seed, 7])
+    return np.sort(rng.choice(size, size=round(fraction * size), replace=False))
+
+
 def latent_clusters(
     partition: dict[str, Any],
     x: torch.Tensor,
     y: np.ndarray,
     num_classes: int,
     seed: int,
+    keep: np.ndarray | None = None,
+    pool_size: int | None = None,
 ) -> np.ndarray:
-    """The distribution id of every pooled sample (see the module docstring)."""
+    """The distribution id of every pooled sample (see the module docstring).
+
+    ``keep`` names the rows of a precomputed embedding (which has one row
+    per sample of the whole pool, ``pool_size`` rows) that ``x`` holds.
+    """
     k = int(partition["num_distributions"])
     features = partition["features"]
     if features == "labels":
@@ -124,7 +147,10 @@ def latent_clusters(
             raise PartitionError(
                 "partition.features=embedding needs partition.embedding_path (.npy)"
             )
-        emb = load_embedding(partition["embedding_path"], int(x.shape[0]))
+        total = int(x.shape[0]) if keep is None else pool_size
+        emb = load_embedding(partition["embedding_path"], total)
+        if keep is not None:
+            emb = emb[keep]
     else:
         emb = pixel_pca_features(x, int(partition["pca_dim"]), seed)
     return kmeans(emb, k, seed)
@@ -173,6 +199,10 @@ def build_fomo_data(
         dataset["download"],
     )
     x, y_t = data.pooled(include_test=bool(dataset["pool_test"]))
+    pool_size = int(x.shape[0])
+    keep = pool_subset(pool_size, float(partition.get("pool_fraction", 1.0)), seed)
+    if keep is not None:
+        x, y_t = x[torch.from_numpy(keep)], y_t[torch.from_numpy(keep)]
     y = y_t.numpy()
     if num_clients > x.shape[0]:
         raise PartitionError(f"{num_clients} clients but only {x.shape[0]} samples")
@@ -180,7 +210,9 @@ def build_fomo_data(
     if partition["kind"] == "pathological":
         parts = shard_parts(y, num_clients, int(partition["shards_per_client"]), seed)
     elif partition["kind"] == "latent":
-        clusters = latent_clusters(partition, x, y, data.num_classes, seed)
+        clusters = latent_clusters(
+            partition, x, y, data.num_classes, seed, keep, pool_size
+        )
         parts = distribution_parts(
             clusters, int(partition["num_distributions"]), num_clients, y, seed + 1
         )

@@ -92,6 +92,11 @@ def check_fedfomo(config: dict[str, Any]) -> None:
         "partition.val_fraction must lie in (0, 1) (FedFomo weighs models on it), "
         f"got {val!r}",
     )
+    frac = part["pool_fraction"]
+    _require(
+        _is_number(frac) and 0 < frac <= 1,
+        f"partition.pool_fraction must lie in (0, 1], got {frac!r}",
+    )
     if part["kind"] == "pathological":
         s = part["shards_per_client"]
         _require(

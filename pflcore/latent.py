@@ -83,8 +83,10 @@ def pixel_pca_features(
     return out
 
 
-def load_embedding(path: str | Path, num_samples: int) -> np.ndarray:
+def load_embedding(path: str | Path, num_samples: int | None) -> np.ndarray:
     """Read a precomputed embedding, one row per pooled sample, from ``.npy``.
+
+    ``num_samples`` is the row count expected (``None``: not checked here).
 
     Raises
     ------
@@ -100,7 +102,7 @@ def load_embedding(path: str | Path, num_samples: int) -> np.ndarray:
             "sample (training images in dataset order) with numpy.save."
         )
     emb = np.load(file, allow_pickle=False)
-    if emb.ndim != 2 or emb.shape[0] != num_samples:
+    if emb.ndim != 2 or (num_samples is not None and emb.shape[0] != num_samples):
         raise DataFormatError(
             f"{file}: expected shape ({num_samples}, D), got {emb.shape}"
         )

@@ -258,7 +258,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
                 )
                 metrics["fomo-candidates"] = ids
                 metrics["fomo-weights"] = [float(w) for w in weights]
-            context.state[BASELINE_KEY] = ArrayRecord(baseline)
+            context.state[BASELINE_KEY] = ArrayRecord(
+                {k: v.detach().cpu() for k, v in baseline.items()}
+            )
         if int(instruction["evaluate"]):  # type: ignore[arg-type]
             bench.load(baseline)
             for key, value in eval_metrics(

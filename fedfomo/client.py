@@ -1,0 +1,273 @@
+"""FedFomo's ClientApp: the first-order model optimisation update, then local SGD.
+
+The authors' round for client i (``NVlabs/FedFomo``) is: FOMO update from the
+received models, keep the result as the baseline, test it, train E epochs,
+upload. Here it is split over Flower's two phases of a round:
+
+* ``evaluate`` (end of round t): receive the candidates (client i's own
+  latest upload plus M-1 other clients' round-t uploads, each in its own
+  ArrayRecord ``candidate-<partition-id>``), compute the weights
+  (:func:`fomo_weights`) on the client's fixed validation split, move the
+  baseline (:func:`fomo_update`), store the new baseline in
+  ``context.state``, test it, and reply with the weights so the server can
+  update its affinity matrix;
+* ``train`` (round t+1): start from the stored baseline (the common initial
+  weights before the first update), train ``local_epochs`` and upload the
+  whole model.
+
+The first round is therefore local training from the common initialisation,
+and the last round's evaluate phase is "one more FOMO update, then the final
+evaluation", as in the authors' code. ``context.state`` holds one model per
+client (the baseline, θ_i^b); the client's own trained model comes back from
+the server as a candidate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedfomo.dataset import FomoData, fomo_data
+from fedfomo.models import build_model
+from pflcore.baselines import (
+    Workbench,
+    eval_metrics,
+    evaluate_on_test,
+    local_round,
+    train_metrics,
+)
+from pflcore.data import BatchTransform
+from pflcore.simulation import add_partition_query, client_device, partition_id
+from pflcore.training import evaluate
+
+BASELINE_KEY = "fomo-baseline"
+CANDIDATE_PREFIX = "candidate-"
+GLOBAL_KEY = "global-average"
+GLOBAL_ID = -1  # the global-average candidate's id in replies (adds nothing to P)
+NORMS = ("l1", "l2", "l2_squared")
+DISTANCE_FLOOR = 1e-12
+
+State = dict[str, torch.Tensor]
+
+
+# -- the FOMO update (plain functions) -----------------------------------------
+
+
+def model_distance(a: State, b: State, norm: str = "l1") -> float:
+    """Distance between two models over their floating tensors.
+
+    Parameters
+    ----------
+    a, b : dict
+        State dicts with the same keys.
+    norm : str
+        ``l1``: sum of absolute differences (the authors' default);
+        ``l2``: Euclidean norm of the flattened difference;
+        ``l2_squared``: its square (what the authors' ``l2`` option returns).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    total = 0.0
+    for key, value in a.items():
+        if not torch.is_floating_point(value):
+            continue
+        diff = value.detach().double() - b[key].detach().double()
+        total += float(diff.abs().sum() if norm == "l1" else diff.square().sum())
+    return total**0.5 if norm == "l2" else total
+
+
+def fomo_weights(
+    baseline_loss: float, candidate_losses: np.ndarray, distances: np.ndarray
+) -> np.ndarray:
+    """w_n = (L(θ_b) - L(θ_n)) / max(‖θ_n - θ_b‖, 1e-12), signs kept."""
+    losses = np.asarray(candidate_losses, dtype=np.float64)
+    dist = np.maximum(np.asarray(distances, dtype=np.float64), DISTANCE_FLOOR)
+    return (float(baseline_loss) - losses) / dist
+
+
+def normalized_positive(weights: np.ndarray) -> np.ndarray:
+    """max(w, 0) / Σ max(w, 0); all zeros when no weight is positive."""
+    positive = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
+    total = positive.sum()
+    return positive / total if total > 0 else positive
+
+
+def fomo_update(baseline: State, candidates: list[State], weights: np.ndarray) -> State:
+    """θ_b + Σ_n w̄_n (θ_n - θ_b), with w̄ the normalised positive weights.
+
+    Returns a copy of the baseline when no weight is positive. Non-floating
+    tensors are kept from the baseline.
+    """
+    shares = normalized_positive(weights)
+    out: State = {}
+    for key, base in baseline.items():
+        if not torch.is_floating_point(base):
+            out[key] = base.clone()
+            continue
+        acc = base.detach().double().clone()
+        for share, cand in zip(shares, candidates, strict=True):
+            if share > 0:
+                acc += share * (cand[key].detach().double() - base.double())
+        out[key] = acc.to(base.dtype)
+    return out
+
+
+# -- the worker's runtime ------------------------------------------------------
+
+
+@dataclass
+class FomoRuntime:
+    """A worker's model, data and transform, built once per process."""
+
+    bench: Workbench
+    data: FomoData
+
+    def val_loss(self, weights: State, pid: int, batch_size: int) -> float:
+        """Mean cross-entropy of ``weights`` on client ``pid``'s validation split."""
+        self.bench.load(weights)
+        x, y = self.data.val_data(pid)
+        stats = evaluate(
+            self.bench.model,
+            x,
+            y,
+            self.bench.transform,
+            batch_size=batch_size,
+            device=self.bench.device,
+        )
+        return stats.loss
+
+
+def _runtime_from(config: dict[str, Any]) -> FomoRuntime:
+    dataset = config["dataset"]
+    data = fomo_data(
+        dataset, config["partition"], config["num_clients"], config["seed"]
+    )
+    device = client_device(float(config["client_resources"]["num_gpus"]))
+    model = build_model(
+        config["seed"], data.data.num_classes, data.data.channels, dataset["image_size"]
+    )
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    mean, std = data.data.channel_stats()
+    transform = BatchTransform(
+        mean,
+        std,
+        image_size=dataset["image_size"],
+        crop_padding=dataset["crop_padding"],
+        flip=dataset["flip"],
+    )
+    bench = Workbench(
+        model.to(device), initial, transform, device, data.train_data, data.test_data
+    )
+    return FomoRuntime(bench, data)
+
+
+@lru_cache(maxsize=2)
+def _runtime(config_json: str) -> FomoRuntime:
+    return _runtime_from(json.loads(config_json))
+
+
+def get_runtime(config: dict[str, Any]) -> FomoRuntime:
+    """The per-process runtime for ``config`` (built on first use)."""
+    return _runtime(json.dumps(config, sort_keys=True))
+
+
+def get_workbench(config: dict[str, Any]) -> Workbench:
+    """The runtime's workbench, for the baselines' ClientApp."""
+    return get_runtime(config).bench
+
+
+def _state_of(record: ArrayRecord, device: torch.device) -> State:
+    return {k: v.to(device) for k, v in record.to_torch_state_dict().items()}
+
+
+def fomo_step(
+    runtime: FomoRuntime,
+    config: dict[str, Any],
+    pid: int,
+    baseline: State,
+    candidates: list[tuple[int, State]],
+) -> tuple[State, list[int], np.ndarray]:
+    """Weight the candidates on the validation split and move the baseline.
+
+    Returns
+    -------
+    new_baseline : dict
+        The updated model (a copy of ``baseline`` when no weight is positive).
+    ids : list of int
+        The candidates' partition-ids (``GLOBAL_ID`` for the global average).
+    weights : numpy.ndarray
+        The raw (signed) weights, in the order of ``ids``.
+    """
+    batch = config["eval_batch_size"]
+    base_loss = runtime.val_loss(baseline, pid, batch)
+    losses = np.array([runtime.val_loss(c, pid, batch) for _, c in candidates])
+    distances = np.array(
+        [model_distance(c, baseline, config["fomo"]["norm"]) for _, c in candidates]
+    )
+    weights = fomo_weights(base_loss, losses, distances)
+    updated = fomo_update(baseline, [c for _, c in candidates], weights)
+    return updated, [i for i, _ in candidates], weights
+
+
+def make_client_app(config: dict[str, Any]) -> ClientApp:
+    """Build FedFomo's ClientApp for a resolved configuration."""
+    app = ClientApp()
+    add_partition_query(app)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        bench = runtime.bench
+        bench.load(context.state.array_records.get(BASELINE_KEY))
+        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        stats = local_round(bench, config, pid, server_round)
+        metrics = train_metrics(pid, stats, runtime.data.train[pid].size)
+        content = RecordDict({"arrays": bench.weights(), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        bench = runtime.bench
+        instruction = msg.content.config_records["config"]
+        saved = context.state.array_records.get(BASELINE_KEY)
+        baseline = (
+            _state_of(saved, bench.device) if saved is not None else bench.initial_state
+        )
+        metrics = MetricRecord()
+        if int(instruction["fomo"]):  # type: ignore[arg-type]
+            candidates = []
+            for key, record in msg.content.array_records.items():
+                if key.startswith(CANDIDATE_PREFIX):
+                    cid = int(key[len(CANDIDATE_PREFIX) :])
+                    candidates.append((cid, _state_of(record, bench.device)))
+                elif key == GLOBAL_KEY:
+                    candidates.append((GLOBAL_ID, _state_of(record, bench.device)))
+            if candidates:
+                baseline, ids, weights = fomo_step(
+                    runtime, config, pid, baseline, candidates
+                )
+                metrics["fomo-candidates"] = ids
+                metrics["fomo-weights"] = [float(w) for w in weights]
+            context.state[BASELINE_KEY] = ArrayRecord(
+                {k: v.detach().cpu() for k, v in baseline.items()}
+            )
+        if int(instruction["evaluate"]):  # type: ignore[arg-type]
+            bench.load(baseline)
+            for key, value in eval_metrics(
+                pid, evaluate_on_test(bench, config, pid)
+            ).items():
+                metrics[key] = value
+        metrics["partition-id"] = pid
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app

@@ -1,0 +1,208 @@
+"""FedFomo, FedAvg, FedAvg + fine-tuning and Local-only through Flower's Ray simulation.
+
+Run ``python -m fedfomo.main key=value ...`` (see ``conf/fedfomo.yaml``).
+Besides the usual run files, a FedFomo run writes ``affinity.csv`` (the
+server's affinity matrix P after the latest round), and ``summary.json``
+records each client's validation size and, for the latent partition, each
+client's distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+from flwr.app import ArrayRecord
+from omegaconf import DictConfig
+
+from fedfomo.client import NORMS, get_workbench, make_client_app
+from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, FomoData, build_fomo_data
+from fedfomo.models import build_model
+from fedfomo.strategy import FedFomo
+from pflcore.baselines import make_baseline_client_app
+from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
+from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.experiment import guarded, hydra_output_dir, run_experiment
+from pflcore.partition import PartitionError
+from pflcore.results import RunRecorder
+from pflcore.strategy import PartitionFedAvg
+
+ALGORITHMS = ("fedfomo", "fedavg", "fedavg_ft", "local")
+PREPARATION_ERRORS = (
+    ConfigError,
+    PartitionError,
+    DatasetNotFoundError,
+    DataFormatError,
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_fedfomo(config: dict[str, Any]) -> None:
+    """FedFomo's settings on top of :func:`pflcore.config.check_common`."""
+    check_common(config, ALGORITHMS)
+    decay, floor = config["lr_decay"], config["lr_min"]
+    _require(
+        _is_number(decay) and 0 < decay <= 1,
+        f"lr_decay must lie in (0, 1], got {decay!r}",
+    )
+    _require(_is_number(floor) and floor >= 0, f"lr_min must be >= 0, got {floor!r}")
+    fomo = config["fomo"]
+    m = fomo["num_candidates"]
+    _require(
+        _is_int(m) and 1 <= m <= config["num_clients"],
+        f"fomo.num_candidates (M, own model included) must lie in "
+        f"1..num_clients={config['num_clients']}, got {m!r}",
+    )
+    for key in ("epsilon_initial", "epsilon_decay"):
+        value = fomo[key]
+        _require(
+            _is_number(value) and 0 <= value <= 1,
+            f"fomo.{key} must lie in [0, 1], got {value!r}",
+        )
+    _require(
+        fomo["norm"] in NORMS,
+        f"fomo.norm must be one of {list(NORMS)}, got {fomo['norm']!r}",
+    )
+    _require(
+        isinstance(fomo["global_candidate"], bool),
+        "fomo.global_candidate must be true or false, got "
+        f"{fomo['global_candidate']!r}",
+    )
+    part = config["partition"]
+    _require(
+        part["kind"] in PARTITION_KINDS,
+        f"partition.kind must be one of {list(PARTITION_KINDS)}, got {part['kind']!r}",
+    )
+    val = part["val_fraction"]
+    _require(
+        _is_number(val) and 0 < val < 1,
+        "partition.val_fraction must lie in (0, 1) (FedFomo weighs models on it), "
+        f"got {val!r}",
+    )
+    frac = part["pool_fraction"]
+    _require(
+        _is_number(frac) and 0 < frac <= 1,
+        f"partition.pool_fraction must lie in (0, 1], got {frac!r}",
+    )
+    if part["kind"] == "pathological":
+        s = part["shards_per_client"]
+        _require(
+            _is_int(s) and s >= 1,
+            f"partition.shards_per_client must be >= 1, got {s!r}",
+        )
+    else:
+        _require(
+            part["features"] in LATENT_FEATURES,
+            f"partition.features must be one of {list(LATENT_FEATURES)}, "
+            f"got {part['features']!r}",
+        )
+        k = part["num_distributions"]
+        _require(
+            _is_int(k) and k >= 1 and config["num_clients"] % k == 0,
+            "partition.num_distributions must divide "
+            f"num_clients={config['num_clients']}, "
+            f"got {k!r}",
+        )
+        _require(
+            _is_int(part["pca_dim"]) and part["pca_dim"] >= 1,
+            f"partition.pca_dim must be a positive integer, got {part['pca_dim']!r}",
+        )
+    size = config["dataset"]["image_size"]
+    _require(
+        _is_int(size) and size >= 22,
+        f"dataset.image_size must be >= 22 for the paper's CNN, got {size!r}",
+    )
+    finetune = config["finetune"]
+    _require(
+        _is_int(finetune["epochs"]) and finetune["epochs"] >= 0,
+        f"finetune.epochs must be an integer >= 0, got {finetune['epochs']!r}",
+    )
+    _require(
+        _is_number(finetune["lr"]) and finetune["lr"] > 0,
+        f"finetune.lr must be > 0, got {finetune['lr']!r}",
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything ``main`` needs, built and checked before Ray starts."""
+
+    config: dict[str, Any]
+    data: FomoData
+    initial: ArrayRecord
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Resolve and check the config, load and partition the data, build the model."""
+    config = to_plain(cfg)
+    check_fedfomo(config)
+    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    if config["partition"].get("embedding_path"):
+        config["partition"]["embedding_path"] = absolute_data_root(
+            config["partition"]["embedding_path"]
+        )
+    data = build_fomo_data(
+        config["dataset"], config["partition"], config["num_clients"], config["seed"]
+    )
+    model = build_model(
+        config["seed"],
+        data.data.num_classes,
+        data.data.channels,
+        config["dataset"]["image_size"],
+    )
+    return Prepared(config, data, ArrayRecord(model.state_dict()))
+
+
+@hydra.main(config_path="../conf", config_name="fedfomo", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Run one FedFomo/FedAvg/FedAvg+FT/Local experiment and record it."""
+    prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    config, data = prepared.config, prepared.data
+    recorder = RunRecorder(hydra_output_dir(), config)
+    recorder.write_partition(data.class_counts())
+    recorder.set_summary(
+        num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),
+        val_samples=[int(v.size) for v in data.val],
+        client_distribution=data.distribution,
+    )
+    common = {
+        "num_clients": config["num_clients"],
+        "clients_per_round": config["clients_per_round"],
+        "num_rounds": config["num_rounds"],
+        "eval_every": config["eval_every"],
+        "seed": config["seed"],
+    }
+    algorithm = config["algorithm"]
+    if algorithm == "fedfomo":
+        fomo = config["fomo"]
+        strategy: PartitionFedAvg = FedFomo(
+            recorder,
+            num_candidates=fomo["num_candidates"],
+            epsilon_initial=fomo["epsilon_initial"],
+            epsilon_decay=fomo["epsilon_decay"],
+            global_candidate=fomo["global_candidate"],
+            **common,
+        )
+        run_experiment(strategy, ArrayRecord(), make_client_app(config), config)
+        return
+    strategy = PartitionFedAvg(recorder, **common)
+    initial = ArrayRecord() if algorithm == "local" else prepared.initial
+    client_app = make_baseline_client_app(config, get_workbench)
+    run_experiment(strategy, initial, client_app, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""FedFomo's server: epsilon schedule, candidate choice, affinity update, messages."""
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+
+from fedfomo.strategy import (
+    FedFomo,
+    choose_candidates,
+    exploration_rate,
+    initial_affinity,
+    update_affinity,
+)
+from pflcore.results import RunRecorder
+
+
+def test_epsilon_schedule():
+    expected = {0: 0.3, 1: 0.25, 2: 0.2, 3: 0.15, 4: 0.1, 5: 0.05, 6: 0.0, 20: 0.0}
+    for t, eps in expected.items():
+        assert exploration_rate(t) == pytest.approx(eps, abs=1e-12)
+    assert exploration_rate(2, initial=0.5, decay=0.1) == pytest.approx(0.3)
+
+
+def test_affinity_starts_with_point_one_on_the_diagonal():
+    p = initial_affinity(3)
+    np.testing.assert_array_equal(p, [[0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])
+
+
+def test_affinity_update_by_hand():
+    p = initial_affinity(3)
+    # sum of weights 0.4: each entry moves by w / 0.4, negative ones included
+    update_affinity(p, 0, [0, 2, 1], [0.3, -0.1, 0.2])
+    np.testing.assert_allclose(p[0], [0.1 + 0.75, 0.5, -0.25])
+    # a negative sum is normalised by its absolute value
+    update_affinity(p, 1, [1, 2], [-0.2, -0.2])
+    np.testing.assert_allclose(p[1], [0.0, 0.1 - 0.5, -0.5])
+    # the global-average candidate (-1) counts in the sum but has no entry
+    update_affinity(p, 2, [2, -1], [0.1, 0.3])
+    np.testing.assert_allclose(p[2], [0.0, 0.0, 0.1 + 0.25])
+    # all-zero weights: the 1e-9 floor avoids 0/0 and nothing moves
+    before = p.copy()
+    update_affinity(p, 0, [1, 2], [0.0, 0.0])
+    np.testing.assert_array_equal(p, before)
+
+
+def test_greedy_choice_follows_affinity_and_breaks_ties_at_random():
+    row = np.array([9.0, 0.5, 0.2, 0.5, -1.0, 0.9])
+    rng = np.random.default_rng(0)
+    picks = choose_candidates(row, [0, 1, 2, 3, 4, 5], 0, 3, 0.0, rng)
+    assert picks[0] == 5 and set(picks[1:]) == {1, 3}  # self (9.0) excluded
+    firsts = {
+        tuple(choose_candidates(row, [1, 2, 3, 4, 5], 0, 3, 0.0, rng))
+        for _ in range(40)
+    }
+    assert firsts == {(5, 1, 3), (5, 3, 1)}  # the 0.5 tie goes both ways
+
+
+def test_exploration_draws_uniformly_without_duplicates():
+    row = np.array([0.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.0])
+    rng = np.random.default_rng(1)
+    counts = np.zeros(8)
+    for _ in range(2000):
+        picks = choose_candidates(row, list(range(8)), 0, 2, 1.0, rng)
+        assert len(picks) == len(set(picks)) == 2 and 0 not in picks
+        counts[picks] += 1
+    # 7 others, 2 slots: each is chosen with probability 2/7
+    np.testing.assert_allclose(counts[1:] / 2000, 2 / 7, atol=0.04)
+
+
+def test_choice_is_limited_to_the_pool():
+    rng = np.random.default_rng(2)
+    row = np.zeros(6)
+    assert sorted(choose_candidates(row, [3, 4, 0], 0, 4, 0.2, rng)) == [3, 4]
+    assert choose_candidates(row, [0], 0, 4, 0.2, rng) == []
+
+
+def arrays(value: float) -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.full(3, value, dtype=np.float32))})
+
+
+def train_reply(pid: int, value: float) -> Message:
+    metrics = MetricRecord({"num-examples": 10, "train-loss": 1.0, "partition-id": pid})
+    return Message(
+        RecordDict({"arrays": arrays(value), "metrics": metrics}),
+        dst_node_id=0,
+        message_type=MessageType.TRAIN,
+    )
+
+
+@pytest.fixture
+def fomo(tmp_path) -> FedFomo:
+    strategy = FedFomo(
+        RunRecorder(tmp_path, {"seed": 0}),
+        num_candidates=3,
+        epsilon_initial=0.3,
+        epsilon_decay=0.05,
+        global_candidate=True,
+        num_clients=4,
+        clients_per_round=4,
+        num_rounds=3,
+        eval_every=0,
+        seed=0,
+    )
+    strategy.bind_partitions({p: 100 + p for p in range(4)})
+    strategy._expected = 4
+    strategy.aggregate_train(1, [train_reply(p, float(p)) for p in (2, 0, 3, 1)])
+    return strategy
+
+
+def test_one_message_per_client_with_its_own_and_m_minus_1_other_models(fomo):
+    messages = list(fomo.configure_evaluate(1, ArrayRecord(), ConfigRecord(), None))
+    assert [m.metadata.dst_node_id for m in messages] == [100, 101, 102, 103]
+    for pid, message in enumerate(messages):
+        records = message.content.array_records
+        keys = [k for k in records if k.startswith("candidate-")]
+        assert f"candidate-{pid}" in keys and len(keys) == 3
+        for key in keys:  # each candidate is that client's upload
+            np.testing.assert_array_equal(records[key]["w"].numpy(), int(key[10:]))
+        # the global candidate: the sample-weighted mean (equal sizes) of 0..3
+        np.testing.assert_allclose(records["global-average"]["w"].numpy(), 1.5)
+        config = message.content.config_records["config"]
+        assert config["fomo"] == 1 and config["evaluate"] == 0  # round 1 of 3, no eval
+
+
+def test_replies_update_the_affinity_and_the_last_round_tests_everyone(fomo):
+    fomo.configure_evaluate(1, ArrayRecord(), ConfigRecord(), None)
+    replies = [
+        Message(
+            RecordDict(
+                {
+                    "metrics": MetricRecord(
+                        {
+                            "partition-id": pid,
+                            "fomo-candidates": [pid, (pid + 1) % 4, -1],
+                            "fomo-weights": [0.2, 0.2, -0.2],
+                        }
+                    )
+                }
+            ),
+            dst_node_id=0,
+            message_type=MessageType.EVALUATE,
+        )
+        for pid in range(4)
+    ]
+    assert fomo.aggregate_evaluate(1, replies) is None
+    for pid in range(4):  # |sum| = 0.2: +1 to self and to the next client
+        assert fomo.affinity[pid, pid] == pytest.approx(1.1)
+        assert fomo.affinity[pid, (pid + 1) % 4] == pytest.approx(1.0)
+    assert (fomo.recorder.out_dir / "affinity.csv").is_file()
+    last = list(fomo.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None))
+    assert all(m.content.config_records["config"]["evaluate"] == 1 for m in last)
+
+
+def test_exploration_generator_is_not_reseeded_each_round(tmp_path):
+    def draws(strategy: FedFomo, rounds: int) -> list[list[int]]:
+        return [
+            choose_candidates(
+                strategy.affinity[0], list(range(12)), 0, 4, 1.0, strategy.rng
+            )
+            for _ in range(rounds)
+        ]
+
+    def make() -> FedFomo:
+        return FedFomo(
+            RunRecorder(tmp_path, {"seed": 5}),
+            num_candidates=5,
+            epsilon_initial=0.3,
+            epsilon_decay=0.05,
+            num_clients=12,
+            clients_per_round=12,
+            num_rounds=3,
+            eval_every=1,
+            seed=5,
+        )
+
+    first = draws(make(), 4)
+    assert len({tuple(d) for d in first}) > 1  # successive rounds differ
+    assert draws(make(), 4) == first  # and the run is reproducible

@@ -84,9 +84,22 @@ class RunRecorder:
         The run folder (Hydra's output directory).
     config : dict
         The resolved configuration, stored in ``summary.json``.
+    extra_fields : tuple of str
+        Further ``rounds.csv`` columns after the shared ones (e.g. validation
+        accuracy), filled through :meth:`log_extra`; empty where not logged.
     """
 
-    def __init__(self, out_dir: str | Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        config: dict[str, Any],
+        extra_fields: tuple[str, ...] = (),
+    ) -> None:
+        clash = set(extra_fields) & set(ROUND_FIELDS)
+        if clash:
+            raise ValueError(f"extra rounds.csv fields clash with shared ones: {clash}")
+        self.round_fields = ROUND_FIELDS + tuple(extra_fields)
+        self._pending_extra: dict[str, Any] = {}
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -97,7 +110,7 @@ class RunRecorder:
         self._pending_eval: list[ClientEval] = []
         self._bytes = [0, 0]
         self._extra_summary: dict[str, Any] = {}
-        self._init_csv("rounds.csv", ROUND_FIELDS)
+        self._init_csv("rounds.csv", self.round_fields)
         self._init_csv("clients.csv", CLIENT_FIELDS)
         self.write_summary(status="running")
 
@@ -138,6 +151,13 @@ class RunRecorder:
         """Remember this round's per-client evaluations."""
         self._pending_eval = list(evals)
 
+    def log_extra(self, **values: Any) -> None:
+        """Remember values for this round's extra ``rounds.csv`` columns."""
+        unknown = set(values) - set(self.round_fields[len(ROUND_FIELDS) :])
+        if unknown:
+            raise ValueError(f"not declared as extra rounds.csv fields: {unknown}")
+        self._pending_extra.update(values)
+
     def set_summary(self, **values: Any) -> None:
         """Add algorithm-specific entries to ``summary.json``."""
         self._extra_summary.update(values)
@@ -156,6 +176,7 @@ class RunRecorder:
             "num_eval_clients": len(self._pending_eval),
         }
         row.update(self._pending_train)
+        row.update(self._pending_extra)
         if self._pending_eval:
             row.update(summarize_clients(self._pending_eval))
             self._append(
@@ -173,9 +194,10 @@ class RunRecorder:
                     for e in sorted(self._pending_eval, key=lambda e: e.partition_id)
                 ],
             )
-        self._append("rounds.csv", ROUND_FIELDS, [row])
+        self._append("rounds.csv", self.round_fields, [row])
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
+        self._pending_extra = {}
         self._last_end = now
         self.write_summary(status="running")
         return row

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -316,6 +317,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        start = time.perf_counter()
         arrays, loss = train_client(
             runtime, config, pid, server_round, msg.content.array_records["arrays"],
             context.state,
@@ -325,6 +327,8 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
                 "num-examples": int(runtime.data.indices["train"][pid].size),
                 "train-loss": loss,
                 PARTITION_KEY: pid,
+                # the client's own compute, for locating a round's time (bench/)
+                "client-s": time.perf_counter() - start,
             }
         )
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)

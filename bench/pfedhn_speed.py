@@ -12,7 +12,8 @@
    measured in the ClientApp) are timed; what remains of the round is
    Flower's (messaging, Ray, serialisation in Flower's layers).
 2. Plain loop: the same client update (``pfedhn.client.train_client``) and
-   the same server step (``PFedHN.weights_record`` + ``hn_step``) in one
+   the same server step (``PFedHN.weights_record`` + ``hn_step``, one forward
+   pass kept for the VJP as in the strategy) in one
    process, same seeds, the client at 1 torch thread as a 1-CPU actor.
 
 Data: the real files under ``--data-root`` (default ``$PFL_DATA_ROOT``) when
@@ -37,15 +38,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from hydra import compose, initialize_config_dir
 
 from pfedhn.client import _runtime_from, make_client_app, train_client
-from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
 from pfedhn.dataset import build_data
+from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
 from pflcore.config import to_plain
 from pflcore.experiment import run_experiment
@@ -84,7 +84,9 @@ class TimedPFedHN(PFedHN):
         return out
 
 
-def strategy_for(config: dict[str, Any], data: Any, out: Path, cls: type = TimedPFedHN) -> PFedHN:
+def strategy_for(
+    config: dict[str, Any], data: Any, out: Path, cls: type = TimedPFedHN
+) -> PFedHN:
     recorder = RunRecorder(out, config, extra_fields=EXTRA_FIELDS)
     h = config["hn"]
     return cls(
@@ -131,7 +133,9 @@ def sim_run(config: dict[str, Any], data: Any, work: Path) -> dict[str, Any]:
     }
 
 
-def plain_run(config: dict[str, Any], data: Any, work: Path, rounds: int) -> dict[str, Any]:
+def plain_run(
+    config: dict[str, Any], data: Any, work: Path, rounds: int
+) -> dict[str, Any]:
     """The same client update and server step in one process."""
     strategy = strategy_for(config, data, work / "plain", PFedHN)
     runtime = _runtime_from(config)
@@ -143,11 +147,16 @@ def plain_run(config: dict[str, Any], data: Any, work: Path, rounds: int) -> dic
     for server_round in range(1, rounds + 1):
         start = time.perf_counter()
         (pid,) = strategy.train_partitions(server_round)
-        arrays = strategy.weights_record(pid)
+        arrays = strategy.weights_record(pid, keep_graph=True)
         torch.set_num_threads(1)
         c0 = time.perf_counter()
         delta, _ = train_client(
-            runtime, config, pid, server_round, arrays, states.setdefault(pid, RecordDict())
+            runtime,
+            config,
+            pid,
+            server_round,
+            arrays,
+            states.setdefault(pid, RecordDict()),
         )
         client_t.append(time.perf_counter() - c0)
         torch.set_num_threads(server_threads)
@@ -163,7 +172,9 @@ def plain_run(config: dict[str, Any], data: Any, work: Path, rounds: int) -> dic
     }
 
 
-def compose_config(dataset: str, data_root: Path, generated: bool, rounds: int) -> dict[str, Any]:
+def compose_config(
+    dataset: str, data_root: Path, generated: bool, rounds: int
+) -> dict[str, Any]:
     preset = {"mnist": "pfedhn/mnist", "cifar10": "pfedhn/cifar10_exact"}[dataset]
     overrides = [
         f"experiment={preset}",
@@ -226,7 +237,12 @@ def main(argv: list[str] | None = None) -> None:
                 root = work / "data"
                 write_generated(dataset, root)
             config = compose_config(dataset, root, generated, args.rounds)
-            data = build_data(config["dataset"], config["partition"], config["num_clients"], config["seed"])
+            data = build_data(
+                config["dataset"],
+                config["partition"],
+                config["num_clients"],
+                config["seed"],
+            )
             plain = plain_run(config, data, work, args.rounds)
             sim = sim_run(config, data, work)
         entry = {
@@ -234,12 +250,15 @@ def main(argv: list[str] | None = None) -> None:
             "sim": sim,
             "plain": plain,
             "sim_over_plain": sim["round_s_median"] / plain["round_s_median"],
-            "flower_share_vs_plain": 1 - plain["round_s_median"] / sim["round_s_median"],
+            "flower_share_vs_plain": 1
+            - plain["round_s_median"] / sim["round_s_median"],
         }
         results["runs"][dataset] = entry
         print(
-            f"{dataset:8s} ({entry['data']}): sim {sim['round_s_median'] * 1e3:7.1f} ms/round "
-            f"[server {sim['server_s_median'] * 1e3:.1f}, client {sim['client_s_median'] * 1e3:.1f}, "
+            f"{dataset:8s} ({entry['data']}): "
+            f"sim {sim['round_s_median'] * 1e3:7.1f} ms/round "
+            f"[server {sim['server_s_median'] * 1e3:.1f}, "
+            f"client {sim['client_s_median'] * 1e3:.1f}, "
             f"Flower {sim['flower_s_median'] * 1e3:.1f} = {sim['flower_share']:.0%}]; "
             f"plain {plain['round_s_median'] * 1e3:7.1f} ms/round; "
             f"sim/plain {entry['sim_over_plain']:.2f}",

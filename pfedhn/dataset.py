@@ -74,7 +74,9 @@ def assign_classes(
             f"classes_per_client={classes_per_client} must lie in 1..{num_classes}"
         )
     if not 0 < low <= high:
-        raise PartitionError(f"share range must satisfy 0 < low <= high, got {low}, {high}")
+        raise PartitionError(
+            f"share range must satisfy 0 < low <= high, got {low}, {high}"
+        )
     rng = np.random.default_rng(seed)
     slots = classes_per_client * num_clients // num_classes + 1
     left = np.full(num_classes, slots)
@@ -160,13 +162,12 @@ class PFedHNData:
         return {s: [int(i.size) for i in self.indices[s]] for s in SPLITS}
 
 
-def hold_out(
-    n: int, sizes: list[int], seed: int
-) -> list[np.ndarray]:
+def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
     """Cut ``range(n)`` at random into parts of ``sizes`` plus the rest (last)."""
     if sum(sizes) >= n:
         raise PartitionError(
-            f"cannot hold out {sum(sizes)} of {n} training images and keep any to train on"
+            f"cannot hold out {sum(sizes)} of {n} training images and keep any "
+            "to train on"
         )
     order = np.random.default_rng(seed).permutation(n)
     cuts = np.cumsum(sizes)
@@ -198,7 +199,10 @@ def build_data(
         If the splits cannot be made or a client gets no sample in a split.
     """
     data = load_dataset(
-        dataset["name"], dataset["root"], dataset["source"], dataset["path"],
+        dataset["name"],
+        dataset["root"],
+        dataset["source"],
+        dataset["path"],
         dataset["download"],
     )
     x, y = data.x_train, data.y_train
@@ -206,7 +210,8 @@ def build_data(
     if not from_train and data.x_test is None:
         raise PartitionError(
             f"dataset {dataset['name']!r} from this source has no test split; "
-            "set partition.test_source=train to hold the test set out of the training set"
+            "set partition.test_source=train to hold the test set out of the "
+            "training set"
         )
     sizes = [int(partition["val_size"])]
     if from_train:
@@ -232,7 +237,9 @@ def build_data(
         float(partition["high"]),
     )
     indices = {
-        split: cut_split(pools[split][1].numpy(), assignment, data.num_classes, seed + 1 + s)
+        split: cut_split(
+            pools[split][1].numpy(), assignment, data.num_classes, seed + 1 + s
+        )
         for s, split in enumerate(SPLITS)
     }
     for split in SPLITS:
@@ -245,7 +252,9 @@ def build_data(
     return PFedHNData(data, pools, indices, assignment)
 
 
-def make_transform(data: ImageData, dataset: dict[str, Any], normalize: str) -> BatchTransform:
+def make_transform(
+    data: ImageData, dataset: dict[str, Any], normalize: str
+) -> BatchTransform:
     """Normalisation only (the paper uses no augmentation).
 
     ``normalize: paper`` uses the authors' constants where the dataset has
@@ -262,7 +271,9 @@ def make_transform(data: ImageData, dataset: dict[str, Any], normalize: str) -> 
 @lru_cache(maxsize=2)
 def _cached(key: str) -> PFedHNData:
     spec = json.loads(key)
-    return build_data(spec["dataset"], spec["partition"], spec["num_clients"], spec["seed"])
+    return build_data(
+        spec["dataset"], spec["partition"], spec["num_clients"], spec["seed"]
+    )
 
 
 def cached_data(config: dict[str, Any]) -> PFedHNData:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from pfedhn.client import initial_target, make_client_app, target_model
 from pfedhn.dataset import PFedHNData, build_data
 from pfedhn.models import TARGETS, HyperNetwork, embedding_dim, target_shapes
-from pfedhn.strategy import EXTRA_FIELDS, PFedHN, BaselineFedAvg
+from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
@@ -31,8 +31,18 @@ from pflcore.strategy import PartitionFedAvg
 
 ALGORITHMS = ("pfedhn", "pfedhn_pc", "fedavg", "local")
 HN_LR = {"pfedhn": 1e-2, "pfedhn_pc": 5e-2}  # the authors' defaults
-PREPARATION_ERRORS = (ConfigError, PartitionError, DatasetNotFoundError, DataFormatError)
-FEDPER_PARTITION_KEYS = ("pool_test", "test_fraction", "classes_per_client", "class_assignment")
+PREPARATION_ERRORS = (
+    ConfigError,
+    PartitionError,
+    DatasetNotFoundError,
+    DataFormatError,
+)
+FEDPER_PARTITION_KEYS = (
+    "pool_test",
+    "test_fraction",
+    "classes_per_client",
+    "class_assignment",
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -44,7 +54,7 @@ def _positive(value: Any) -> bool:
 
 
 def check_pfedhn(config: dict[str, Any]) -> None:
-    """pFedHN settings on top of :func:`pflcore.config.check_common`.
+    """PFedHN settings on top of :func:`pflcore.config.check_common`.
 
     Raises
     ------
@@ -55,23 +65,35 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     check_common({**config, "local_epochs": 1}, ALGORITHMS)
     n = config["num_clients"]
     if not (_is_int(config["local_steps"]) and config["local_steps"] >= 1):
-        raise ConfigError(f"local_steps must be a positive integer, got {config['local_steps']!r}")
+        raise ConfigError(
+            f"local_steps must be a positive integer, got {config['local_steps']!r}"
+        )
     if not _positive(config["clip"]):
         raise ConfigError(f"clip must be > 0, got {config['clip']!r}")
     if config["normalize"] not in ("paper", "data"):
-        raise ConfigError(f"normalize must be paper or data, got {config['normalize']!r}")
+        raise ConfigError(
+            f"normalize must be paper or data, got {config['normalize']!r}"
+        )
     model = config["model"]
     if model["target"] not in TARGETS:
-        raise ConfigError(f"model.target must be one of {TARGETS}, got {model['target']!r}")
+        raise ConfigError(
+            f"model.target must be one of {TARGETS}, got {model['target']!r}"
+        )
     for key in ("hidden_dim", "n_kernels"):
         if not (_is_int(model[key]) and model[key] >= 1):
-            raise ConfigError(f"model.{key} must be a positive integer, got {model[key]!r}")
+            raise ConfigError(
+                f"model.{key} must be a positive integer, got {model[key]!r}"
+            )
     if not (_is_int(model["n_hidden"]) and model["n_hidden"] >= 0):
-        raise ConfigError(f"model.n_hidden must be an integer >= 0, got {model['n_hidden']!r}")
+        raise ConfigError(
+            f"model.n_hidden must be an integer >= 0, got {model['n_hidden']!r}"
+        )
     if model["embed_dim"] is not None and not (
         _is_int(model["embed_dim"]) and model["embed_dim"] >= 1
     ):
-        raise ConfigError(f"model.embed_dim must be null or >= 1, got {model['embed_dim']!r}")
+        raise ConfigError(
+            f"model.embed_dim must be null or >= 1, got {model['embed_dim']!r}"
+        )
     hn = config["hn"]
     for key in ("momentum",):
         if not (isinstance(hn[key], int | float) and 0 <= hn[key] < 1):
@@ -86,12 +108,19 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     part = config["partition"]
     if part["test_source"] not in ("official", "train"):
         raise ConfigError(
-            f"partition.test_source must be official or train, got {part['test_source']!r}"
+            "partition.test_source must be official or train, "
+            f"got {part['test_source']!r}"
         )
     for key in ("classes_per_client", "val_size", "test_size"):
         if not (_is_int(part[key]) and part[key] >= 1):
-            raise ConfigError(f"partition.{key} must be a positive integer, got {part[key]!r}")
-    if not (_positive(part["low"]) and _positive(part["high"]) and part["low"] <= part["high"]):
+            raise ConfigError(
+                f"partition.{key} must be a positive integer, got {part[key]!r}"
+            )
+    if not (
+        _positive(part["low"])
+        and _positive(part["high"])
+        and part["low"] <= part["high"]
+    ):
         raise ConfigError(f"need 0 < partition.low <= partition.high, got {part}")
     stray = [k for k in FEDPER_PARTITION_KEYS if config["dataset"].get(k) is not None]
     if stray:
@@ -101,16 +130,23 @@ def check_pfedhn(config: dict[str, Any]) -> None:
         )
     novel = config["novel"]
     clients = novel["clients"]
-    if not (isinstance(clients, list) and all(_is_int(j) and 0 <= j < n for j in clients)):
-        raise ConfigError(f"novel.clients must list partition-ids in 0..{n - 1}, got {clients!r}")
+    if not (
+        isinstance(clients, list) and all(_is_int(j) and 0 <= j < n for j in clients)
+    ):
+        raise ConfigError(
+            f"novel.clients must list partition-ids in 0..{n - 1}, got {clients!r}"
+        )
     if len(set(clients)) != len(clients) or len(clients) >= n:
         raise ConfigError(
-            f"novel.clients must be distinct and leave some client to train, got {clients}"
+            "novel.clients must be distinct and leave some client to train, "
+            f"got {clients}"
         )
     if clients and config["algorithm"] not in HN_LR:
         raise ConfigError("novel.clients needs algorithm=pfedhn or pfedhn_pc")
     if not (_is_int(novel["rounds"]) and novel["rounds"] >= 0):
-        raise ConfigError(f"novel.rounds must be an integer >= 0, got {novel['rounds']!r}")
+        raise ConfigError(
+            f"novel.rounds must be an integer >= 0, got {novel['rounds']!r}"
+        )
     if clients and novel["rounds"] < 1:
         raise ConfigError("novel.clients are set: novel.rounds must be >= 1")
     if novel["lr"] is not None and not _positive(novel["lr"]):
@@ -121,7 +157,9 @@ def check_pfedhn(config: dict[str, Any]) -> None:
             f"{n - len(clients)} clients that train"
         )
     if config["server_device"].startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"server_device={config['server_device']!r} but CUDA is not available")
+        raise ConfigError(
+            f"server_device={config['server_device']!r} but CUDA is not available"
+        )
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
@@ -165,7 +203,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     check_pfedhn(config)
     resolve_defaults(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
-    data = build_data(config["dataset"], config["partition"], config["num_clients"], config["seed"])
+    data = build_data(
+        config["dataset"], config["partition"], config["num_clients"], config["seed"]
+    )
     return Prepared(config, data)
 
 
@@ -183,10 +223,16 @@ def build_strategy(
     target = initial_target(config, data)
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
     if config["algorithm"] in ("fedavg", "local"):
-        arrays = ArrayRecord(target.state_dict()) if config["algorithm"] == "fedavg" else ArrayRecord()
+        arrays = (
+            ArrayRecord(target.state_dict())
+            if config["algorithm"] == "fedavg"
+            else ArrayRecord()
+        )
         return BaselineFedAvg(recorder, **common), arrays
     hn = build_hypernetwork(config, data)
-    recorder.set_summary(hypernetwork_parameters=sum(p.numel() for p in hn.parameters()))
+    recorder.set_summary(
+        hypernetwork_parameters=sum(p.numel() for p in hn.parameters())
+    )
     h = config["hn"]
     strategy = PFedHN(
         recorder,

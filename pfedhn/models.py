@@ -122,7 +122,9 @@ def build_target(
     if name == "cnn":
         return CNNTarget(in_channels, image_size, num_classes, n_kernels, with_head)
     if name == "mlp":
-        return MLPTarget(in_channels * image_size * image_size, num_classes, 100, with_head)
+        return MLPTarget(
+            in_channels * image_size * image_size, num_classes, 100, with_head
+        )
     raise ValueError(f"unknown target {name!r}; choose one of {TARGETS}")
 
 

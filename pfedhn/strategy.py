@@ -61,7 +61,9 @@ class BestValidation:
         self.recorder = recorder
         self.best: dict[str, Any] | None = None
 
-    def record(self, contents: list[RecordDict], server_round: int, phase: str) -> float:
+    def record(
+        self, contents: list[RecordDict], server_round: int, phase: str
+    ) -> float:
         """Record one evaluation; return the mean test accuracy."""
         test, val = [], []
         for content in contents:
@@ -172,10 +174,16 @@ class PFedHN(PartitionFedAvg):
         self.novel_lr = novel_lr
         self.momentum = momentum
         embed = [p for n, p in self.hn.named_parameters() if n.startswith("embeddings")]
-        rest = [p for n, p in self.hn.named_parameters() if not n.startswith("embeddings")]
+        rest = [
+            p for n, p in self.hn.named_parameters() if not n.startswith("embeddings")
+        ]
         # The authors' optimizer: one SGD, the embeddings as their own group.
+        groups: list[dict[str, Any]] = [
+            {"params": rest},
+            {"params": embed, "lr": embed_lr or lr},
+        ]
         self.optimizer = torch.optim.SGD(
-            [{"params": rest}, {"params": embed, "lr": embed_lr or lr}],
+            groups,
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -184,6 +192,7 @@ class PFedHN(PartitionFedAvg):
         self.novel_optimizers: dict[int, torch.optim.SGD] = {}
         self.evals = BestValidation(recorder)
         self.keys = list(self.hn.shapes)
+        self._graphs: dict[int, dict[str, torch.Tensor]] = {}
 
     # -- phases ---------------------------------------------------------------
 
@@ -221,23 +230,37 @@ class PFedHN(PartitionFedAvg):
             return self.hn.generate(self.novel_embeddings[pid])
         return self.hn(pid)
 
-    def weights_record(self, pid: int) -> ArrayRecord:
-        """Client ``pid``'s generated weights as an ArrayRecord."""
-        with torch.no_grad():
-            weights = self.generate(pid)
+    def weights_record(self, pid: int, keep_graph: bool = False) -> ArrayRecord:
+        """Client ``pid``'s generated weights as an ArrayRecord.
+
+        With ``keep_graph`` the forward pass is kept for :meth:`hn_step`: phi
+        does not change between sending and aggregating, so the reply's VJP
+        needs no second forward.
+        """
+        if keep_graph:
+            weights = self.hn(pid)
+            self._graphs[pid] = weights
+        else:
+            with torch.no_grad():
+                weights = self.generate(pid)
         return ArrayRecord({k: v.detach().cpu() for k, v in weights.items()})
 
     def _messages_for(
         self, partitions: list[int], server_round: int, message_type: str
     ) -> list[Message]:
         messages = []
+        keep_graph = (
+            message_type == MessageType.TRAIN and self.phase(server_round) == "train"
+        )
         for pid in partitions:
-            arrays = self.weights_record(pid)
+            arrays = self.weights_record(pid, keep_graph)
             config = ConfigRecord({"server-round": server_round})
             self.recorder.add_bytes(sent=arrays.count_bytes())
             content = RecordDict({"arrays": arrays, "config": config})
             messages.append(
-                Message(content, dst_node_id=self.node_of[pid], message_type=message_type)
+                Message(
+                    content, dst_node_id=self.node_of[pid], message_type=message_type
+                )
             )
         return messages
 
@@ -251,6 +274,7 @@ class PFedHN(PartitionFedAvg):
             self._start_novel_phase()
         partitions = self.train_partitions(server_round)
         self._expected = len(partitions)
+        self._graphs.clear()
         return self._messages_for(partitions, server_round, MessageType.TRAIN)
 
     def aggregate_train(
@@ -275,10 +299,13 @@ class PFedHN(PartitionFedAvg):
         self.recorder.log_train(loss, len(contents))
         return None, MetricRecord({"train-loss": loss})
 
-    def _delta(self, record: ArrayRecord, pid: int, server_round: int) -> dict[str, torch.Tensor]:
+    def _delta(
+        self, record: ArrayRecord, pid: int, server_round: int
+    ) -> dict[str, torch.Tensor]:
         if list(record.keys()) != self.keys:
             raise ClientError(
-                f"round {server_round}: client {pid} returned keys {list(record.keys())[:4]}"
+                f"round {server_round}: client {pid} returned keys "
+                f"{list(record.keys())[:4]}"
                 f"..., expected the generated tensors {self.keys[:4]}..."
             )
         delta = {k: v.to(self.device) for k, v in record.to_torch_state_dict().items()}
@@ -298,7 +325,7 @@ class PFedHN(PartitionFedAvg):
         """
         self.optimizer.zero_grad(set_to_none=True)
         for pid, delta in deltas:
-            theta = self.hn(pid)
+            theta = self._graphs.pop(pid, None) or self.hn(pid)
             torch.autograd.backward(
                 list(theta.values()),
                 grad_tensors=[delta[k] / len(deltas) for k in theta],
@@ -369,7 +396,9 @@ class BaselineFedAvg(PartitionFedAvg):
         """Record test and validation counts; track the best-validation round."""
         if not self.is_eval_round(server_round):
             return None
-        contents = self.check_replies(replies, self.num_clients, "evaluation", server_round)
+        contents = self.check_replies(
+            replies, self.num_clients, "evaluation", server_round
+        )
         return MetricRecord(
             {"accuracy-mean": self.evals.record(contents, server_round, "train")}
         )

@@ -145,11 +145,21 @@ def title_of(runs: list[Run]) -> str:
     return " | ".join(parts)
 
 
+def pooled_band(run: Run) -> pd.DataFrame:
+    """Per evaluated round: pooled accuracy, with the across-client std as spread."""
+    rows = run.rounds.dropna(subset=["test_acc_pooled"]).set_index("round")
+    return pd.DataFrame(
+        {"mean": rows["test_acc_pooled"], "spread": rows["test_acc_std"]}
+    )
+
+
 def plot_runs(
     folders: list[str | Path],
     out: str | Path,
     title: str | None = None,
     extra: str | None = None,
+    metric: str = "mean",
+    ymin: float = 0.0,
 ) -> Path:
     """Draw accuracy against round for every run below ``folders``.
 
@@ -164,6 +174,12 @@ def plot_runs(
     extra : str, optional
         Also draw, dashed, the extra evaluation of that name where runs
         recorded it (e.g. ``"before"``: the model before adaptation).
+    metric : str
+        ``mean``: the mean over clients of client accuracy; ``pooled``: total
+        correct over total test samples (pFedHN's headline). Both shaded by
+        the across-client std.
+    ymin : float
+        Lower end of the accuracy axis.
 
     Returns
     -------
@@ -182,7 +198,8 @@ def plot_runs(
         only_algorithm = keys in ([], ["algorithm"])
         colour = METHOD_COLOURS.get(algorithm) if only_algorithm else None
         colour = colour or next(fallback)
-        bands = [client_band(r) for r in members]
+        band_of = pooled_band if metric == "pooled" else client_band
+        bands = [band_of(r) for r in members]
         if len(bands) == 1:
             mean, spread = bands[0]["mean"], bands[0]["spread"]
             suffix = ""
@@ -193,7 +210,7 @@ def plot_runs(
         ax.plot(mean.index, mean.to_numpy(), label=label + suffix, color=colour, lw=1.8)
         ax.fill_between(
             mean.index,
-            np.clip(mean - spread, 0, 1),
+            np.clip(mean - spread, ymin, 1),
             np.clip(mean + spread, 0, 1),
             color=colour,
             alpha=0.18,
@@ -213,8 +230,9 @@ def plot_runs(
             )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round (global aggregations)")
-    ax.set_ylabel("test accuracy (fraction, mean over clients)")
-    ax.set_ylim(0, 1)
+    what = "pooled over clients" if metric == "pooled" else "mean over clients"
+    ax.set_ylabel(f"test accuracy (fraction, {what})")
+    ax.set_ylim(ymin, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title or title_of(runs), fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
@@ -237,9 +255,23 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="also draw this extra evaluation dashed (e.g. before)",
     )
+    parser.add_argument(
+        "--metric",
+        choices=("mean", "pooled"),
+        default="mean",
+        help="mean over clients (default) or pooled accuracy",
+    )
+    parser.add_argument("--ymin", type=float, default=0.0, help="accuracy axis start")
     args = parser.parse_args(argv)
     try:
-        path = plot_runs(args.folders, args.out, args.title, args.extra)
+        path = plot_runs(
+            args.folders,
+            args.out,
+            args.title,
+            extra=args.extra,
+            metric=args.metric,
+            ymin=args.ymin,
+        )
     except NoResultsError as exc:
         parser.exit(2, f"error: {exc}\n")
     print(f"wrote {path}")

@@ -117,6 +117,9 @@ class RunRecorder:
         adds ``<name>_acc_mean``... columns to ``rounds.csv`` (see
         :func:`extra_round_fields`) and ``<name>_accuracy``, ``<name>_loss``
         to ``clients.csv``; fill them with :meth:`log_extra_eval`.
+    extra_fields : tuple of str
+        Further ``rounds.csv`` columns after the shared ones (e.g. validation
+        accuracy), filled through :meth:`log_extra`; empty where not logged.
     """
 
     def __init__(
@@ -124,17 +127,23 @@ class RunRecorder:
         out_dir: str | Path,
         config: dict[str, Any],
         extra_evals: tuple[str, ...] = (),
+        extra_fields: tuple[str, ...] = (),
     ) -> None:
         self.extra_evals = tuple(extra_evals)
         self.round_fields = ROUND_FIELDS + tuple(
             f for name in self.extra_evals for f in extra_round_fields(name)
         )
+        clash = set(extra_fields) & set(self.round_fields)
+        if clash:
+            raise ValueError(f"extra rounds.csv fields clash with shared ones: {clash}")
+        self.round_fields += tuple(extra_fields)
         self.client_fields = CLIENT_FIELDS + tuple(
             f"{name}_{what}"
             for name in self.extra_evals
             for what in ("accuracy", "loss")
         )
         self._pending_extra: dict[str, list[ClientEval]] = {}
+        self._pending_values: dict[str, Any] = {}
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -200,6 +209,20 @@ class RunRecorder:
             )
         self._pending_extra[name] = list(evals)
 
+    def log_extra(self, **values: Any) -> None:
+        """Remember values for this round's ``extra_fields`` columns of ``rounds.csv``.
+
+        Raises
+        ------
+        ValueError
+            If a name was not declared in ``extra_fields``.
+        """
+        declared = set(self.round_fields) - set(ROUND_FIELDS)
+        unknown = set(values) - declared
+        if unknown:
+            raise ValueError(f"not declared as extra rounds.csv fields: {unknown}")
+        self._pending_values.update(values)
+
     def set_summary(self, **values: Any) -> None:
         """Add algorithm-specific entries to ``summary.json``."""
         self._extra_summary.update(values)
@@ -218,6 +241,7 @@ class RunRecorder:
             "num_eval_clients": len(self._pending_eval),
         }
         row.update(self._pending_train)
+        row.update(self._pending_values)
         for name, extra in self._pending_extra.items():
             row.update(
                 {
@@ -247,7 +271,7 @@ class RunRecorder:
         self._append("rounds.csv", self.round_fields, [row])
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
-        self._pending_extra = {}
+        self._pending_extra, self._pending_values = {}, {}
         self._last_end = now
         self.write_summary(status="running")
         return row

@@ -1,0 +1,1 @@
+"""pFedHN and pFedHN-PC (Shamsian et al., ICML 2021) on Flower."""

@@ -1,0 +1,375 @@
+"""pFedHN's ClientApp: train the received target weights, return their change.
+
+``pfedhn``: the server sends client ``j`` its generated weights theta_j; the
+client runs ``local_steps`` SGD steps on fresh random batches (gradient norm
+clipped at ``clip``), and replies with ``delta = theta_j - theta~_j`` (old
+minus new, the authors' convention).
+
+``pfedhn_pc``: the generated weights are the body; the client's own
+``Linear(features, C)`` classifier and its SGD momentum live in
+``context.state`` and train jointly with the body (clipping covers the body
+only, as the authors').
+
+Baselines on the same partition, with the same local update: ``fedavg``
+replies with the trained weights (the server averages them); ``local`` keeps
+its whole model in ``context.state`` and sends nothing.
+
+Evaluation replies carry test counts under the shared names (``correct``,
+``loss-sum``, ``num-examples``) and validation counts as ``val-correct``,
+``val-loss-sum``, ``val-num-examples``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from pfedhn.dataset import PFedHNData, cached_data, make_transform
+from pfedhn.models import build_target
+from pflcore.data import BatchTransform
+from pflcore.simulation import (
+    PARTITION_KEY,
+    add_partition_query,
+    client_device,
+    derive_seed,
+    partition_id,
+)
+from pflcore.training import EvalStats, NonFiniteLossError, evaluate
+
+HEAD_KEY = "head"
+MODEL_KEY = "model"
+
+
+def target_model(config: dict[str, Any], data: PFedHNData) -> nn.Module:
+    """The run's target network (with its classifier unless ``pfedhn_pc``)."""
+    return build_target(
+        config["model"]["target"],
+        data.data.channels,
+        int(config["dataset"]["image_size"]),
+        data.data.num_classes,
+        with_head=config["algorithm"] != "pfedhn_pc",
+        n_kernels=int(config["model"]["n_kernels"]),
+    )
+
+
+def initial_target(config: dict[str, Any], data: PFedHNData) -> nn.Module:
+    """The seeded initial target (the baselines' starting point)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        return target_model(config, data)
+
+
+@dataclass
+class ClientRuntime:
+    """What a worker process builds once and reuses for every client it serves."""
+
+    data: PFedHNData
+    model: nn.Module
+    head: nn.Linear | None
+    transform: BatchTransform
+    device: torch.device
+    _tensors: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict
+    )
+
+    def split(self, pid: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Client ``pid``'s uint8 images and labels in ``name``, on the device.
+
+        Kept per process: each client's data is gathered once (as uint8, a
+        quarter of the memory of normalised floats; batches are normalised
+        as they are drawn).
+        """
+        key = (pid, name)
+        if key not in self._tensors:
+            x, y = self.data.client(pid, name)
+            self._tensors[key] = (x.to(self.device), y.to(self.device))
+        return self._tensors[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the target (and the personal classifier, for PC)."""
+        out = self.model(x)
+        return self.head(out) if self.head is not None else out
+
+
+def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
+    torch.set_num_threads(max(1, int(config["client_resources"]["num_cpus"])))
+    data = cached_data(config)
+    device = client_device(float(config["client_resources"]["num_gpus"]))
+    model = target_model(config, data).to(device)
+    head = None
+    if config["algorithm"] == "pfedhn_pc":
+        feat = int(model.feature_dim)  # type: ignore[arg-type]
+        head = nn.Linear(feat, data.data.num_classes).to(device)
+    transform = make_transform(data.data, config["dataset"], config["normalize"])
+    return ClientRuntime(data, model, head, transform, device)
+
+
+@lru_cache(maxsize=2)
+def _runtime(config_json: str) -> ClientRuntime:
+    return _runtime_from(json.loads(config_json))
+
+
+def get_runtime(config: dict[str, Any]) -> ClientRuntime:
+    """The per-process runtime for ``config`` (built on first use)."""
+    return _runtime(json.dumps(config, sort_keys=True))
+
+
+def initial_head(
+    config: dict[str, Any], pid: int, features: int, classes: int
+) -> nn.Linear:
+    """Client ``pid``'s initial PC classifier (seeded per client)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config["seed"], pid, 7))
+        return nn.Linear(features, classes)
+
+
+def inner_train(
+    runtime: ClientRuntime,
+    config: dict[str, Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    head_optimizer: torch.optim.SGD | None = None,
+) -> float:
+    """The authors' inner loop: ``local_steps`` SGD steps on random batches.
+
+    Each step draws a fresh batch of ``batch_size`` distinct samples (the first
+    batch of a reshuffled loader), takes a cross-entropy step with the body's
+    gradient norm clipped at ``clip``; the optimizer is new every call.
+
+    Returns
+    -------
+    float
+        Mean training loss over the steps.
+    """
+    model = runtime.model
+    model.train()
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(
+        params,
+        lr=config["lr"],
+        momentum=config["momentum"],
+        weight_decay=config["weight_decay"],
+    )
+    n = x.shape[0]
+    total = torch.zeros((), device=runtime.device)
+    steps = int(config["local_steps"])
+    for _ in range(steps):
+        idx = torch.randperm(n, generator=generator)[: config["batch_size"]]
+        idx = idx.to(runtime.device)
+        inputs = runtime.transform(x[idx], train=False)  # the paper: no augmentation
+        loss = nn.functional.cross_entropy(runtime.forward(inputs), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        if head_optimizer is not None:
+            head_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config["clip"])
+        optimizer.step()
+        if head_optimizer is not None:
+            head_optimizer.step()
+        total += loss.detach()
+    mean = float(total) / steps
+    if not math.isfinite(mean):
+        raise NonFiniteLossError(f"training loss became {mean}; lower lr or check data")
+    return mean
+
+
+def _head_optimizer(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int, state: RecordDict
+) -> torch.optim.SGD:
+    """Load client ``pid``'s classifier and momentum from ``state`` (or init)."""
+    head = runtime.head
+    assert head is not None
+    optimizer = torch.optim.SGD(
+        head.parameters(),
+        lr=config["lr"],
+        momentum=config["momentum"],
+        weight_decay=config["weight_decay"],
+    )
+    if HEAD_KEY in state.array_records:
+        saved = state.array_records[HEAD_KEY].to_torch_state_dict()
+        head.load_state_dict({"weight": saved["weight"], "bias": saved["bias"]})
+        if "momentum.weight" in saved:
+            for name, p in head.named_parameters():
+                optimizer.state[p]["momentum_buffer"] = saved[f"momentum.{name}"].to(
+                    runtime.device
+                )
+    else:
+        fresh = initial_head(config, pid, head.in_features, head.out_features)
+        head.load_state_dict(fresh.state_dict())
+    return optimizer
+
+
+def _save_head(
+    runtime: ClientRuntime, optimizer: torch.optim.SGD, state: RecordDict
+) -> None:
+    head = runtime.head
+    assert head is not None
+    saved = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    for name, p in head.named_parameters():
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            saved[f"momentum.{name}"] = buf.detach().cpu().clone()
+    state[HEAD_KEY] = ArrayRecord(saved)
+
+
+def load_weights(runtime: ClientRuntime, weights: dict[str, torch.Tensor]) -> None:
+    """Copy ``weights`` into the worker's target model (strict keys)."""
+    runtime.model.load_state_dict(weights, strict=True)
+
+
+def train_client(
+    runtime: ClientRuntime,
+    config: dict[str, Any],
+    pid: int,
+    server_round: int,
+    arrays: ArrayRecord,
+    state: RecordDict,
+) -> tuple[ArrayRecord, float]:
+    """One client update; returns (what to send back, mean loss)."""
+    algorithm = config["algorithm"]
+    x, y = runtime.split(pid, "train")
+    generator = torch.Generator().manual_seed(
+        derive_seed(config["seed"], pid, server_round)
+    )
+    if algorithm == "local":
+        weights = (
+            state.array_records[MODEL_KEY].to_torch_state_dict()
+            if MODEL_KEY in state.array_records
+            else initial_target(config, runtime.data).state_dict()
+        )
+        load_weights(runtime, weights)
+        loss = inner_train(runtime, config, x, y, generator)
+        state[MODEL_KEY] = ArrayRecord(
+            {k: v.detach().cpu().clone() for k, v in runtime.model.state_dict().items()}
+        )
+        return ArrayRecord(), loss
+    old = arrays.to_torch_state_dict()
+    load_weights(runtime, old)
+    head_optimizer = (
+        _head_optimizer(runtime, config, pid, state)
+        if runtime.head is not None
+        else None
+    )
+    loss = inner_train(runtime, config, x, y, generator, head_optimizer)
+    if head_optimizer is not None:
+        _save_head(runtime, head_optimizer, state)
+    new = {k: v.detach().cpu() for k, v in runtime.model.state_dict().items()}
+    if algorithm == "fedavg":
+        return ArrayRecord({k: v.clone() for k, v in new.items()}), loss
+    return ArrayRecord({k: old[k] - new[k] for k in old}), loss
+
+
+def eval_client(
+    runtime: ClientRuntime,
+    config: dict[str, Any],
+    pid: int,
+    arrays: ArrayRecord,
+    state: RecordDict,
+) -> dict[str, EvalStats]:
+    """Evaluate client ``pid``'s model on its validation and test splits."""
+    if config["algorithm"] == "local":
+        weights = (
+            state.array_records[MODEL_KEY].to_torch_state_dict()
+            if MODEL_KEY in state.array_records
+            else initial_target(config, runtime.data).state_dict()
+        )
+    else:
+        weights = arrays.to_torch_state_dict()
+    load_weights(runtime, weights)
+    if runtime.head is not None:
+        _head_optimizer(runtime, config, pid, state)  # loads the classifier only
+    out = {}
+    for split in ("val", "test"):
+        x, y = runtime.split(pid, split)
+        out[split] = evaluate(
+            _Forward(runtime),
+            x,
+            y,
+            runtime.transform,
+            batch_size=config["eval_batch_size"],
+            device=runtime.device,
+        )
+    return out
+
+
+class _Forward(nn.Module):
+    """The runtime's forward as a module (for ``pflcore.training.evaluate``)."""
+
+    def __init__(self, runtime: ClientRuntime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runtime.forward(x)
+
+    def train(self, mode: bool = True) -> _Forward:
+        self.runtime.model.train(mode)
+        return self
+
+
+def make_client_app(config: dict[str, Any]) -> ClientApp:
+    """Build the ClientApp for a resolved configuration.
+
+    The closure carries the plain config only; data and the model are built
+    in the worker process on first use and cached there.
+    """
+    app = ClientApp()
+    add_partition_query(app)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        start = time.perf_counter()
+        arrays, loss = train_client(
+            runtime,
+            config,
+            pid,
+            server_round,
+            msg.content.array_records["arrays"],
+            context.state,
+        )
+        metrics = MetricRecord(
+            {
+                "num-examples": int(runtime.data.indices["train"][pid].size),
+                "train-loss": loss,
+                PARTITION_KEY: pid,
+                # the client's own compute, for locating a round's time (bench/)
+                "client-s": time.perf_counter() - start,
+            }
+        )
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        pid = partition_id(context)
+        runtime = get_runtime(config)
+        stats = eval_client(
+            runtime, config, pid, msg.content.array_records["arrays"], context.state
+        )
+        val, test = stats["val"], stats["test"]
+        metrics = MetricRecord(
+            {
+                PARTITION_KEY: pid,
+                "correct": test.correct,
+                "loss-sum": test.loss_sum,
+                "num-examples": test.num_samples,
+                "val-correct": val.correct,
+                "val-loss-sum": val.loss_sum,
+                "val-num-examples": val.num_samples,
+            }
+        )
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app

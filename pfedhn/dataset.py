@@ -1,0 +1,282 @@
+"""pFedHN's partition (authors' ``experiments/dataset.py``) and client data.
+
+1. Every class gets ``s = classes_per_client * N // C + 1`` slots, each with a
+   share drawn from U(low, high) and normalised within the class.
+2. Clients, in order, draw each of their classes uniformly among the classes
+   with the most slots left; a pick consumes one slot and its share (the
+   last one left, as the authors' ``list.pop()``).
+3. In each of train, validation and test separately a client takes
+   ``int(n_c * p)`` of the (shuffled) samples of each of its classes, where
+   ``n_c`` is the class count in that split; so all three share its class mix.
+
+Splits: validation is ``val_size`` random images held out of the training
+set. The test split is the official test set (``test_source: official``) or
+``test_size`` further images held out of the training set
+(``test_source: train``), for sources that ship no exact test set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from pflcore.data import BatchTransform, ImageData, load_dataset
+from pflcore.partition import PartitionError
+
+SPLITS = ("train", "val", "test")
+
+# The authors' normalisation constants (torchvision Normalize in dataset.py).
+PAPER_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ((0.1307,), (0.3081,)),
+}
+
+
+@dataclass(frozen=True)
+class ClassAssignment:
+    """Each client's classes and its share of each.
+
+    Attributes
+    ----------
+    classes : list of list of int
+        ``classes[j]``: client ``j``'s classes, in the order drawn.
+    shares : list of list of float
+        ``shares[j][i]``: the fraction of class ``classes[j][i]`` it takes.
+    """
+
+    classes: list[list[int]]
+    shares: list[list[float]]
+
+
+def assign_classes(
+    num_clients: int,
+    num_classes: int,
+    classes_per_client: int,
+    seed: int,
+    low: float = 0.4,
+    high: float = 0.6,
+) -> ClassAssignment:
+    """Steps 1 and 2 of the module docstring (authors' ``gen_classes_per_node``).
+
+    Raises
+    ------
+    PartitionError
+        On a class count or share range that cannot work.
+    """
+    if not 1 <= classes_per_client <= num_classes:
+        raise PartitionError(
+            f"classes_per_client={classes_per_client} must lie in 1..{num_classes}"
+        )
+    if not 0 < low <= high:
+        raise PartitionError(
+            f"share range must satisfy 0 < low <= high, got {low}, {high}"
+        )
+    rng = np.random.default_rng(seed)
+    slots = classes_per_client * num_clients // num_classes + 1
+    left = np.full(num_classes, slots)
+    pools: list[list[float]] = []
+    for _ in range(num_classes):
+        p = rng.uniform(low, high, size=slots)
+        pools.append((p / p.sum()).tolist())
+    classes, shares = [], []
+    for _ in range(num_clients):
+        mine = []
+        for _ in range(classes_per_client):
+            fullest = np.flatnonzero(left == left.max())
+            c = int(rng.choice(fullest))
+            left[c] -= 1
+            mine.append(c)
+        classes.append(mine)
+        shares.append([pools[c].pop() for c in mine])
+    return ClassAssignment(classes, shares)
+
+
+def cut_split(
+    labels: np.ndarray, assignment: ClassAssignment, num_classes: int, seed: int
+) -> list[np.ndarray]:
+    """Step 3 for one split: each client's indices into ``labels``."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    out = []
+    for classes, shares in zip(assignment.classes, assignment.shares, strict=True):
+        mine = []
+        for c, p in zip(classes, shares, strict=True):
+            take = int(counts[c] * p)
+            mine.append(pools[c][:take])
+            pools[c] = pools[c][take:]
+        out.append(np.sort(np.concatenate(mine)).astype(np.int64))
+    return out
+
+
+@dataclass(frozen=True)
+class PFedHNData:
+    """The three pooled splits and every client's share of each.
+
+    Attributes
+    ----------
+    data : ImageData
+        The loaded dataset.
+    pools : dict
+        ``{split: (x uint8 (N, C, H, W), y int64)}``.
+    indices : dict
+        ``{split: [client j's indices into the pool]}``.
+    assignment : ClassAssignment
+        Classes and shares.
+    """
+
+    data: ImageData
+    pools: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    indices: dict[str, list[np.ndarray]]
+    assignment: ClassAssignment
+
+    @property
+    def num_clients(self) -> int:
+        """Number of clients."""
+        return len(self.assignment.classes)
+
+    def client(self, pid: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Client ``pid``'s (x, y) in ``split``."""
+        x, y = self.pools[split]
+        idx = torch.from_numpy(self.indices[split][pid])
+        return x[idx], y[idx]
+
+    def class_counts(self, splits: tuple[str, ...] = ("train", "test")) -> np.ndarray:
+        """Per-client class counts, shape ``(clients, len(splits), classes)``."""
+        c = self.data.num_classes
+        out = np.zeros((self.num_clients, len(splits), c), dtype=np.int64)
+        for s, split in enumerate(splits):
+            y = self.pools[split][1].numpy()
+            for j in range(self.num_clients):
+                out[j, s] = np.bincount(y[self.indices[split][j]], minlength=c)
+        return out
+
+    def sizes(self) -> dict[str, list[int]]:
+        """Samples per client in each split."""
+        return {s: [int(i.size) for i in self.indices[s]] for s in SPLITS}
+
+
+def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
+    """Cut ``range(n)`` at random into parts of ``sizes`` plus the rest (last)."""
+    if sum(sizes) >= n:
+        raise PartitionError(
+            f"cannot hold out {sum(sizes)} of {n} training images and keep any "
+            "to train on"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum(sizes)
+    parts = np.split(order, cuts)
+    return [np.sort(p) for p in parts[:-1]] + [np.sort(parts[-1])]
+
+
+def build_data(
+    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+) -> PFedHNData:
+    """Load the configured dataset and partition it (see the module docstring).
+
+    Parameters
+    ----------
+    dataset : dict
+        The ``dataset`` config group (``name``, ``root``, ``source``,
+        ``path``, ``download``).
+    partition : dict
+        ``classes_per_client``, ``low``, ``high``, ``val_size``,
+        ``test_source`` (``official`` or ``train``), ``test_size``.
+    num_clients : int
+        Number of clients N.
+    seed : int
+        Partition seed.
+
+    Raises
+    ------
+    PartitionError
+        If the splits cannot be made or a client gets no sample in a split.
+    """
+    data = load_dataset(
+        dataset["name"],
+        dataset["root"],
+        dataset["source"],
+        dataset["path"],
+        dataset["download"],
+    )
+    x, y = data.x_train, data.y_train
+    from_train = partition["test_source"] == "train"
+    if not from_train and data.x_test is None:
+        raise PartitionError(
+            f"dataset {dataset['name']!r} from this source has no test split; "
+            "set partition.test_source=train to hold the test set out of the "
+            "training set"
+        )
+    sizes = [int(partition["val_size"])]
+    if from_train:
+        sizes.append(int(partition["test_size"]))
+    parts = hold_out(x.shape[0], sizes, seed)
+    pools = {}
+    val_idx = torch.from_numpy(parts[0])
+    train_idx = torch.from_numpy(parts[-1])
+    pools["train"] = (x[train_idx], y[train_idx])
+    pools["val"] = (x[val_idx], y[val_idx])
+    if from_train:
+        test_idx = torch.from_numpy(parts[1])
+        pools["test"] = (x[test_idx], y[test_idx])
+    else:
+        assert data.x_test is not None and data.y_test is not None
+        pools["test"] = (data.x_test, data.y_test)
+    assignment = assign_classes(
+        num_clients,
+        data.num_classes,
+        int(partition["classes_per_client"]),
+        seed,
+        float(partition["low"]),
+        float(partition["high"]),
+    )
+    indices = {
+        split: cut_split(
+            pools[split][1].numpy(), assignment, data.num_classes, seed + 1 + s
+        )
+        for s, split in enumerate(SPLITS)
+    }
+    for split in SPLITS:
+        for j, idx in enumerate(indices[split]):
+            if idx.size == 0:
+                raise PartitionError(
+                    f"client {j} gets no {split} sample: too many clients for this "
+                    "dataset and partition"
+                )
+    return PFedHNData(data, pools, indices, assignment)
+
+
+def make_transform(
+    data: ImageData, dataset: dict[str, Any], normalize: str
+) -> BatchTransform:
+    """Normalisation only (the paper uses no augmentation).
+
+    ``normalize: paper`` uses the authors' constants where the dataset has
+    them and the training images' own statistics otherwise; ``data`` always
+    uses the training images' statistics.
+    """
+    if normalize == "paper" and data.name in PAPER_STATS:
+        mean, std = PAPER_STATS[data.name]
+    else:
+        mean, std = data.channel_stats()
+    return BatchTransform(mean, std, image_size=int(dataset["image_size"]))
+
+
+@lru_cache(maxsize=2)
+def _cached(key: str) -> PFedHNData:
+    spec = json.loads(key)
+    return build_data(
+        spec["dataset"], spec["partition"], spec["num_clients"], spec["seed"]
+    )
+
+
+def cached_data(config: dict[str, Any]) -> PFedHNData:
+    """``build_data`` for a resolved config, cached per process."""
+    key = {k: config[k] for k in ("dataset", "partition", "num_clients", "seed")}
+    return _cached(json.dumps(key, sort_keys=True))

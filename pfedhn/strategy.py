@@ -1,0 +1,404 @@
+"""pFedHN's server: the hypernetwork, its optimizer, and the client embeddings.
+
+Each round the server samples ``clients_per_round`` training partitions (one
+in the paper) with a seeded generator, generates each one's target weights
+theta_j = h(v_j; phi) and sends them in that client's own message. A client
+replies with delta_j = theta_j - theta~_j (old minus new). The server then
+takes the vector-Jacobian product g = (d theta_j / d(phi, v))^T delta_j, the
+gradient of 0.5 * ||h(v_j; phi) - stopgrad(theta~_j)||^2, clips ||g|| to
+``clip`` and steps its persistent SGD on phi and the embeddings, so h(v_j)
+moves towards the client's trained weights (the authors' sign). With several
+clients in a round their VJPs are averaged into one step. No global arrays
+exist: the strategy returns none.
+
+Novel clients: partitions listed in ``novel_clients`` never train in the
+first ``num_rounds`` rounds. In ``novel_rounds`` further rounds only they are
+sampled; each starts from the mean of the trained embeddings, and the server
+steps only that client's embedding (phi frozen) with its own SGD.
+
+Evaluation (every ``eval_every`` rounds, the last training round and the last
+round): every evaluated client gets its own generated weights and reports
+validation and test counts. ``rounds.csv`` gets ``phase``, ``val_acc_pooled``
+and ``val_acc_mean``; ``summary.json`` gets ``best_val`` (the test figures at
+the training round with the best pooled validation accuracy, the paper's
+headline) and ``novel`` (the novel clients' figures at the last round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+
+from pfedhn.models import HyperNetwork
+from pflcore.results import ClientEval, RunRecorder, summarize_clients
+from pflcore.simulation import PARTITION_KEY, ClientError
+from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
+
+EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
+
+
+class BestValidation:
+    """Evaluation bookkeeping shared by pFedHN and the baselines.
+
+    Records test counts through the recorder, validation accuracy as extra
+    columns, and keeps ``best_val`` (training phase) and ``novel`` (novel
+    phase) in ``summary.json``.
+    """
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        self.recorder = recorder
+        self.best: dict[str, Any] | None = None
+
+    def record(
+        self, contents: list[RecordDict], server_round: int, phase: str
+    ) -> float:
+        """Record one evaluation; return the mean test accuracy."""
+        test, val = [], []
+        for content in contents:
+            m = content.metric_records["metrics"]
+            pid = int(scalar(m, PARTITION_KEY))
+            test.append(
+                ClientEval(
+                    partition_id=pid,
+                    correct=int(scalar(m, "correct")),
+                    loss_sum=scalar(m, "loss-sum"),
+                    num_samples=int(scalar(m, WEIGHT_KEY)),
+                )
+            )
+            val.append(
+                ClientEval(
+                    partition_id=pid,
+                    correct=int(scalar(m, "val-correct")),
+                    loss_sum=scalar(m, "val-loss-sum"),
+                    num_samples=int(scalar(m, "val-num-examples")),
+                )
+            )
+        self.recorder.log_eval(test)
+        t, v = summarize_clients(test), summarize_clients(val)
+        self.recorder.log_extra(
+            phase=phase,
+            val_acc_pooled=v["test_acc_pooled"],
+            val_acc_mean=v["test_acc_mean"],
+        )
+        acc = np.array([e.accuracy for e in test])
+        figures = {
+            "round": server_round,
+            "val_acc_pooled": v["test_acc_pooled"],
+            "val_acc_mean": v["test_acc_mean"],
+            **t,
+            "test_acc_max": float(acc.max()),
+            "num_clients": len(test),
+        }
+        if phase == "train":
+            if self.best is None or v["test_acc_pooled"] > self.best["val_acc_pooled"]:
+                self.best = figures
+                self.recorder.set_summary(best_val=figures)
+        else:
+            self.recorder.set_summary(novel=figures)
+        return t["test_acc_mean"]
+
+
+class PFedHN(PartitionFedAvg):
+    """pFedHN / pFedHN-PC server (see the module docstring).
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        Run recorder (created with ``extra_fields=EXTRA_FIELDS``).
+    hypernetwork : HyperNetwork
+        The hypernetwork (moved to ``device``).
+    novel_clients : list of int
+        Partitions held out of training (may be empty).
+    novel_rounds : int
+        Rounds of embedding-only fitting for them after ``num_rounds``.
+    lr, momentum, weight_decay, clip : float
+        The hypernetwork's SGD and gradient-norm clip.
+    embed_lr : float, optional
+        Learning rate of the embeddings (default ``lr``).
+    novel_lr : float
+        Learning rate of a novel client's embedding.
+    device : str
+        ``server_device``.
+    num_clients, clients_per_round, num_rounds, eval_every, seed
+        As in :class:`pflcore.strategy.PartitionFedAvg`; ``num_rounds``
+        counts the training rounds only.
+    """
+
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        hypernetwork: HyperNetwork,
+        *,
+        novel_clients: list[int],
+        novel_rounds: int,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        clip: float,
+        novel_lr: float,
+        device: str,
+        num_clients: int,
+        clients_per_round: int,
+        num_rounds: int,
+        eval_every: int,
+        seed: int,
+        embed_lr: float | None = None,
+    ) -> None:
+        total = num_rounds + (novel_rounds if novel_clients else 0)
+        super().__init__(
+            recorder,
+            num_clients=num_clients,
+            clients_per_round=clients_per_round,
+            num_rounds=total,
+            eval_every=eval_every,
+            seed=seed,
+        )
+        self.device = torch.device(device)
+        self.hn = hypernetwork.to(self.device)
+        self.train_rounds = num_rounds
+        self.novel = sorted(novel_clients)
+        self.trained = [j for j in range(num_clients) if j not in set(self.novel)]
+        self.clip = clip
+        self.novel_lr = novel_lr
+        self.momentum = momentum
+        embed = [p for n, p in self.hn.named_parameters() if n.startswith("embeddings")]
+        rest = [
+            p for n, p in self.hn.named_parameters() if not n.startswith("embeddings")
+        ]
+        # The authors' optimizer: one SGD, the embeddings as their own group.
+        groups: list[dict[str, Any]] = [
+            {"params": rest},
+            {"params": embed, "lr": embed_lr or lr},
+        ]
+        self.optimizer = torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+        )
+        self.novel_embeddings: dict[int, torch.nn.Parameter] = {}
+        self.novel_optimizers: dict[int, torch.optim.SGD] = {}
+        self.evals = BestValidation(recorder)
+        self.keys = list(self.hn.shapes)
+        self._graphs: dict[int, dict[str, torch.Tensor]] = {}
+
+    # -- phases ---------------------------------------------------------------
+
+    def phase(self, server_round: int) -> str:
+        """``train`` for the first ``num_rounds`` rounds, then ``novel``."""
+        return "train" if server_round <= self.train_rounds else "novel"
+
+    def train_partitions(self, server_round: int) -> list[int]:
+        """Seeded sample of this phase's partitions."""
+        pool = self.trained if self.phase(server_round) == "train" else self.novel
+        count = min(self.clients_per_round, len(pool))
+        rng = np.random.default_rng([self.seed, server_round])
+        return sorted(int(j) for j in rng.choice(pool, size=count, replace=False))
+
+    @property
+    def seed(self) -> int:
+        """The sampling seed."""
+        return self.sampler.seed
+
+    def _start_novel_phase(self) -> None:
+        with torch.no_grad():
+            mean = self.hn.embeddings.weight[self.trained].mean(dim=0)
+        for j in self.novel:
+            v = torch.nn.Parameter(mean.clone())
+            self.novel_embeddings[j] = v
+            self.novel_optimizers[j] = torch.optim.SGD(
+                [v], lr=self.novel_lr, momentum=self.momentum
+            )
+
+    # -- generation -----------------------------------------------------------
+
+    def generate(self, pid: int) -> dict[str, torch.Tensor]:
+        """Client ``pid``'s target weights (with autograd graph)."""
+        if pid in self.novel_embeddings:
+            return self.hn.generate(self.novel_embeddings[pid])
+        return self.hn(pid)
+
+    def weights_record(self, pid: int, keep_graph: bool = False) -> ArrayRecord:
+        """Client ``pid``'s generated weights as an ArrayRecord.
+
+        With ``keep_graph`` the forward pass is kept for :meth:`hn_step`: phi
+        does not change between sending and aggregating, so the reply's VJP
+        needs no second forward.
+        """
+        if keep_graph:
+            weights = self.hn(pid)
+            self._graphs[pid] = weights
+        else:
+            with torch.no_grad():
+                weights = self.generate(pid)
+        return ArrayRecord({k: v.detach().cpu() for k, v in weights.items()})
+
+    def _messages_for(
+        self, partitions: list[int], server_round: int, message_type: str
+    ) -> list[Message]:
+        messages = []
+        keep_graph = (
+            message_type == MessageType.TRAIN and self.phase(server_round) == "train"
+        )
+        for pid in partitions:
+            arrays = self.weights_record(pid, keep_graph)
+            config = ConfigRecord({"server-round": server_round})
+            self.recorder.add_bytes(sent=arrays.count_bytes())
+            content = RecordDict({"arrays": arrays, "config": config})
+            messages.append(
+                Message(
+                    content, dst_node_id=self.node_of[pid], message_type=message_type
+                )
+            )
+        return messages
+
+    # -- training -------------------------------------------------------------
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send each sampled client its own generated weights."""
+        if server_round == self.train_rounds + 1 and self.novel:
+            self._start_novel_phase()
+        partitions = self.train_partitions(server_round)
+        self._expected = len(partitions)
+        self._graphs.clear()
+        return self._messages_for(partitions, server_round, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Backpropagate the returned deltas through the hypernetwork; one step."""
+        contents = self.check_replies(replies, self._expected, "training", server_round)
+        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
+        deltas: list[tuple[int, dict[str, torch.Tensor]]] = []
+        for content in contents:
+            pid = int(scalar(content.metric_records["metrics"], PARTITION_KEY))
+            record = content.array_records["arrays"]
+            self.recorder.add_bytes(received=record.count_bytes())
+            deltas.append((pid, self._delta(record, pid, server_round)))
+        if self.phase(server_round) == "train":
+            self.hn_step(deltas)
+        else:
+            for pid, delta in deltas:
+                self.embedding_step(pid, delta)
+        metrics = [c.metric_records["metrics"] for c in contents]
+        loss = float(np.mean([scalar(m, "train-loss") for m in metrics]))
+        self.recorder.log_train(loss, len(contents))
+        return None, MetricRecord({"train-loss": loss})
+
+    def _delta(
+        self, record: ArrayRecord, pid: int, server_round: int
+    ) -> dict[str, torch.Tensor]:
+        if list(record.keys()) != self.keys:
+            raise ClientError(
+                f"round {server_round}: client {pid} returned keys "
+                f"{list(record.keys())[:4]}"
+                f"..., expected the generated tensors {self.keys[:4]}..."
+            )
+        delta = {k: v.to(self.device) for k, v in record.to_torch_state_dict().items()}
+        for k, shape in self.hn.shapes.items():
+            if tuple(delta[k].shape) != shape:
+                raise ClientError(
+                    f"round {server_round}: client {pid} returned {k} of shape "
+                    f"{tuple(delta[k].shape)}, expected {shape}"
+                )
+        return delta
+
+    def hn_step(self, deltas: list[tuple[int, dict[str, torch.Tensor]]]) -> None:
+        """One SGD step on phi and the embeddings from the clients' deltas.
+
+        ``p.grad`` = mean over clients of (d theta_j / d p)^T delta_j, the
+        VJP with ``grad_outputs = old - new`` (authors' ``trainer.py``).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        for pid, delta in deltas:
+            theta = self._graphs.pop(pid, None) or self.hn(pid)
+            torch.autograd.backward(
+                list(theta.values()),
+                grad_tensors=[delta[k] / len(deltas) for k in theta],
+            )
+        params = list(self.hn.parameters())
+        torch.nn.utils.clip_grad_norm_(params, self.clip)
+        self.optimizer.step()
+
+    def embedding_step(self, pid: int, delta: dict[str, torch.Tensor]) -> None:
+        """Step only novel client ``pid``'s embedding (phi frozen)."""
+        v = self.novel_embeddings[pid]
+        theta = self.hn.generate(v)
+        (grad,) = torch.autograd.grad(
+            list(theta.values()), [v], grad_outputs=[delta[k] for k in theta]
+        )
+        v.grad = grad
+        torch.nn.utils.clip_grad_norm_([v], self.clip)
+        self.novel_optimizers[pid].step()
+
+    # -- evaluation -----------------------------------------------------------
+
+    def is_eval_round(self, server_round: int) -> bool:
+        """Every ``eval_every`` rounds, the last training round and the last round."""
+        if server_round in (self.train_rounds, self.num_rounds):
+            return True
+        return self.eval_every > 0 and server_round % self.eval_every == 0
+
+    def eval_partitions(self, server_round: int) -> list[int]:
+        """The trained clients in the training phase, the novel ones after."""
+        return self.trained if self.phase(server_round) == "train" else self.novel
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send every evaluated client its own generated weights."""
+        if not self.is_eval_round(server_round):
+            return []
+        return self._messages_for(
+            self.eval_partitions(server_round), server_round, MessageType.EVALUATE
+        )
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record test and validation counts; track the best-validation round."""
+        if not self.is_eval_round(server_round):
+            return None
+        expected = len(self.eval_partitions(server_round))
+        contents = self.check_replies(replies, expected, "evaluation", server_round)
+        mean = self.evals.record(contents, server_round, self.phase(server_round))
+        return MetricRecord({"accuracy-mean": mean})
+
+
+class BaselineFedAvg(PartitionFedAvg):
+    """FedAvg / Local on pFedHN's partition, with its validation bookkeeping.
+
+    The training side is :class:`pflcore.strategy.PartitionFedAvg` unchanged;
+    evaluation replies carry validation counts too, recorded as pFedHN's.
+    """
+
+    def __init__(self, recorder: RunRecorder, **kwargs: Any) -> None:
+        super().__init__(recorder, **kwargs)
+        self.evals = BestValidation(recorder)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record test and validation counts; track the best-validation round."""
+        if not self.is_eval_round(server_round):
+            return None
+        contents = self.check_replies(
+            replies, self.num_clients, "evaluation", server_round
+        )
+        return MetricRecord(
+            {"accuracy-mean": self.evals.record(contents, server_round, "train")}
+        )

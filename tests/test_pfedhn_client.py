@@ -1,0 +1,144 @@
+"""pFedHN's client update: the delta, and the PC classifier kept in state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, RecordDict
+
+from pfedhn.client import HEAD_KEY, _runtime_from, eval_client, train_client
+from tests.fakedata import write_mnist
+
+
+def config_for(root, algorithm: str) -> dict:
+    return {
+        "algorithm": algorithm,
+        "num_clients": 4,
+        "seed": 0,
+        "local_steps": 5,
+        "batch_size": 16,
+        "eval_batch_size": 64,
+        "lr": 5e-3,
+        "momentum": 0.9,
+        "weight_decay": 5e-5,
+        "clip": 50.0,
+        "normalize": "paper",
+        "model": {"target": "mlp", "n_kernels": 16},
+        "dataset": {
+            "name": "mnist",
+            "root": str(root),
+            "source": "default",
+            "path": None,
+            "download": False,
+            "image_size": 28,
+        },
+        "partition": {
+            "classes_per_client": 2,
+            "low": 0.4,
+            "high": 0.6,
+            "val_size": 200,
+            "test_source": "official",
+            "test_size": 1,
+        },
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    }
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mnist")
+    write_mnist(path, train=800, test=200)
+    return path
+
+
+def random_weights(runtime, seed: int) -> ArrayRecord:
+    g = torch.Generator().manual_seed(seed)
+    return ArrayRecord(
+        {
+            k: 0.05 * torch.randn(v.shape, generator=g)
+            for k, v in runtime.model.state_dict().items()
+        }
+    )
+
+
+def test_pfedhn_returns_old_minus_new(root):
+    config = config_for(root, "pfedhn")
+    runtime = _runtime_from(config)
+    sent = random_weights(runtime, 1)
+    delta, loss = train_client(runtime, config, 2, 1, sent, RecordDict())
+    old = sent.to_torch_state_dict()
+    new = runtime.model.state_dict()
+    assert list(delta.keys()) == list(old)
+    for k, d in delta.to_torch_state_dict().items():
+        assert torch.allclose(d, old[k] - new[k])
+    assert loss > 0 and any(
+        d.abs().sum() > 0 for d in delta.to_torch_state_dict().values()
+    )
+    # Same seed and round: the same update (fresh optimizer each call).
+    again, _ = train_client(runtime, config, 2, 1, sent, RecordDict())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            delta.to_torch_state_dict().values(),
+            again.to_torch_state_dict().values(),
+            strict=True,
+        )
+    )
+
+
+def test_pc_classifier_and_its_momentum_persist(root):
+    config = config_for(root, "pfedhn_pc")
+    runtime = _runtime_from(config)
+    state = RecordDict()
+    sent = random_weights(runtime, 2)
+    assert "fc2.weight" not in sent  # the body only crosses the wire
+    delta, _ = train_client(runtime, config, 1, 1, sent, state)
+    assert list(delta.keys()) == ["fc1.weight", "fc1.bias"]
+    saved1 = state.array_records[HEAD_KEY].to_torch_state_dict()
+    assert set(saved1) == {"weight", "bias", "momentum.weight", "momentum.bias"}
+    assert torch.equal(saved1["weight"], runtime.head.weight.detach())
+    # Another client in the same worker overwrites the module, not client 1's state.
+    train_client(runtime, config, 0, 1, sent, RecordDict())
+    # Round 2 starts from client 1's saved classifier: it differs from a run of the
+    # same round that starts without it.
+    train_client(runtime, config, 1, 2, sent, state)
+    saved2 = state.array_records[HEAD_KEY].to_torch_state_dict()
+    assert not torch.equal(saved2["weight"], saved1["weight"])
+    fresh = RecordDict()
+    train_client(
+        runtime, config, 1, 2, sent, fresh
+    )  # same round without the saved head
+    assert not torch.equal(
+        fresh.array_records[HEAD_KEY].to_torch_state_dict()["weight"], saved2["weight"]
+    )
+    # Evaluation uses the saved classifier without changing it.
+    stats = eval_client(runtime, config, 1, sent, state)
+    assert stats["test"].num_samples > 0 and stats["val"].num_samples > 0
+    assert torch.equal(
+        state.array_records[HEAD_KEY].to_torch_state_dict()["weight"], saved2["weight"]
+    )
+
+
+def test_local_keeps_its_model_and_sends_nothing(root):
+    config = config_for(root, "local")
+    runtime = _runtime_from(config)
+    state = RecordDict()
+    out, _ = train_client(runtime, config, 0, 1, ArrayRecord(), state)
+    assert len(out) == 0
+    first = state.array_records["model"].to_torch_state_dict()
+    train_client(runtime, config, 0, 2, ArrayRecord(), state)
+    second = state.array_records["model"].to_torch_state_dict()
+    assert not torch.equal(first["fc1.weight"], second["fc1.weight"])
+
+
+def test_fedavg_returns_the_trained_weights(root):
+    config = config_for(root, "fedavg")
+    runtime = _runtime_from(config)
+    sent = random_weights(runtime, 3)
+    out, _ = train_client(runtime, config, 0, 1, sent, RecordDict())
+    new = runtime.model.state_dict()
+    assert all(torch.equal(v, new[k]) for k, v in out.to_torch_state_dict().items())
+    assert not torch.equal(
+        out.to_torch_state_dict()["fc1.weight"],
+        sent.to_torch_state_dict()["fc1.weight"],
+    )

@@ -1,0 +1,158 @@
+"""``python -m pfedhn.main`` end to end through the real Ray simulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.fakedata import write_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = [
+    "num_clients=4",
+    "num_rounds=4",
+    "eval_every=2",
+    "local_steps=3",
+    "batch_size=16",
+    "partition.val_size=200",
+    "model.target=mlp",
+    "model.n_hidden=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, train=800, test=200)
+    return root
+
+
+def run_main(
+    *overrides: str, cwd: Path, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "pfedhn.main", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    cases = {
+        "pfedhn": ["algorithm=pfedhn", "novel.clients=[3]", "novel.rounds=2"],
+        "pfedhn_pc": ["algorithm=pfedhn_pc"],
+    }
+    for name, extra in cases.items():
+        folder = tmp_path_factory.mktemp(name)
+        result = run_main(
+            f"dataset.root={data_root}",
+            f"hydra.run.dir={folder}",
+            *SMALL,
+            *extra,
+            cwd=folder,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        out[name] = folder
+    return out
+
+
+def load(folder: Path):
+    return (
+        pd.read_csv(folder / "rounds.csv"),
+        pd.read_csv(folder / "clients.csv"),
+        json.loads((folder / "summary.json").read_text()),
+    )
+
+
+def test_pfedhn_with_a_novel_client(runs):
+    rounds, clients, summary = load(runs["pfedhn"])
+    assert summary["status"] == "completed" and rounds["round"].tolist() == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert (rounds["num_train_clients"] == 1).all()
+    evaluated = rounds.dropna(subset=["test_acc_pooled"])
+    assert evaluated["round"].tolist() == [2, 4, 6]
+    assert evaluated["phase"].tolist() == ["train", "train", "novel"]
+    # Training-phase evaluations cover the trained clients; the novel phase client 3.
+    assert sorted(clients[clients["round"] == 4]["partition_id"]) == [0, 1, 2]
+    assert clients[clients["round"] == 6]["partition_id"].tolist() == [3]
+    last = clients[clients["round"] == 4]
+    row = rounds[rounds["round"] == 4].iloc[0]
+    assert row["test_acc_pooled"] == pytest.approx(
+        last["correct"].sum() / last["num_samples"].sum()
+    )
+    # The headline: test accuracy at the best pooled validation round.
+    best = (
+        evaluated[evaluated["phase"] == "train"]
+        .sort_values("val_acc_pooled", kind="stable", ascending=False)
+        .iloc[0]
+    )
+    assert summary["best_val"]["round"] in (2, 4)
+    assert summary["best_val"]["val_acc_pooled"] == pytest.approx(
+        best["val_acc_pooled"]
+    )
+    assert summary["novel"]["round"] == 6 and summary["novel"]["num_clients"] == 1
+    # Only target weights cross the wire: per training round one client's
+    # 784*100+100+100*10+10 float32 each way.
+    target_bytes = 4 * 79_510
+    train_rows = rounds[~rounds["round"].isin([2, 4, 6])]
+    assert (train_rows["bytes_sent"] >= target_bytes).all()
+    assert (train_rows["bytes_sent"] < 1.01 * target_bytes).all()
+    assert (train_rows["bytes_received"] == train_rows["bytes_sent"]).all()
+    assert (
+        summary["config"]["model"]["embed_dim"] == 2
+        and summary["config"]["hn"]["lr"] == 0.01
+    )
+
+
+def test_pfedhn_pc_sends_the_body_only(runs):
+    rounds, clients, summary = load(runs["pfedhn_pc"])
+    assert summary["status"] == "completed" and len(rounds) == 4
+    assert summary["config"]["hn"]["lr"] == 0.05
+    body_bytes = 4 * (784 * 100 + 100)
+    first = rounds.iloc[0]
+    assert body_bytes <= first["bytes_sent"] < 1.01 * body_bytes
+    assert sorted(clients[clients["round"] == 4]["partition_id"]) == [0, 1, 2, 3]
+
+
+def test_pc_and_pfedhn_share_the_partition(runs):
+    same = [pd.read_csv(runs[a] / "partition.csv") for a in ("pfedhn", "pfedhn_pc")]
+    pd.testing.assert_frame_equal(*same)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("novel.clients=[7]", "novel.clients must list partition-ids"),
+        ("dataset.classes_per_client=3", "pFedHN's partition"),
+        ("partition.test_source=nope", "partition.test_source"),
+        ("model.target=resnet", "model.target"),
+    ],
+)
+def test_bad_config_stops_before_ray(override, message, data_root, tmp_path):
+    result = run_main(
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        override,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr

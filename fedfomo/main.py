@@ -21,7 +21,13 @@ from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, FomoData, build_fo
 from fedfomo.models import build_model
 from fedfomo.strategy import FedFomo
 from pflcore.baselines import make_baseline_client_app
-from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
+from pflcore.config import (
+    ConfigError,
+    absolute_data_root,
+    check_common,
+    reject_subset,
+    to_plain,
+)
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
@@ -53,6 +59,7 @@ def _require(ok: bool, message: str) -> None:
 def check_fedfomo(config: dict[str, Any]) -> None:
     """FedFomo's settings on top of :func:`pflcore.config.check_common`."""
     check_common(config, ALGORITHMS)
+    reject_subset(config, "use partition.pool_fraction")
     decay, floor = config["lr_decay"], config["lr_min"]
     _require(
         _is_number(decay) and 0 < decay <= 1,

@@ -19,7 +19,13 @@ from perfedavg.dataset import PARTITIONS, build_client_data
 from perfedavg.jiang import heldout_partitions, jiang_main_loop
 from perfedavg.models import MODEL_NAMES, count_parameters
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
-from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
+from pflcore.config import (
+    ConfigError,
+    absolute_data_root,
+    check_common,
+    reject_subset,
+    to_plain,
+)
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.emnist import EMNIST_CLASSES, ORIENTATIONS
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment, run_main_loop
@@ -66,6 +72,7 @@ def check_perfedavg(config: dict[str, Any]) -> None:
         On the first setting that cannot work.
     """
     check_common(config, ALGORITHMS)
+    reject_subset(config, "client sizes follow partition.* (a, samples_per_client)")
     for key in ("alpha", "beta", "delta", "server_lr"):
         _positive(config, key)
     steps = config["local_steps"]

@@ -22,7 +22,13 @@ from pfedhn.client import initial_target, make_client_app, target_model
 from pfedhn.dataset import PFedHNData, build_data
 from pfedhn.models import TARGETS, HyperNetwork, embedding_dim, target_shapes
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
-from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
+from pflcore.config import (
+    ConfigError,
+    absolute_data_root,
+    check_common,
+    reject_subset,
+    to_plain,
+)
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
@@ -63,6 +69,7 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     """
     # pFedHN counts local work in steps; the shared check wants local_epochs.
     check_common({**config, "local_epochs": 1}, ALGORITHMS)
+    reject_subset(config, "client sizes follow partition.* (val_size, test_size)")
     n = config["num_clients"]
     if not (_is_int(config["local_steps"]) and config["local_steps"] >= 1):
         raise ConfigError(

@@ -136,3 +136,25 @@ def check_resources(resources: dict[str, Any]) -> None:
         f"client_resources.num_gpus={gpus} but no CUDA device is visible; "
         "set client_resources.num_gpus=0",
     )
+
+
+def reject_subset(config: dict[str, Any], instead: str) -> None:
+    """Stop if ``dataset.subset_fraction`` is set where a package sizes its own data.
+
+    Parameters
+    ----------
+    config : dict
+        The resolved configuration.
+    instead : str
+        What the package offers instead, named in the message.
+
+    Raises
+    ------
+    ConfigError
+        If ``dataset.subset_fraction`` is present and not 1.
+    """
+    fraction = config.get("dataset", {}).get("subset_fraction", 1.0)
+    _require(
+        fraction == 1,
+        f"dataset.subset_fraction={fraction} is not used by this package; {instead}",
+    )

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Regenerate the suite's figures into _static/ (PNG) with Hydra multirun sweeps.
+# Regenerate the suite's figures (PNG) and tables (Markdown + CSV) into _static/ with
+# Hydra multirun sweeps and the shared plotting code (pflcore.plots, pflcore.tables).
 #
-#   bash run_figures.sh [--quick | --tiny] [--data-root DIR] [--out DIR] [--list] [FIGURE ...]
+#   bash run_figures.sh [--cpu | --quick | --tiny] [--data-root DIR] [--out DIR] [--list] [FIGURE ...]
 #
-#   (default)   the papers' budgets: 224 px, 25-50 rounds; meant for a GPU machine
-#   --quick     reduced rounds on real data, sized for a 2-core CPU
-#   --tiny      two rounds on scikit-learn's digits (smoke test of the whole pipeline)
-#   --data-root where the datasets are (default: $PFL_DATA_ROOT, else ./datasets);
-#               quick mode needs cifar10/cifar10_train.npz there
+#   (default)   the papers' budgets (224 px FedPer, 5000 pFedHN steps, ...); meant for a GPU
+#   --cpu       the CPU-sized runs whose figures and numbers the README shows (hours)
+#   --quick     reduced rounds (and, for FedPer, a fifth of CIFAR-10) on real data, sized
+#               for a 2-core CPU (about 45 minutes for every figure)
+#   --tiny      one or two rounds on scikit-learn's digits (smoke test of the pipeline)
+#   --data-root where the datasets are (default: $PFL_DATA_ROOT, else ./datasets); quick
+#               mode needs MNIST/raw/, cifar10/cifar10_train.npz, emnist_letters/ there
 #   FIGURE      one or more names from --list (default: all)
 #
 # A finished sweep leaves a .complete marker and is not run again: rerun the same
@@ -15,165 +18,314 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-all_figures=(fedper_cifar10 fedper_kp fedper_finetune fedper_linear_base fedper_cifar100 fedper_flickr)
+all_figures=(
+  fedper_cifar10 fedper_kp fedper_finetune fedper_linear_base fedper_cifar100 fedper_flickr
+  pfedhn_mnist pfedhn_cifar10 pfedhn_cifar100
+  perfedavg_mnist perfedavg_jiang
+  fedfomo_cifar10 fedfomo_cifar100
+)
 mode=full
 out=_static
 data_root="${PFL_DATA_ROOT:-datasets}"
 selected=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --cpu) mode=cpu ;;
     --quick) mode=quick ;;
     --tiny) mode=tiny ;;
     --data-root) data_root="$2"; shift ;;
     --out) out="$2"; shift ;;
     --list) echo "${all_figures[*]}"; exit 0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) selected+=("$1") ;;
   esac
   shift
 done
 [[ ${#selected[@]} -eq 0 ]] && selected=("${all_figures[@]}")
+for figure in "${selected[@]}"; do
+  if [[ " ${all_figures[*]} " != *" $figure "* ]]; then
+    echo "unknown figure '$figure'; see --list" >&2
+    exit 2
+  fi
+done
 
 export PFL_DATA_ROOT="$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")"
 export FLWR_TELEMETRY_ENABLED=0
 mkdir -p "$out"
 sweeps="multirun/figures/$mode"
+# Figure files of the reduced modes carry the mode in their name, so a quick or tiny
+# run never overwrites the figures the README shows.
+suffix=""
+[[ $mode == quick || $mode == tiny ]] && suffix="_$mode"
 
 # run_sweep NAME PACKAGE OVERRIDES...: one Hydra multirun into $sweeps/NAME, skipped if done.
 run_sweep() {
   local name="$1" package="$2"; shift 2
   local dir="$sweeps/$name"
+  local command="python -m $package.main --multirun $*"
   if [[ -f "$dir/.complete" ]]; then
     echo "== $name: already complete in $dir (delete it to rerun)"
     return
   fi
-  echo "== $name: python -m $package.main --multirun $* hydra.sweep.dir=$dir"
+  echo "== $name: $command"
   python -m "$package.main" --multirun "$@" "hydra.sweep.dir=$dir"
+  echo "$command" > "$dir/.command"
   touch "$dir/.complete"
 }
 
+# plot NAME FOLDER... [plot options]: $out/NAME$suffix.png from the runs below the folders.
 plot() {
-  local png="$1"; shift
-  python -m pflcore.plots "$@" --out "$out/$png"
+  local name="$1"; shift
+  python -m pflcore.plots "$@" --out "$out/$name$suffix.png"
 }
 
-tiny=(experiment=fedper/quick num_rounds=2 local_epochs=1)
+# table NAME METRIC SETTING FOLDER [tables options]: $out/NAME$suffix.{md,csv}, one row per
+# method, beside the paper's number, with the command that made the runs.
+table() {
+  local name="$1" metric="$2" setting="$3" folder="$4"; shift 4
+  python -m pflcore.tables "$folder" --metric "$metric" --setting "$setting" \
+    --command "$(cat "$folder/.command")" --out "$out/$name$suffix.md" "$@"
+}
+
+# The papers' numbers beside ours (sources in the README).
+fedper_paper=(--paper "fedper=~0.90 (Fig. 2, read off the curve)" --paper "fedavg=~0.68 (Fig. 2)")
+pfedhn_paper_c10=(--paper "pfedhn=88.38 ± 0.29 (Table 1)" --paper "pfedhn_pc=90.08 ± 0.63 (Table 1)"
+  --paper "fedavg=47.79 ± 4.48 (Table 1)" --paper "local=68.11 ± 7.39 (Table 1)")
+perfedavg_paper=(--paper "fedavg_ft=75.96 ± 0.02 (Table 1, FedAvg + update)"
+  --paper "perfedavg_fo=78.00 ± 0.02 (Table 1)" --paper "perfedavg_hf=79.85 ± 0.02 (Table 1)")
+
+fedper_tiny=(experiment=fedper/quick num_rounds=1 local_epochs=1)
+fedper_quick=(dataset.subset_fraction=0.2 num_rounds=4)
 
 fedper_cifar10() {
   case "$mode" in
-    tiny)
-      run_sweep fedper_cifar10 fedper "${tiny[@]}" algorithm=fedavg,fedper,local
-      plot fedper_cifar10_tiny.png "$sweeps/fedper_cifar10" ;;
-    quick)
-      run_sweep fedper_cifar10 fedper experiment=fedper/cifar10_cpu
-      plot fedper_cifar10_k4_mobilenet_32px.png "$sweeps/fedper_cifar10" ;;
+    tiny) run_sweep fedper_cifar10 fedper "${fedper_tiny[@]}" algorithm=fedavg,fedper ;;
+    quick) run_sweep fedper_cifar10 fedper experiment=fedper/cifar10_cpu "${fedper_quick[@]}" ;;
+    cpu) run_sweep fedper_cifar10 fedper experiment=fedper/cifar10_cpu ;;
     full)
       run_sweep fedper_figure2 fedper experiment=fedper/figure2
       for model in mobilenet_v1 resnet34; do
         for k in 4 8 10; do
-          plot "fedper_figure2_${model}_k${k}.png" "$sweeps"/fedper_figure2/"${model}_k${k}_"*
+          plot "fedper_figure2_${model}_k${k}" "$sweeps"/fedper_figure2/"${model}_k${k}_"*
         done
-      done ;;
+      done
+      table fedper_figure2 final.test_acc_mean "CIFAR-10, 10 clients, 224 px" \
+        "$sweeps/fedper_figure2" "${fedper_paper[@]}"
+      return ;;
   esac
+  plot fedper_cifar10_k4_mobilenet_32px "$sweeps/fedper_cifar10"
+  table fedper_cifar10 final.test_acc_mean "CIFAR-10, k=4, 10 clients, MobileNet-v1 32 px" \
+    "$sweeps/fedper_cifar10"
 }
 
 fedper_kp() {
   case "$mode" in
-    tiny)
-      run_sweep fedper_kp fedper "${tiny[@]}" algorithm=fedper model.num_head_layers=1,2
-      plot fedper_kp_tiny.png "$sweeps/fedper_kp" ;;
-    quick)
-      run_sweep fedper_kp fedper experiment=fedper/figure4_cpu
+    tiny) run_sweep fedper_kp fedper "${fedper_tiny[@]}" algorithm=fedper model.num_head_layers=1,2 ;;
+    quick|cpu)
+      local extra=()
+      [[ $mode == quick ]] && extra=("${fedper_quick[@]}")
+      run_sweep fedper_kp fedper experiment=fedper/figure4_cpu "${extra[@]}"
       run_sweep fedper_kp_fedavg fedper experiment=fedper/figure4_cpu algorithm=fedavg \
-        model.num_head_layers=2
-      plot fedper_kp_sweep_k4_mobilenet_32px.png "$sweeps/fedper_kp" "$sweeps/fedper_kp_fedavg" ;;
+        model.num_head_layers=2 "${extra[@]}"
+      plot fedper_kp_sweep_k4_mobilenet_32px "$sweeps/fedper_kp" "$sweeps/fedper_kp_fedavg"
+      return ;;
     full)
       for model in mobilenet_v1 resnet34; do
         run_sweep "fedper_figure4_$model" fedper experiment=fedper/figure4 "model=$model"
         run_sweep "fedper_figure4_${model}_fedavg" fedper experiment=fedper/figure4 \
           "model=$model" algorithm=fedavg model.num_head_layers=2
-        plot "fedper_figure4_${model}.png" "$sweeps/fedper_figure4_$model" \
+        plot "fedper_figure4_${model}" "$sweeps/fedper_figure4_$model" \
           "$sweeps/fedper_figure4_${model}_fedavg"
-      done ;;
+      done
+      return ;;
   esac
+  plot fedper_kp_sweep_k4_mobilenet_32px "$sweeps/fedper_kp"
 }
 
 # Appendix A.3: one epoch of personal-layer fine-tuning at the start of each round.
 fedper_finetune() {
   case "$mode" in
-    tiny)
-      run_sweep fedper_finetune fedper "${tiny[@]}" algorithm=fedper head_finetune_epochs=0,1
-      plot fedper_finetune_tiny.png "$sweeps/fedper_finetune" ;;
-    quick)
-      run_sweep fedper_finetune fedper experiment=fedper/finetune_cpu
-      plot fedper_finetune_k4_mobilenet_32px.png "$sweeps/fedper_finetune" ;;
+    tiny) run_sweep fedper_finetune fedper "${fedper_tiny[@]}" algorithm=fedper head_finetune_epochs=0,1 ;;
+    quick) run_sweep fedper_finetune fedper experiment=fedper/finetune_cpu "${fedper_quick[@]}" ;;
+    cpu) run_sweep fedper_finetune fedper experiment=fedper/finetune_cpu ;;
     full)
       run_sweep fedper_finetune_cifar100 fedper experiment=fedper/finetune
       for model in mobilenet_v1 resnet34; do
-        plot "fedper_figure15_16_${model}.png" "$sweeps/fedper_finetune_cifar100/${model}_"*
-      done ;;
+        plot "fedper_figure15_16_${model}" "$sweeps/fedper_finetune_cifar100/${model}_"*
+      done
+      return ;;
   esac
+  plot fedper_finetune_k4_mobilenet_32px "$sweeps/fedper_finetune"
+  table fedper_finetune final.test_acc_mean "CIFAR-10, k=4, 10 clients, FedPer K_P=2" \
+    "$sweeps/fedper_finetune"
 }
 
 # Sections 4.4-4.5: the base replaced by one linear map, against the full model and local.
 fedper_linear_base() {
   case "$mode" in
-    tiny)
-      run_sweep fedper_linear_base fedper "${tiny[@]}" algorithm=fedper,local \
-        model.linear_base=false,true
-      plot fedper_linear_base_tiny.png "$sweeps/fedper_linear_base" ;;
-    quick)
-      run_sweep fedper_linear_base fedper experiment=fedper/linear_base_cpu
-      plot fedper_linear_base_k4_mobilenet_32px.png "$sweeps/fedper_linear_base" ;;
+    tiny) run_sweep fedper_linear_base fedper "${fedper_tiny[@]}" algorithm=fedper model.linear_base=false,true ;;
+    quick) run_sweep fedper_linear_base fedper experiment=fedper/linear_base_cpu "${fedper_quick[@]}" ;;
+    cpu) run_sweep fedper_linear_base fedper experiment=fedper/linear_base_cpu ;;
     full)
       run_sweep fedper_linear_base_cifar100 fedper experiment=fedper/linear_base
       for model in mobilenet_v1 resnet34; do
-        plot "fedper_figure5_6_${model}.png" "$sweeps/fedper_linear_base_cifar100/${model}_"*
-      done ;;
+        plot "fedper_figure5_6_${model}" "$sweeps/fedper_linear_base_cifar100/${model}_"*
+      done
+      return ;;
   esac
+  plot fedper_linear_base_k4_mobilenet_32px "$sweeps/fedper_linear_base"
+  table fedper_linear_base final.test_acc_mean "CIFAR-10, k=4, 10 clients, K_P=2" \
+    "$sweeps/fedper_linear_base"
 }
 
 # CIFAR-100 (Figures 11, 12 and 14): needs cifar-100-python/ under the data root.
 fedper_cifar100() {
   case "$mode" in
-    tiny|quick) echo "== fedper_cifar100: full mode only (CIFAR-100 is not in the quick data set)" ;;
     full)
       run_sweep fedper_cifar100 fedper experiment=fedper/cifar100
       for model in mobilenet_v1 resnet34; do
         for k in 40 80 100; do
-          plot "fedper_figure11_12_${model}_k${k}.png" "$sweeps/fedper_cifar100/${model}_k${k}_"*
+          plot "fedper_figure11_12_${model}_k${k}" "$sweeps/fedper_cifar100/${model}_k${k}_"*
         done
         run_sweep "fedper_figure14_$model" fedper experiment=fedper/figure14 "model=$model"
-        plot "fedper_figure14_${model}.png" "$sweeps/fedper_figure14_$model"
+        plot "fedper_figure14_${model}" "$sweeps/fedper_figure14_$model"
       done ;;
+    *) echo "== fedper_cifar100: full mode only (CIFAR-100 is not in the offline data)" ;;
   esac
 }
 
 # FLICKR-AES (Figures 7 and 8): needs the published files under <data root>/flickr/.
 fedper_flickr() {
   case "$mode" in
-    tiny|quick) echo "== fedper_flickr: full mode only (FLICKR-AES must be downloaded by hand)" ;;
     full)
       run_sweep fedper_figure7 fedper experiment=fedper/figure7
-      plot fedper_figure7_mobilenet_v1.png "$sweeps/fedper_figure7"
+      plot fedper_figure7_mobilenet_v1 "$sweeps/fedper_figure7"
       run_sweep fedper_figure8 fedper experiment=fedper/figure8
-      plot fedper_figure8_resnet34.png "$sweeps/fedper_figure8" ;;
+      plot fedper_figure8_resnet34 "$sweeps/fedper_figure8" ;;
+    *) echo "== fedper_flickr: full mode only (FLICKR-AES must be downloaded by hand)" ;;
   esac
 }
 
-declare -A expected=(
-  [tiny]="about 1-3 minutes per figure on a 2-core CPU"
-  [quick]="on a 2-core CPU: fedper_cifar10 ~50 min (3 runs x 20 rounds), fedper_kp ~40 min (5 runs x 10 rounds), fedper_finetune ~20 min, fedper_linear_base ~25 min"
-  [full]="the papers' budgets (about 90 runs of 25-50 rounds, mostly at 224 px): days of CPU, hours to a day on one GPU"
-)
-echo "run_figures.sh: mode=$mode, figures: ${selected[*]}"
-echo "expected time: ${expected[$mode]}; data root: $PFL_DATA_ROOT; output: $out/"
-for figure in "${selected[@]}"; do
-  case "$figure" in
-    fedper_cifar10|fedper_kp|fedper_finetune|fedper_linear_base|fedper_cifar100|fedper_flickr)
-      "$figure" ;;
-    *) echo "unknown figure '$figure'; see --list" >&2; exit 2 ;;
+# pFedHN, MNIST, 50 clients: pooled accuracy at the best-validation step (the paper's metric).
+pfedhn_mnist() {
+  case "$mode" in
+    tiny) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/quick num_rounds=10 eval_every=5 novel.rounds=2 ;;
+    quick) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist num_rounds=300 eval_every=50 ;;
+    cpu|full) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist ;;
   esac
+  plot pfedhn_mnist "$sweeps/pfedhn_mnist" --metric pooled
+  table pfedhn_mnist best_val.test_acc_pooled "MNIST, 50 clients, 2 classes each, MLP target" \
+    "$sweeps/pfedhn_mnist" --paper "pfedhn=99.28 ± 0.11 (as quoted by Flower PR #2377)"
+}
+
+pfedhn_cifar10() {
+  case "$mode" in
+    tiny) return ;;  # the tiny pFedHN run is pfedhn_mnist's
+    quick) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=100 eval_every=25 ;;
+    cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=700 eval_every=35 ;;
+    full) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10 algorithm=pfedhn,pfedhn_pc ;;
+  esac
+  plot pfedhn_cifar10 "$sweeps/pfedhn_cifar10" --metric pooled
+  table pfedhn_cifar10 best_val.test_acc_pooled "CIFAR-10, 50 clients, 2 classes each" \
+    "$sweeps/pfedhn_cifar10" "${pfedhn_paper_c10[@]}"
+}
+
+pfedhn_cifar100() {
+  case "$mode" in
+    full)
+      run_sweep pfedhn_cifar100 pfedhn experiment=pfedhn/cifar100 algorithm=pfedhn,pfedhn_pc
+      plot pfedhn_cifar100 "$sweeps/pfedhn_cifar100" --metric pooled
+      table pfedhn_cifar100 best_val.test_acc_pooled "CIFAR-100, 50 clients, 10 classes each" \
+        "$sweeps/pfedhn_cifar100" --paper "pfedhn=59.48 ± 0.67 (Table 1)" \
+        --paper "pfedhn_pc=60.17 ± 1.63 (Table 1)" ;;
+    *) echo "== pfedhn_cifar100: full mode only (CIFAR-100 is not in the offline data)" ;;
+  esac
+}
+
+# Per-FedAvg FO and HF vs FedAvg + update (one alpha-step before testing), MNIST, Table 1.
+perfedavg_mnist() {
+  case "$mode" in
+    tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 ;;
+    quick) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu num_rounds=100 ;;
+    cpu) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu ;;
+    full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
+  esac
+  plot perfedavg_mnist "$sweeps/perfedavg_mnist" --extra before
+  table perfedavg_mnist final.test_acc_mean "MNIST, 50 users, 10 per round, tau=10" \
+    "$sweeps/perfedavg_mnist" "${perfedavg_paper[@]}"
+}
+
+# Jiang et al.'s pipeline: FedAvg, Reptile fine-tuning, personalization of held-out clients.
+perfedavg_jiang() {
+  case "$mode" in
+    tiny) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_quick num_rounds=2 jiang.reptile.rounds=1 ;;
+    quick) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_cpu num_rounds=10 jiang.reptile.rounds=3 ;;
+    cpu) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_cpu ;;
+    full) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_seed ;;
+  esac
+  python -m perfedavg.jiang "$sweeps/perfedavg_jiang" > "$out/perfedavg_jiang$suffix.md"
+  echo "wrote $out/perfedavg_jiang$suffix.md"
+}
+
+# FedFomo vs Local vs FedAvg, CIFAR-10 training set, 15 clients, pathological and latent.
+fedfomo_cifar10() {
+  case "$mode" in
+    tiny) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/quick num_rounds=2 algorithm=fedfomo,fedavg
+      plot fedfomo_digits "$sweeps/fedfomo_cifar10"
+      return ;;
+    quick) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu num_rounds=3 ;;
+    cpu) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu ;;
+    full)
+      run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/paper algorithm=fedfomo,fedavg,fedavg_ft,local
+      run_sweep fedfomo_cifar10_pathological fedfomo experiment=fedfomo/paper_pathological \
+        algorithm=fedfomo,fedavg,fedavg_ft,local
+      plot fedfomo_paper_latent "$sweeps/fedfomo_cifar10"
+      plot fedfomo_paper_pathological "$sweeps/fedfomo_cifar10_pathological"
+      return ;;
+  esac
+  for kind in pathological latent; do
+    plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
+  done
+  table fedfomo_cifar10 final.test_acc_mean "CIFAR-10 train set, 15 clients" \
+    "$sweeps/fedfomo_cifar10"
+}
+
+fedfomo_cifar100() {
+  case "$mode" in
+    full)
+      run_sweep fedfomo_cifar100 fedfomo experiment=fedfomo/cifar100
+      plot fedfomo_cifar100 "$sweeps/fedfomo_cifar100" ;;
+    *) echo "== fedfomo_cifar100: full mode only (CIFAR-100 is not in the offline data)" ;;
+  esac
+}
+
+# Expected wall time per figure and mode on a 2-core CPU (full: the papers' budgets, GPU).
+declare -A minutes=(
+  [tiny]=1
+  [quick_fedper_cifar10]=3 [quick_fedper_kp]=5 [quick_fedper_finetune]=2
+  [quick_fedper_linear_base]=3 [quick_pfedhn_mnist]=3 [quick_pfedhn_cifar10]=5
+  [quick_perfedavg_mnist]=5 [quick_perfedavg_jiang]=5 [quick_fedfomo_cifar10]=12
+  [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
+  [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=30 [cpu_pfedhn_cifar10]=30
+  [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=15 [cpu_fedfomo_cifar10]=25
+)
+echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"
+total=0
+for figure in "${selected[@]}"; do
+  if [[ $mode == full ]]; then
+    echo "  $figure: the paper's budget (hours to a day on one GPU)"
+    continue
+  fi
+  m="${minutes[${mode}_$figure]:-${minutes[tiny]}}"
+  [[ $mode == tiny ]] && m=1
+  case "$figure" in fedper_cifar100|fedper_flickr|pfedhn_cifar100|fedfomo_cifar100) m=0 ;; esac
+  [[ $mode == tiny && $figure == pfedhn_cifar10 ]] && m=0
+  total=$((total + m))
+  echo "  $figure: about $m min"
 done
-echo "done: figures in $out/"
+[[ $mode != full ]] && echo "expected total: about $total min on a 2-core CPU (less with a GPU)"
+for figure in "${selected[@]}"; do
+  "$figure"
+done
+echo "done: figures and tables in $out/"

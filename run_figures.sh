@@ -2,7 +2,7 @@
 # Regenerate the suite's figures (PNG) and tables (Markdown + CSV) into _static/ with
 # Hydra multirun sweeps and the shared plotting code (pflcore.plots, pflcore.tables).
 #
-#   bash run_figures.sh [--cpu | --quick | --tiny] [--data-root DIR] [--out DIR] [--list] [FIGURE ...]
+#   bash run_figures.sh [--cpu | --quick | --tiny] [--data-root DIR] [--out DIR] [--sweeps DIR] [--list] [FIGURE ...]
 #
 #   (default)   the papers' budgets (224 px FedPer, 5000 pFedHN steps, ...); meant for a GPU
 #   --cpu       the CPU-sized runs whose figures and numbers the README shows (hours)
@@ -11,12 +11,16 @@
 #   --tiny      one or two rounds on scikit-learn's digits (smoke test of the pipeline)
 #   --data-root where the datasets are (default: $PFL_DATA_ROOT, else ./datasets); quick
 #               mode needs MNIST/raw/, cifar10/cifar10_train.npz, emnist_letters/ there
+#   --out       where figures and tables go (default: _static)
+#   --sweeps    where the run folders go (default: multirun/figures; one folder per mode)
 #   FIGURE      one or more names from --list (default: all)
 #
 # A finished sweep leaves a .complete marker and is not run again: rerun the same
 # command after an interruption and it resumes with the sweeps not yet finished.
 set -euo pipefail
-cd "$(dirname "$0")"
+# Paths given on the command line are relative to where the script is called from;
+# the defaults are relative to the repository.
+absolute() { [[ $1 == /* ]] && echo "$1" || echo "$PWD/$1"; }
 
 all_figures=(
   fedper_cifar10 fedper_kp fedper_finetune fedper_linear_base fedper_cifar100 fedper_flickr
@@ -25,18 +29,20 @@ all_figures=(
   fedfomo_cifar10 fedfomo_cifar100
 )
 mode=full
-out=_static
-data_root="${PFL_DATA_ROOT:-datasets}"
+out=""
+sweep_root=""
+data_root="${PFL_DATA_ROOT:-}"
 selected=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cpu) mode=cpu ;;
     --quick) mode=quick ;;
     --tiny) mode=tiny ;;
-    --data-root) data_root="$2"; shift ;;
-    --out) out="$2"; shift ;;
+    --data-root) data_root="$(absolute "$2")"; shift ;;
+    --out) out="$(absolute "$2")"; shift ;;
+    --sweeps) sweep_root="$(absolute "$2")"; shift ;;
     --list) echo "${all_figures[*]}"; exit 0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) selected+=("$1") ;;
   esac
@@ -50,10 +56,14 @@ for figure in "${selected[@]}"; do
   fi
 done
 
-export PFL_DATA_ROOT="$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")"
+[[ -n $data_root ]] && data_root="$(absolute "$data_root")"
+cd "$(dirname "$0")"
+out="${out:-_static}"
+sweep_root="${sweep_root:-multirun/figures}"
+export PFL_DATA_ROOT="${data_root:-$PWD/datasets}"
 export FLWR_TELEMETRY_ENABLED=0
 mkdir -p "$out"
-sweeps="multirun/figures/$mode"
+sweeps="$sweep_root/$mode"
 # Figure files of the reduced modes carry the mode in their name, so a quick or tiny
 # run never overwrites the figures the README shows.
 suffix=""

@@ -90,11 +90,11 @@ plot() {
   python -m pflcore.plots "$@" --out "$out/$name$suffix.png"
 }
 
-# table NAME METRIC SETTING FOLDER [tables options]: $out/NAME$suffix.{md,csv}, one row per
-# method, beside the paper's number, with the command that made the runs.
+# table NAME METRIC FOLDER [tables options]: $out/NAME$suffix.{md,csv}, one row per method,
+# beside the paper's number, with the command that made the runs.
 table() {
-  local name="$1" metric="$2" setting="$3" folder="$4"; shift 4
-  python -m pflcore.tables "$folder" --metric "$metric" --setting "$setting" \
+  local name="$1" metric="$2" folder="$3"; shift 3
+  python -m pflcore.tables "$folder" --metric "$metric" \
     --command "$(cat "$folder/.command")" --out "$out/$name$suffix.md" "$@"
 }
 
@@ -120,13 +120,11 @@ fedper_cifar10() {
           plot "fedper_figure2_${model}_k${k}" "$sweeps"/fedper_figure2/"${model}_k${k}_"*
         done
       done
-      table fedper_figure2 final.test_acc_mean "CIFAR-10, 10 clients, 224 px" \
-        "$sweeps/fedper_figure2" "${fedper_paper[@]}"
+      table fedper_figure2 final.test_acc_mean "$sweeps/fedper_figure2" "${fedper_paper[@]}"
       return ;;
   esac
   plot fedper_cifar10_k4_mobilenet_32px "$sweeps/fedper_cifar10"
-  table fedper_cifar10 final.test_acc_mean "CIFAR-10, k=4, 10 clients, MobileNet-v1 32 px" \
-    "$sweeps/fedper_cifar10"
+  table fedper_cifar10 final.test_acc_mean "$sweeps/fedper_cifar10"
 }
 
 fedper_kp() {
@@ -167,8 +165,7 @@ fedper_finetune() {
       return ;;
   esac
   plot fedper_finetune_k4_mobilenet_32px "$sweeps/fedper_finetune"
-  table fedper_finetune final.test_acc_mean "CIFAR-10, k=4, 10 clients, FedPer K_P=2" \
-    "$sweeps/fedper_finetune"
+  table fedper_finetune final.test_acc_mean "$sweeps/fedper_finetune"
 }
 
 # Sections 4.4-4.5: the base replaced by one linear map, against the full model and local.
@@ -185,8 +182,7 @@ fedper_linear_base() {
       return ;;
   esac
   plot fedper_linear_base_k4_mobilenet_32px "$sweeps/fedper_linear_base"
-  table fedper_linear_base final.test_acc_mean "CIFAR-10, k=4, 10 clients, K_P=2" \
-    "$sweeps/fedper_linear_base"
+  table fedper_linear_base final.test_acc_mean "$sweeps/fedper_linear_base"
 }
 
 # CIFAR-100 (Figures 11, 12 and 14): needs cifar-100-python/ under the data root.
@@ -225,8 +221,8 @@ pfedhn_mnist() {
     cpu|full) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist ;;
   esac
   plot pfedhn_mnist "$sweeps/pfedhn_mnist" --metric pooled
-  table pfedhn_mnist best_val.test_acc_pooled "MNIST, 50 clients, 2 classes each, MLP target" \
-    "$sweeps/pfedhn_mnist" --paper "pfedhn=99.28 ± 0.11 (as quoted by Flower PR #2377)"
+  table pfedhn_mnist best_val.test_acc_pooled "$sweeps/pfedhn_mnist" \
+    --paper "pfedhn=99.28 ± 0.11 (as quoted by Flower PR #2377)"
 }
 
 pfedhn_cifar10() {
@@ -237,8 +233,7 @@ pfedhn_cifar10() {
     full) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10 algorithm=pfedhn,pfedhn_pc ;;
   esac
   plot pfedhn_cifar10 "$sweeps/pfedhn_cifar10" --metric pooled
-  table pfedhn_cifar10 best_val.test_acc_pooled "CIFAR-10, 50 clients, 2 classes each" \
-    "$sweeps/pfedhn_cifar10" "${pfedhn_paper_c10[@]}"
+  table pfedhn_cifar10 best_val.test_acc_pooled "$sweeps/pfedhn_cifar10" "${pfedhn_paper_c10[@]}"
 }
 
 pfedhn_cifar100() {
@@ -246,8 +241,8 @@ pfedhn_cifar100() {
     full)
       run_sweep pfedhn_cifar100 pfedhn experiment=pfedhn/cifar100 algorithm=pfedhn,pfedhn_pc
       plot pfedhn_cifar100 "$sweeps/pfedhn_cifar100" --metric pooled
-      table pfedhn_cifar100 best_val.test_acc_pooled "CIFAR-100, 50 clients, 10 classes each" \
-        "$sweeps/pfedhn_cifar100" --paper "pfedhn=59.48 ± 0.67 (Table 1)" \
+      table pfedhn_cifar100 best_val.test_acc_pooled "$sweeps/pfedhn_cifar100" \
+        --paper "pfedhn=59.48 ± 0.67 (Table 1)" \
         --paper "pfedhn_pc=60.17 ± 1.63 (Table 1)" ;;
     *) echo "== pfedhn_cifar100: full mode only (CIFAR-100 is not in the offline data)" ;;
   esac
@@ -256,14 +251,14 @@ pfedhn_cifar100() {
 # Per-FedAvg FO and HF vs FedAvg + update (one alpha-step before testing), MNIST, Table 1.
 perfedavg_mnist() {
   case "$mode" in
-    tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 ;;
+    tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 \
+      algorithm=fedavg_ft,perfedavg_hf ;;
     quick) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu num_rounds=100 ;;
     cpu) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu ;;
     full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
   esac
   plot perfedavg_mnist "$sweeps/perfedavg_mnist" --extra before
-  table perfedavg_mnist final.test_acc_mean "MNIST, 50 users, 10 per round, tau=10" \
-    "$sweeps/perfedavg_mnist" "${perfedavg_paper[@]}"
+  table perfedavg_mnist final.test_acc_mean "$sweeps/perfedavg_mnist" "${perfedavg_paper[@]}"
 }
 
 # Jiang et al.'s pipeline: FedAvg, Reptile fine-tuning, personalization of held-out clients.
@@ -297,8 +292,7 @@ fedfomo_cifar10() {
   for kind in pathological latent; do
     plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
   done
-  table fedfomo_cifar10 final.test_acc_mean "CIFAR-10 train set, 15 clients" \
-    "$sweeps/fedfomo_cifar10"
+  table fedfomo_cifar10 final.test_acc_mean "$sweeps/fedfomo_cifar10"
 }
 
 fedfomo_cifar100() {

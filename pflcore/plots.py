@@ -129,19 +129,41 @@ def client_band(run: Run, column: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame({"mean": rows["test_acc_mean"], "spread": rows["test_acc_std"]})
 
 
+def _shared(runs: list[Run], key: str) -> Any:
+    """The value of ``key`` if every run has the same one, else None."""
+    values = {json.dumps(r.config.get(key), default=str) for r in runs}
+    return runs[0].config.get(key) if len(values) == 1 else None
+
+
+def partition_of(runs: list[Run]) -> str | None:
+    """The partition the runs share, in words (None if it differs or is unknown)."""
+    kind = _shared(runs, "partition.kind") or _shared(runs, "partition.name")
+    if kind == "pathological":
+        shards = _shared(runs, "partition.shards_per_client")
+        return f"pathological, {shards} shards/client" if shards else "pathological"
+    if kind:
+        return str(kind)
+    k = _shared(runs, "partition.classes_per_client")
+    if k is None and "partition.name" not in runs[0].config:
+        k = _shared(runs, "dataset.classes_per_client")
+    return f"k={k} classes/client" if k is not None else None
+
+
 def title_of(runs: list[Run]) -> str:
-    """Dataset, partition and model shared by the runs."""
-    first = runs[0].config
-    parts = [str(first.get("dataset.name", "?"))]
-    ks = {r.config.get("dataset.classes_per_client") for r in runs}
-    if len(ks) == 1 and None not in ks:
-        parts.append(f"k={ks.pop()} classes/client")
-    parts.append(f"{first.get('num_clients', '?')} clients")
-    models = {r.config.get("model.name") for r in runs}
-    parts.append(", ".join(str(m) for m in sorted(models, key=str)))
-    sizes = {r.config.get("dataset.image_size") for r in runs}
-    if len(sizes) == 1 and None not in sizes:
-        parts.append(f"{sizes.pop()} px")
+    """Dataset, partition, clients, model and image size shared by the runs."""
+    parts = [str(_shared(runs, "dataset.name") or "several datasets")]
+    partition = partition_of(runs)
+    if partition:
+        parts.append(partition)
+    parts.append(f"{_shared(runs, 'num_clients') or '?'} clients")
+    models = {
+        str(r.config.get("model.name") or r.config.get("model.target") or "?")
+        for r in runs
+    }
+    parts.append(", ".join(sorted(models)))
+    size = _shared(runs, "dataset.image_size")
+    if size is not None:
+        parts.append(f"{size} px")
     return " | ".join(parts)
 
 
@@ -207,7 +229,16 @@ def plot_runs(
             table = pd.concat([b["mean"] for b in bands], axis=1)
             mean, spread = table.mean(axis=1), table.std(axis=1, ddof=0)
             suffix = f" ({len(bands)} seeds)"
-        ax.plot(mean.index, mean.to_numpy(), label=label + suffix, color=colour, lw=1.8)
+        few = len(mean) <= 25  # mark the points when there are few (one is invisible)
+        ax.plot(
+            mean.index,
+            mean.to_numpy(),
+            label=label + suffix,
+            color=colour,
+            lw=1.8,
+            marker="o" if few else None,
+            ms=3,
+        )
         ax.fill_between(
             mean.index,
             np.clip(mean - spread, ymin, 1),

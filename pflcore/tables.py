@@ -1,7 +1,7 @@
 """Result tables from run folders: paper number beside ours, with the command.
 
 ``python -m pflcore.tables FOLDER [FOLDER ...] --out table.md --metric KEY
---setting TEXT --command TEXT [--paper LABEL=TEXT ...]`` finds every run below
+--command TEXT [--setting TEXT] [--paper LABEL=TEXT ...]`` finds every run below
 the folders (as :mod:`pflcore.plots` does), groups them by the config keys that
 differ between runs (seeds pooled), reads ``KEY`` (a dotted path into
 ``summary.json``, e.g. ``final.test_acc_mean``) from each, and writes one row
@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pflcore.plots import NoResultsError, Run, find_runs, label_of, varying_keys
+from pflcore.plots import (
+    NoResultsError,
+    Run,
+    find_runs,
+    label_of,
+    title_of,
+    varying_keys,
+)
 
 COLUMNS = (
     "setting",
@@ -180,7 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", help="run or multirun folders")
     parser.add_argument("--out", required=True, help="Markdown file (CSV beside it)")
     parser.add_argument("--metric", required=True, help="dotted key in summary.json")
-    parser.add_argument("--setting", required=True, help="setting column text")
+    parser.add_argument(
+        "--setting",
+        default=None,
+        help="setting column text (default: dataset, partition, clients, model)",
+    )
     parser.add_argument("--command", required=True, help="command that made the runs")
     parser.add_argument(
         "--paper", action="append", default=[], help="LABEL=TEXT, repeatable"
@@ -188,9 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         paper = _parse_paper(args.paper)
-        rows = build_rows(
-            find_runs(args.folders), args.metric, args.setting, args.command, paper
-        )
+        runs = find_runs(args.folders)
+        setting = args.setting or title_of(runs)
+        rows = build_rows(runs, args.metric, setting, args.command, paper)
     except (NoResultsError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
     md_path, csv_path = write_tables(rows, args.out)

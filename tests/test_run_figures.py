@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "run_figures.sh"
 TINY = ["fedper_cifar10", "pfedhn_mnist", "perfedavg_mnist", "fedfomo_cifar10"]
@@ -38,6 +40,7 @@ def test_list_and_unknown_figure():
     assert "unknown figure 'no_such_figure'" in unknown.stderr
 
 
+@pytest.mark.timeout(1500)  # about 3 minutes on an idle 2-core machine
 def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
     out, sweeps, data = tmp_path / "static", tmp_path / "sweeps", tmp_path / "data"
     data.mkdir()  # empty: the tiny mode must not read any dataset from the data root

@@ -182,19 +182,9 @@ class PersonalizedFedAvg(PartitionFedAvg):
         if server_round == 0:
             return None
         row = self.recorder.end_round(server_round + self.round_offset)
-        acc = row.get("test_acc_mean")
         before = row.get("before_acc_mean")
-        text = f"acc {acc:.4f}" if acc is not None else "acc  --   "
-        if before is not None:
-            text += f" (before adaptation {before:.4f})"
-        label = f"{self.stage} " if self.stage else ""
-        loss = row["train_loss"]
-        loss_text = f"loss {loss:.4f}" if np.isfinite(loss) else "no training"
-        print(
-            f"[{label}round {server_round:>4}/{self.num_rounds}] {text} "
-            f"{loss_text}  elapsed {row['time_s']:7.1f}s",
-            flush=True,
-        )
+        note = f"(before adaptation {before:.4f})" if before is not None else ""
+        self.progress.update(server_round, row, prefix=self.stage, note=note)
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,9 +40,21 @@ class ProgressPrinter:
         self.write = write
         self._last_print: float | None = None
         self._acc: tuple[int, float] | None = None
+        self._start = clock()
 
-    def update(self, server_round: int, row: dict[str, Any]) -> str | None:
-        """Take one finished round's ``rounds.csv`` row; return the line if printed."""
+    def update(
+        self,
+        server_round: int,
+        row: dict[str, Any],
+        *,
+        prefix: str = "",
+        note: str = "",
+    ) -> str | None:
+        """Take one finished round's ``rounds.csv`` row; return the line if printed.
+
+        ``prefix`` names a stage (e.g. ``"reptile"``), ``note`` is appended
+        after the accuracy (e.g. the accuracy before adaptation).
+        """
         acc = row.get("test_acc_mean")
         if acc is not None:
             self._acc = (server_round, float(acc))
@@ -54,23 +67,41 @@ class ProgressPrinter:
         if not due:
             return None
         self._last_print = now
-        line = self.format(server_round, row)
+        line = self.format(server_round, row, now, prefix=prefix, note=note)
         self.write(line)
         return line
 
-    def format(self, server_round: int, row: dict[str, Any]) -> str:
-        """The progress line for ``row`` (the latest evaluated accuracy is shown)."""
+    def format(
+        self,
+        server_round: int,
+        row: dict[str, Any],
+        now: float,
+        *,
+        prefix: str = "",
+        note: str = "",
+    ) -> str:
+        """The progress line for ``row`` (the latest evaluated accuracy is shown).
+
+        The time left extrapolates this printer's own rounds (a later stage
+        of a multi-stage run is not charged for the earlier stages).
+        """
         elapsed = float(row["time_s"])
-        left = elapsed / server_round * (self.num_rounds - server_round)
+        per_round = (now - self._start) / server_round
+        left = per_round * (self.num_rounds - server_round)
         if self._acc is None:
             acc_text = "acc   --  (not evaluated yet)"
         else:
             acc_round, acc = self._acc
             acc_text = f"acc {acc:.4f} (round {acc_round})"
+        if note:
+            acc_text += f" {note}"
         loss = row.get("train_loss")
-        loss_text = f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "loss --"
+        finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+        loss_text = f"loss {loss:.4f}" if finite else "loss --"
+        stage = f"{prefix} " if prefix else ""
+        width = len(str(self.num_rounds))
         return (
-            f"[round {server_round:>{len(str(self.num_rounds))}}/{self.num_rounds}] "
+            f"[{stage}round {server_round:>{width}}/{self.num_rounds}] "
             f"{acc_text}  {loss_text}  elapsed {_clock(elapsed)}  left ~{_clock(left)}"
         )
 

@@ -25,7 +25,9 @@ def test_first_and_last_round_print_and_the_rest_is_throttled():
 def test_line_shows_latest_evaluated_accuracy_elapsed_and_time_left():
     clock, lines = FakeClock(), []
     progress = ProgressPrinter(40, min_interval_s=0, clock=clock, write=lines.append)
+    clock.now = 30.0
     progress.update(10, {"time_s": 30.0, "train_loss": 1.25, "test_acc_mean": 0.5})
+    clock.now = 60.0
     progress.update(20, {"time_s": 60.0, "train_loss": 1.0})
     # 60 s for 20 rounds: 20 rounds left take 60 s more.
     assert lines[1] == (
@@ -36,9 +38,22 @@ def test_line_shows_latest_evaluated_accuracy_elapsed_and_time_left():
 
 def test_hours_are_shown_for_long_runs_and_missing_accuracy_is_marked():
     lines: list[str] = []
-    progress = ProgressPrinter(
-        5000, min_interval_s=0, clock=FakeClock(), write=lines.append
-    )
+    clock = FakeClock()
+    progress = ProgressPrinter(5000, min_interval_s=0, clock=clock, write=lines.append)
+    clock.now = 900.0
     progress.update(1000, {"time_s": 900.0, "train_loss": float("nan")})
-    assert "not evaluated yet" in lines[0]
+    assert "not evaluated yet" in lines[0] and "loss --" in lines[0]
     assert "left ~1:00:00" in lines[0]  # 0.9 s/round x 4000 rounds
+
+
+def test_a_later_stage_estimates_from_its_own_rounds_and_shows_prefix_and_note():
+    clock, lines = FakeClock(), []
+    clock.now = 500.0  # an earlier stage took 500 s
+    progress = ProgressPrinter(10, min_interval_s=0, clock=clock, write=lines.append)
+    clock.now = 510.0
+    progress.update(
+        1, {"time_s": 510.0, "train_loss": 0.5}, prefix="reptile", note="(before 0.1)"
+    )
+    assert lines[0].startswith("[reptile round  1/10]")
+    assert "(not evaluated yet) (before 0.1)" in lines[0]
+    assert "elapsed 8:30" in lines[0] and "left ~1:30" in lines[0]  # 9 rounds x 10 s

@@ -99,7 +99,7 @@ table() {
 }
 
 # The papers' numbers beside ours (sources in the README).
-fedper_paper=(--paper "fedper=~0.90 (Fig. 2, read off the curve)" --paper "fedavg=~0.68 (Fig. 2)")
+fedper_paper=(--paper "fedper=~91 (Flower baselines/fedper, Fig. 2 setting; read off its plot)" --paper "fedavg=~68 (same source)")
 pfedhn_paper_c10=(--paper "pfedhn=88.38 ± 0.29 (Table 1)" --paper "pfedhn_pc=90.08 ± 0.63 (Table 1)"
   --paper "fedavg=47.79 ± 4.48 (Table 1)" --paper "local=68.11 ± 7.39 (Table 1)")
 perfedavg_paper=(--paper "fedavg_ft=75.96 ± 0.02 (Table 1, FedAvg + update)"

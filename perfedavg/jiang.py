@@ -167,6 +167,7 @@ def table(folders: list[str]) -> str:
                 (
                     config["clients_per_round"],
                     config["local_epochs"],
+                    config["jiang"]["reptile"]["rounds"],
                     f"{personal['initial_loss']:.4f}",
                     f"{100 * personal['initial_acc']:.2f} % "
                     f"({100 * personal['initial_acc_std']:.1f})",
@@ -178,10 +179,10 @@ def table(folders: list[str]) -> str:
                 )
             )
     header = (
-        "| clients per round | E | initial loss | initial acc (std) "
+        "| clients per round | E | Reptile rounds | initial loss | initial acc (std) "
         "| personalized loss | personalized acc (std) | rounds to 0.8 (initial) "
         "| wall s |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     return header + "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
 

@@ -157,10 +157,12 @@ def title_of(runs: list[Run]) -> str:
         parts.append(partition)
     parts.append(f"{_shared(runs, 'num_clients') or '?'} clients")
     models = {
-        str(r.config.get("model.name") or r.config.get("model.target") or "?")
+        str(r.config.get("model.name") or r.config.get("model.target"))
         for r in runs
+        if r.config.get("model.name") or r.config.get("model.target")
     }
-    parts.append(", ".join(sorted(models)))
+    if models:  # a package with a single network may have no model key
+        parts.append(", ".join(sorted(models)))
     size = _shared(runs, "dataset.image_size")
     if size is not None:
         parts.append(f"{size} px")

@@ -90,6 +90,7 @@ def build_rows(
     setting: str,
     command: str,
     paper: dict[str, str],
+    hardware: str = "unrecorded",
 ) -> list[Row]:
     """Group ``runs`` by label and summarise ``metric`` per group.
 
@@ -105,6 +106,8 @@ def build_rows(
         The command that produced the runs.
     paper : dict
         Published number per label or per algorithm name.
+    hardware : str
+        Shown for runs whose ``summary.json`` predates the ``hardware`` entry.
 
     Returns
     -------
@@ -126,7 +129,7 @@ def build_rows(
         if unfinished:
             ours += f" ({unfinished} of {len(members)} runs unfinished)"
         rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
-        hardware = sorted({str(s.get("hardware", "unrecorded")) for s in summaries})
+        machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
         algorithm = str(members[0].config.get("algorithm", ""))
         rows.append(
             Row(
@@ -142,7 +145,7 @@ def build_rows(
                     "wall_time": _minutes(
                         [float(s.get("wall_time_s", 0.0)) for s in summaries]
                     ),
-                    "hardware": "; ".join(hardware),
+                    "hardware": "; ".join(machines),
                     "command": command,
                 }
             )
@@ -196,12 +199,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--paper", action="append", default=[], help="LABEL=TEXT, repeatable"
     )
+    parser.add_argument(
+        "--hardware",
+        default="unrecorded",
+        help="for runs whose summary.json does not record it",
+    )
     args = parser.parse_args(argv)
     try:
         paper = _parse_paper(args.paper)
         runs = find_runs(args.folders)
         setting = args.setting or title_of(runs)
-        rows = build_rows(runs, args.metric, setting, args.command, paper)
+        rows = build_rows(
+            runs, args.metric, setting, args.command, paper, args.hardware
+        )
     except (NoResultsError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
     md_path, csv_path = write_tables(rows, args.out)

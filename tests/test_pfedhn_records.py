@@ -47,3 +47,13 @@ def test_pooled_plot_reads_pooled_accuracy(tmp_path):
     (run,) = find_runs([tmp_path])
     assert pooled_band(run)["mean"].iloc[0] == pytest.approx(91 / 110)
     assert client_band(run)["mean"].iloc[0] == pytest.approx(0.5)
+
+
+def test_worst_ten_percent_mean():
+    import numpy as np
+
+    from pfedhn.strategy import worst_share_mean
+
+    acc = np.array([0.9, 0.5, 0.8, 0.7, 0.95, 0.6, 0.85, 0.75, 0.65, 0.99, 0.3])
+    assert worst_share_mean(acc, 0.1) == pytest.approx((0.3 + 0.5) / 2)  # ceil(1.1) = 2
+    assert worst_share_mean(acc[:5], 0.1) == pytest.approx(0.5)

@@ -49,6 +49,12 @@ from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
 
 
+def worst_share_mean(accuracies: np.ndarray, share: float) -> float:
+    """Mean accuracy of the worst ``share`` of clients (at least one client)."""
+    count = max(1, int(np.ceil(share * accuracies.size)))
+    return float(np.sort(accuracies)[:count].mean())
+
+
 class BestValidation:
     """Evaluation bookkeeping shared by pFedHN and the baselines.
 
@@ -99,6 +105,7 @@ class BestValidation:
             "val_acc_mean": v["test_acc_mean"],
             **t,
             "test_acc_max": float(acc.max()),
+            "test_acc_worst10_mean": worst_share_mean(acc, 0.1),
             "num_clients": len(test),
         }
         if phase == "train":

@@ -137,22 +137,39 @@ def test_pc_and_pfedhn_share_the_partition(runs):
     pd.testing.assert_frame_equal(*same)
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("novel.clients=[7]", "novel.clients must list partition-ids"),
-        ("dataset.classes_per_client=3", "pFedHN's partition"),
-        ("partition.test_source=nope", "partition.test_source"),
-        ("model.target=resnet", "model.target"),
-    ],
-)
-def test_bad_config_stops_before_ray(override, message, data_root, tmp_path):
+def test_bad_config_exits_2_before_ray(data_root, tmp_path):
     result = run_main(
         f"dataset.root={data_root}",
         f"hydra.run.dir={tmp_path}",
         *SMALL,
-        override,
+        "novel.clients=[7]",
         cwd=tmp_path,
         timeout=120,
     )
-    assert result.returncode == 2 and message in result.stderr
+    assert result.returncode == 2
+    assert "novel.clients must list partition-ids" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dataset.classes_per_client=3", "pFedHN's partition"),
+        ("partition.test_source=nope", "partition.test_source"),
+        ("model.target=resnet", "model.target"),
+        ("clients_per_round=4", "exceeds the 3 clients that train"),
+        ("novel.lr=-1", "novel.lr"),
+    ],
+)
+def test_config_checks(override, message):
+    from hydra import compose, initialize_config_dir
+
+    from pfedhn.main import check_pfedhn
+    from pflcore.config import ConfigError, to_plain
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="pfedhn",
+            overrides=[*SMALL, "novel.clients=[3]", "novel.rounds=2", override],
+        )
+    with pytest.raises(ConfigError, match=message):
+        check_pfedhn(to_plain(cfg))

@@ -25,7 +25,10 @@ from pflcore.config import (
     ConfigError,
     absolute_data_root,
     check_common,
+    is_int,
+    is_number,
     reject_subset,
+    require,
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
@@ -43,102 +46,89 @@ PREPARATION_ERRORS = (
 )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def check_fedfomo(config: dict[str, Any]) -> None:
     """FedFomo's settings on top of :func:`pflcore.config.check_common`."""
     check_common(config, ALGORITHMS)
     reject_subset(config, "use partition.pool_fraction")
     decay, floor = config["lr_decay"], config["lr_min"]
-    _require(
-        _is_number(decay) and 0 < decay <= 1,
+    require(
+        is_number(decay) and 0 < decay <= 1,
         f"lr_decay must lie in (0, 1], got {decay!r}",
     )
-    _require(_is_number(floor) and floor >= 0, f"lr_min must be >= 0, got {floor!r}")
+    require(is_number(floor) and floor >= 0, f"lr_min must be >= 0, got {floor!r}")
     fomo = config["fomo"]
     m = fomo["num_candidates"]
-    _require(
-        _is_int(m) and 1 <= m <= config["num_clients"],
+    require(
+        is_int(m) and 1 <= m <= config["num_clients"],
         f"fomo.num_candidates (M, own model included) must lie in "
         f"1..num_clients={config['num_clients']}, got {m!r}",
     )
     for key in ("epsilon_initial", "epsilon_decay"):
         value = fomo[key]
-        _require(
-            _is_number(value) and 0 <= value <= 1,
+        require(
+            is_number(value) and 0 <= value <= 1,
             f"fomo.{key} must lie in [0, 1], got {value!r}",
         )
-    _require(
+    require(
         fomo["norm"] in NORMS,
         f"fomo.norm must be one of {list(NORMS)}, got {fomo['norm']!r}",
     )
-    _require(
+    require(
         isinstance(fomo["global_candidate"], bool),
         "fomo.global_candidate must be true or false, got "
         f"{fomo['global_candidate']!r}",
     )
     part = config["partition"]
-    _require(
+    require(
         part["kind"] in PARTITION_KINDS,
         f"partition.kind must be one of {list(PARTITION_KINDS)}, got {part['kind']!r}",
     )
     val = part["val_fraction"]
-    _require(
-        _is_number(val) and 0 < val < 1,
+    require(
+        is_number(val) and 0 < val < 1,
         "partition.val_fraction must lie in (0, 1) (FedFomo weighs models on it), "
         f"got {val!r}",
     )
     frac = part["pool_fraction"]
-    _require(
-        _is_number(frac) and 0 < frac <= 1,
+    require(
+        is_number(frac) and 0 < frac <= 1,
         f"partition.pool_fraction must lie in (0, 1], got {frac!r}",
     )
     if part["kind"] == "pathological":
         s = part["shards_per_client"]
-        _require(
-            _is_int(s) and s >= 1,
+        require(
+            is_int(s) and s >= 1,
             f"partition.shards_per_client must be >= 1, got {s!r}",
         )
     else:
-        _require(
+        require(
             part["features"] in LATENT_FEATURES,
             f"partition.features must be one of {list(LATENT_FEATURES)}, "
             f"got {part['features']!r}",
         )
         k = part["num_distributions"]
-        _require(
-            _is_int(k) and k >= 1 and config["num_clients"] % k == 0,
+        require(
+            is_int(k) and k >= 1 and config["num_clients"] % k == 0,
             "partition.num_distributions must divide "
             f"num_clients={config['num_clients']}, "
             f"got {k!r}",
         )
-        _require(
-            _is_int(part["pca_dim"]) and part["pca_dim"] >= 1,
+        require(
+            is_int(part["pca_dim"]) and part["pca_dim"] >= 1,
             f"partition.pca_dim must be a positive integer, got {part['pca_dim']!r}",
         )
     size = config["dataset"]["image_size"]
-    _require(
-        _is_int(size) and size >= 22,
+    require(
+        is_int(size) and size >= 22,
         f"dataset.image_size must be >= 22 for the paper's CNN, got {size!r}",
     )
     finetune = config["finetune"]
-    _require(
-        _is_int(finetune["epochs"]) and finetune["epochs"] >= 0,
+    require(
+        is_int(finetune["epochs"]) and finetune["epochs"] >= 0,
         f"finetune.epochs must be an integer >= 0, got {finetune['epochs']!r}",
     )
-    _require(
-        _is_number(finetune["lr"]) and finetune["lr"] > 0,
+    require(
+        is_number(finetune["lr"]) and finetune["lr"] > 0,
         f"finetune.lr must be > 0, got {finetune['lr']!r}",
     )
 

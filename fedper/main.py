@@ -20,7 +20,13 @@ from fedper.client import initial_model, make_client_app
 from fedper.dataset import FederatedData, build_federated_data
 from fedper.models import MODEL_NAMES, find_linear_base, personal_keys
 from fedper.strategy import FedPer
-from pflcore.config import ConfigError, absolute_data_root, check_common, to_plain
+from pflcore.config import (
+    ConfigError,
+    absolute_data_root,
+    check_common,
+    is_int,
+    to_plain,
+)
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
@@ -72,7 +78,7 @@ def check_fedper(config: dict[str, Any]) -> None:
     if not finetune["lr"] > 0:
         raise ConfigError(f"finetune.lr must be > 0, got {finetune['lr']!r}")
     head_epochs = config.get("head_finetune_epochs", 0)
-    if not (_is_int(head_epochs) and head_epochs >= 0):
+    if not (is_int(head_epochs) and head_epochs >= 0):
         raise ConfigError(
             f"head_finetune_epochs must be an integer >= 0, got {head_epochs!r}"
         )
@@ -92,10 +98,6 @@ def check_fedper(config: dict[str, Any]) -> None:
         )
     if config["dataset"]["name"] == "flickr":
         check_flickr(config["dataset"])
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 FLICKR_KEYS = (
@@ -119,19 +121,19 @@ def check_flickr(dataset: dict[str, Any]) -> None:
             "dataset=flickr instead of overriding dataset.name"
         )
     low, high = dataset["min_ratings"], dataset["max_ratings"]
-    if not (_is_int(low) and _is_int(high) and 0 <= low < high):
+    if not (is_int(low) and is_int(high) and 0 <= low < high):
         raise ConfigError(
             "dataset.min_ratings and dataset.max_ratings must be integers with "
             f"0 <= min_ratings < max_ratings, got {low!r} and {high!r}"
         )
     per_score = dataset["min_per_score"]
-    if not (_is_int(per_score) and per_score >= 0):
+    if not (is_int(per_score) and per_score >= 0):
         raise ConfigError(f"dataset.min_per_score must be >= 0, got {per_score!r}")
     fraction = dataset["test_fraction"]
     if not (isinstance(fraction, float | int) and 0 < fraction < 1):
         raise ConfigError(f"dataset.test_fraction must lie in (0, 1), got {fraction!r}")
     size = dataset["image_size"]
-    if not (_is_int(size) and size >= 1):
+    if not (is_int(size) and size >= 1):
         raise ConfigError(
             f"dataset.image_size must be a positive integer, got {size!r}"
         )

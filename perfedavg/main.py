@@ -23,7 +23,10 @@ from pflcore.config import (
     ConfigError,
     absolute_data_root,
     check_common,
+    is_int,
+    is_number,
     reject_subset,
+    require,
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
@@ -43,23 +46,10 @@ PREPARATION_ERRORS = (
 )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def _positive(config: dict[str, Any], key: str, label: str | None = None) -> None:
     value = config[key]
-    _require(
-        _is_number(value) and value > 0, f"{label or key} must be > 0, got {value!r}"
+    require(
+        is_number(value) and value > 0, f"{label or key} must be > 0, got {value!r}"
     )
 
 
@@ -76,43 +66,43 @@ def check_perfedavg(config: dict[str, Any]) -> None:
     for key in ("alpha", "beta", "delta", "server_lr"):
         _positive(config, key)
     steps = config["local_steps"]
-    _require(_is_int(steps) and steps >= 0, f"local_steps must be >= 0, got {steps!r}")
-    _require(
+    require(is_int(steps) and steps >= 0, f"local_steps must be >= 0, got {steps!r}")
+    require(
         config["algorithm"] not in META or steps >= 1,
         f"{config['algorithm']} takes local_steps (tau) meta-steps per round; "
         "local_steps must be >= 1",
     )
     momentum = config["server_momentum"]
-    _require(
-        _is_number(momentum) and 0 <= momentum < 1,
+    require(
+        is_number(momentum) and 0 <= momentum < 1,
         f"server_momentum must lie in [0, 1), got {momentum!r}",
     )
     ft = config["finetune"]
-    _require(
+    require(
         ft["unit"] in FINETUNE_UNITS,
         f"finetune.unit must be one of {list(FINETUNE_UNITS)}, got {ft['unit']!r}",
     )
-    _require(
-        _is_int(ft["amount"]) and ft["amount"] >= 0,
+    require(
+        is_int(ft["amount"]) and ft["amount"] >= 0,
         f"finetune.amount must be an integer >= 0, got {ft['amount']!r}",
     )
     _positive(ft, "lr", "finetune.lr")
-    _require(
-        _is_int(ft["batch_size"]) and ft["batch_size"] >= 1,
+    require(
+        is_int(ft["batch_size"]) and ft["batch_size"] >= 1,
         f"finetune.batch_size must be a positive integer, got {ft['batch_size']!r}",
     )
     model = config["model"]
-    _require(
+    require(
         model["name"] in MODEL_NAMES,
         f"model.name={model['name']!r} is not one of {list(MODEL_NAMES)}",
     )
-    _require(
-        _is_number(model["dropout"]) and 0 <= model["dropout"] < 1,
+    require(
+        is_number(model["dropout"]) and 0 <= model["dropout"] < 1,
         f"model.dropout must lie in [0, 1), got {model['dropout']!r}",
     )
     dataset = config["dataset"]
     if model["name"] == "cnn":
-        _require(
+        require(
             dataset["image_size"] == 28 and dataset["name"] in ("emnist", "mnist"),
             "model.name=cnn is the FedLab CNN for 1x28x28 images (emnist, mnist); "
             f"got dataset {dataset['name']} at {dataset['image_size']} px",
@@ -127,16 +117,16 @@ def check_perfedavg(config: dict[str, Any]) -> None:
 def check_emnist(dataset: dict[str, Any]) -> None:
     """The EMNIST group's keys (``conf/dataset/emnist.yaml``)."""
     absent = [k for k in ("split", "npz_orientation") if k not in dataset]
-    _require(
+    require(
         not absent,
         f"dataset.name=emnist lacks {absent}: select the group with dataset=emnist "
         "instead of overriding dataset.name",
     )
-    _require(
+    require(
         dataset["split"] in EMNIST_CLASSES,
         f"dataset.split={dataset['split']!r} is not one of {list(EMNIST_CLASSES)}",
     )
-    _require(
+    require(
         dataset["npz_orientation"] in ORIENTATIONS,
         f"dataset.npz_orientation must be one of {list(ORIENTATIONS)}, "
         f"got {dataset['npz_orientation']!r}",
@@ -146,26 +136,26 @@ def check_emnist(dataset: dict[str, Any]) -> None:
 def check_partition(partition: dict[str, Any]) -> None:
     """The ``partition`` block."""
     name = partition["name"]
-    _require(
+    require(
         name in PARTITIONS, f"partition.name={name!r} is not one of {list(PARTITIONS)}"
     )
     if name == "fallah":
-        _require(
-            _is_int(partition["a"]) and partition["a"] >= 2,
+        require(
+            is_int(partition["a"]) and partition["a"] >= 2,
             f"partition.a must be an integer >= 2, got {partition['a']!r}",
         )
         _positive(partition, "test_ratio", "partition.test_ratio")
     else:
-        _require(
-            _is_int(partition["samples_per_client"])
+        require(
+            is_int(partition["samples_per_client"])
             and partition["samples_per_client"] >= 2,
             "partition.samples_per_client must be an integer >= 2, "
             f"got {partition['samples_per_client']!r}",
         )
         _positive(partition, "dirichlet_alpha", "partition.dirichlet_alpha")
         fraction = partition["test_fraction"]
-        _require(
-            _is_number(fraction) and 0 < fraction < 1,
+        require(
+            is_number(fraction) and 0 < fraction < 1,
             f"partition.test_fraction must lie in (0, 1), got {fraction!r}",
         )
 
@@ -174,32 +164,32 @@ def check_jiang(config: dict[str, Any]) -> None:
     """The ``jiang`` block and the client counts it implies."""
     jiang = config["jiang"]
     n, holdout = config["num_clients"], jiang["holdout_clients"]
-    _require(
-        _is_int(holdout) and 1 <= holdout < n,
+    require(
+        is_int(holdout) and 1 <= holdout < n,
         f"jiang.holdout_clients must lie in 1..num_clients-1={n - 1}, got {holdout!r}",
     )
-    _require(
+    require(
         config["clients_per_round"] <= n - holdout,
         f"clients_per_round={config['clients_per_round']} exceeds the "
         f"{n - holdout} training clients (num_clients - jiang.holdout_clients)",
     )
     reptile = jiang["reptile"]
-    _require(
-        _is_int(reptile["rounds"]) and reptile["rounds"] >= 0,
+    require(
+        is_int(reptile["rounds"]) and reptile["rounds"] >= 0,
         f"jiang.reptile.rounds must be an integer >= 0, got {reptile['rounds']!r}",
     )
-    _require(
-        _is_int(reptile["inner_epochs"]) and reptile["inner_epochs"] >= 1,
+    require(
+        is_int(reptile["inner_epochs"]) and reptile["inner_epochs"] >= 1,
         "jiang.reptile.inner_epochs must be a positive integer, "
         f"got {reptile['inner_epochs']!r}",
     )
     _positive(reptile, "lr", "jiang.reptile.lr")
     _positive(reptile, "server_lr", "jiang.reptile.server_lr")
     betas = reptile["betas"]
-    _require(
+    require(
         isinstance(betas, list)
         and len(betas) == 2
-        and all(_is_number(b) and 0 <= b < 1 for b in betas),
+        and all(is_number(b) and 0 <= b < 1 for b in betas),
         f"jiang.reptile.betas must be two numbers in [0, 1), got {betas!r}",
     )
 
@@ -211,7 +201,7 @@ def check_batches(config: dict[str, Any], data: ClientData) -> None:
     who = sizes.index(smallest)
     uses_steps = config["algorithm"] in META or config["local_steps"] > 0
     if uses_steps:
-        _require(
+        require(
             config["batch_size"] <= smallest,
             f"batch_size={config['batch_size']} exceeds the {smallest} training "
             f"samples of client {who}; lower batch_size",
@@ -219,7 +209,7 @@ def check_batches(config: dict[str, Any], data: ClientData) -> None:
     ft = config["finetune"]
     adapts = config["algorithm"] in (*ADAPTING, "jiang")
     if adapts and ft["unit"] == "steps" and ft["amount"] > 0:
-        _require(
+        require(
             ft["batch_size"] <= smallest,
             f"finetune.batch_size={ft['batch_size']} exceeds the {smallest} "
             f"training samples of client {who}",

@@ -26,6 +26,7 @@ from pflcore.config import (
     ConfigError,
     absolute_data_root,
     check_common,
+    is_int,
     reject_subset,
     to_plain,
 )
@@ -51,10 +52,6 @@ FEDPER_PARTITION_KEYS = (
 )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -71,7 +68,7 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     check_common({**config, "local_epochs": 1}, ALGORITHMS)
     reject_subset(config, "client sizes follow partition.* (val_size, test_size)")
     n = config["num_clients"]
-    if not (_is_int(config["local_steps"]) and config["local_steps"] >= 1):
+    if not (is_int(config["local_steps"]) and config["local_steps"] >= 1):
         raise ConfigError(
             f"local_steps must be a positive integer, got {config['local_steps']!r}"
         )
@@ -87,16 +84,16 @@ def check_pfedhn(config: dict[str, Any]) -> None:
             f"model.target must be one of {TARGETS}, got {model['target']!r}"
         )
     for key in ("hidden_dim", "n_kernels"):
-        if not (_is_int(model[key]) and model[key] >= 1):
+        if not (is_int(model[key]) and model[key] >= 1):
             raise ConfigError(
                 f"model.{key} must be a positive integer, got {model[key]!r}"
             )
-    if not (_is_int(model["n_hidden"]) and model["n_hidden"] >= 0):
+    if not (is_int(model["n_hidden"]) and model["n_hidden"] >= 0):
         raise ConfigError(
             f"model.n_hidden must be an integer >= 0, got {model['n_hidden']!r}"
         )
     if model["embed_dim"] is not None and not (
-        _is_int(model["embed_dim"]) and model["embed_dim"] >= 1
+        is_int(model["embed_dim"]) and model["embed_dim"] >= 1
     ):
         raise ConfigError(
             f"model.embed_dim must be null or >= 1, got {model['embed_dim']!r}"
@@ -119,7 +116,7 @@ def check_pfedhn(config: dict[str, Any]) -> None:
             f"got {part['test_source']!r}"
         )
     for key in ("classes_per_client", "val_size", "test_size"):
-        if not (_is_int(part[key]) and part[key] >= 1):
+        if not (is_int(part[key]) and part[key] >= 1):
             raise ConfigError(
                 f"partition.{key} must be a positive integer, got {part[key]!r}"
             )
@@ -138,7 +135,7 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     novel = config["novel"]
     clients = novel["clients"]
     if not (
-        isinstance(clients, list) and all(_is_int(j) and 0 <= j < n for j in clients)
+        isinstance(clients, list) and all(is_int(j) and 0 <= j < n for j in clients)
     ):
         raise ConfigError(
             f"novel.clients must list partition-ids in 0..{n - 1}, got {clients!r}"
@@ -150,7 +147,7 @@ def check_pfedhn(config: dict[str, Any]) -> None:
         )
     if clients and config["algorithm"] not in HN_LR:
         raise ConfigError("novel.clients needs algorithm=pfedhn or pfedhn_pc")
-    if not (_is_int(novel["rounds"]) and novel["rounds"] >= 0):
+    if not (is_int(novel["rounds"]) and novel["rounds"] >= 0):
         raise ConfigError(
             f"novel.rounds must be an integer >= 0, got {novel['rounds']!r}"
         )

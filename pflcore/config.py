@@ -37,16 +37,19 @@ def absolute_data_root(root: str) -> str:
         return str(Path(root).expanduser().resolve())
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:
         raise ConfigError(message)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (``True``/``False`` are not)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (booleans are not)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -65,43 +68,41 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
     ConfigError
         On the first setting that cannot work.
     """
-    _require(
+    require(
         config["algorithm"] in algorithms,
         f"algorithm={config['algorithm']!r} is not one of {list(algorithms)}",
     )
     n = config["num_clients"]
-    _require(_is_int(n) and n >= 1, f"num_clients must be >= 1, got {n!r}")
+    require(is_int(n) and n >= 1, f"num_clients must be >= 1, got {n!r}")
     k = config["clients_per_round"]
-    _require(
-        _is_int(k) and 1 <= k <= n,
+    require(
+        is_int(k) and 1 <= k <= n,
         f"clients_per_round must lie in 1..num_clients={n}, got {k!r}",
     )
     for key in ("num_rounds", "local_epochs", "batch_size", "eval_batch_size"):
-        _require(
-            _is_int(config[key]) and config[key] >= 1,
+        require(
+            is_int(config[key]) and config[key] >= 1,
             f"{key} must be a positive integer, got {config[key]!r}",
         )
-    _require(
-        _is_int(config["eval_every"]) and config["eval_every"] >= 0,
+    require(
+        is_int(config["eval_every"]) and config["eval_every"] >= 0,
         f"eval_every must be an integer >= 0, got {config['eval_every']!r}",
     )
-    _require(
-        _is_int(config["seed"]), f"seed must be an integer, got {config['seed']!r}"
-    )
+    require(is_int(config["seed"]), f"seed must be an integer, got {config['seed']!r}")
     for key in ("lr", "timeout_s"):
         value = config[key]
-        _require(_is_number(value) and value > 0, f"{key} must be > 0, got {value!r}")
-    _require(
-        _is_number(config["momentum"]) and 0 <= config["momentum"] < 1,
+        require(is_number(value) and value > 0, f"{key} must be > 0, got {value!r}")
+    require(
+        is_number(config["momentum"]) and 0 <= config["momentum"] < 1,
         f"momentum must lie in [0, 1), got {config['momentum']!r}",
     )
-    _require(
-        _is_number(config["weight_decay"]) and config["weight_decay"] >= 0,
+    require(
+        is_number(config["weight_decay"]) and config["weight_decay"] >= 0,
         f"weight_decay must be >= 0, got {config['weight_decay']!r}",
     )
     fraction = config.get("dataset", {}).get("subset_fraction", 1.0)
-    _require(
-        _is_number(fraction) and 0 < fraction <= 1,
+    require(
+        is_number(fraction) and 0 < fraction <= 1,
         f"dataset.subset_fraction must lie in (0, 1], got {fraction!r}",
     )
     check_resources(config["client_resources"])
@@ -122,16 +123,16 @@ def check_resources(resources: dict[str, Any]) -> None:
 
     cpus, gpus = resources["num_cpus"], resources["num_gpus"]
     available = os.cpu_count() or 1
-    _require(
-        _is_number(cpus) and 0 < cpus <= available,
+    require(
+        is_number(cpus) and 0 < cpus <= available,
         f"client_resources.num_cpus must lie in (0, {available}] on this machine, "
         f"got {cpus!r}",
     )
-    _require(
-        _is_number(gpus) and 0 <= gpus <= 1,
+    require(
+        is_number(gpus) and 0 <= gpus <= 1,
         f"client_resources.num_gpus must lie in [0, 1], got {gpus!r}",
     )
-    _require(
+    require(
         gpus == 0 or torch.cuda.is_available(),
         f"client_resources.num_gpus={gpus} but no CUDA device is visible; "
         "set client_resources.num_gpus=0",
@@ -154,7 +155,7 @@ def reject_subset(config: dict[str, Any], instead: str) -> None:
         If ``dataset.subset_fraction`` is present and not 1.
     """
     fraction = config.get("dataset", {}).get("subset_fraction", 1.0)
-    _require(
+    require(
         fraction == 1,
         f"dataset.subset_fraction={fraction} is not used by this package; {instead}",
     )

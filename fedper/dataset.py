@@ -27,6 +27,7 @@ from pflcore.data import (
     load_dataset,
     read_flickr_ratings,
 )
+from pflcore.federated import ClientData
 from pflcore.partition import (
     ClientSplit,
     PartitionError,
@@ -43,41 +44,17 @@ FLICKR_CLASSES = 5  # scores 1..5
 
 
 @dataclass(frozen=True)
-class FederatedData:
-    """The pooled samples and every client's share of them.
+class FederatedData(ClientData):
+    """The pooled samples and every client's share of them (see ``ClientData``).
 
     Attributes
     ----------
-    data : ImageData
-        The loaded dataset.
-    x, y : torch.Tensor
-        The pooled uint8 images and int64 labels the split indexes.
-    split : ClientSplit
-        Each client's train and test indices into ``x`` and ``y``.
     client_names : tuple of str, optional
         Who partition-id ``j`` is, for sources with users (FLICKR-AES's
         worker ids); ``None`` otherwise.
     """
 
-    data: ImageData
-    x: torch.Tensor
-    y: torch.Tensor
-    split: ClientSplit
     client_names: tuple[str, ...] | None = None
-
-    def client(
-        self, pid: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s (x_train, y_train, x_test, y_test)."""
-        tr, te = (
-            torch.from_numpy(self.split.train[pid]),
-            torch.from_numpy(self.split.test[pid]),
-        )
-        return self.x[tr], self.y[tr], self.x[te], self.y[te]
-
-    def class_counts(self) -> np.ndarray:
-        """Per-client (train, test) class counts."""
-        return self.split.class_counts(self.y.numpy(), self.data.num_classes)
 
 
 def partition_k_classes(

@@ -177,6 +177,9 @@ def pooled_band(run: Run) -> pd.DataFrame:
     )
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def plot_runs(
     folders: list[str | Path],
     out: str | Path,
@@ -217,11 +220,22 @@ def plot_runs(
         groups.setdefault(label_of(run, keys), []).append(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     fallback = itertools.cycle(plt.get_cmap("tab10")(range(10)))
+    # When the method varies, it picks the colour (the same in every figure) and
+    # the other varying settings pick the line style; a sweep of one method's
+    # settings gets one colour per setting instead.
+    by_method = "algorithm" in keys or not keys
+    rest_of = {
+        label: tuple(str(members[0].config.get(k)) for k in keys if k != "algorithm")
+        for label, members in groups.items()
+    }
+    style_of: dict[tuple[str, ...], str] = {}
+    for rest in rest_of.values():
+        style_of.setdefault(rest, LINESTYLES[len(style_of) % len(LINESTYLES)])
     for label, members in groups.items():
         algorithm = str(members[0].config.get("algorithm", ""))
-        only_algorithm = keys in ([], ["algorithm"])
-        colour = METHOD_COLOURS.get(algorithm) if only_algorithm else None
+        colour = METHOD_COLOURS.get(algorithm) if by_method else None
         colour = colour or next(fallback)
+        linestyle = style_of[rest_of[label]] if by_method else "-"
         band_of = pooled_band if metric == "pooled" else client_band
         bands = [band_of(r) for r in members]
         if len(bands) == 1:
@@ -238,6 +252,7 @@ def plot_runs(
             label=label + suffix,
             color=colour,
             lw=1.8,
+            ls=linestyle,
             marker="o" if few else None,
             ms=3,
         )

@@ -126,6 +126,7 @@ class RunRecorder:
         self,
         out_dir: str | Path,
         config: dict[str, Any],
+        *,
         extra_evals: tuple[str, ...] = (),
         extra_fields: tuple[str, ...] = (),
     ) -> None:

@@ -18,7 +18,7 @@ def evals(correct: list[int], total: list[int]) -> list[ClientEval]:
 
 def test_extra_columns_follow_the_shared_ones(tmp_path):
     recorder = RunRecorder(
-        tmp_path, {"seed": 0, "algorithm": "pfedhn"}, ("phase", "val")
+        tmp_path, {"seed": 0, "algorithm": "pfedhn"}, extra_fields=("phase", "val")
     )
     recorder.log_train(0.5, 1)
     recorder.end_round(1)
@@ -33,7 +33,7 @@ def test_extra_columns_follow_the_shared_ones(tmp_path):
     with pytest.raises(ValueError, match="not declared"):
         recorder.log_extra(other=1)
     with pytest.raises(ValueError, match="clash"):
-        RunRecorder(tmp_path / "b", {}, ("test_acc_mean",))
+        RunRecorder(tmp_path / "b", {}, extra_fields=("test_acc_mean",))
 
 
 def test_pooled_plot_reads_pooled_accuracy(tmp_path):

@@ -254,7 +254,8 @@ perfedavg_mnist() {
     tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 \
       algorithm=fedavg_ft,perfedavg_hf ;;
     quick) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu num_rounds=100 ;;
-    cpu) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu ;;
+    cpu) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu \
+      algorithm=fedavg_ft,perfedavg_fo,perfedavg_hf,local ;;
     full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
   esac
   plot perfedavg_mnist "$sweeps/perfedavg_mnist" --extra before
@@ -266,7 +267,15 @@ perfedavg_jiang() {
   case "$mode" in
     tiny) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_quick num_rounds=2 jiang.reptile.rounds=1 ;;
     quick) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_cpu num_rounds=10 jiang.reptile.rounds=3 ;;
-    cpu) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_cpu ;;
+    cpu)
+      run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_cpu
+      # the same partition without the Reptile stage: FedAvg + fine-tuning
+      run_sweep perfedavg_jiang_noreptile perfedavg experiment=perfedavg/jiang_cpu \
+        clients_per_round=5 jiang.reptile.rounds=0
+      python -m perfedavg.jiang "$sweeps/perfedavg_jiang" "$sweeps/perfedavg_jiang_noreptile" \
+        > "$out/perfedavg_jiang.md"
+      echo "wrote $out/perfedavg_jiang.md"
+      return ;;
     full) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_seed ;;
   esac
   python -m perfedavg.jiang "$sweeps/perfedavg_jiang" > "$out/perfedavg_jiang$suffix.md"
@@ -280,7 +289,8 @@ fedfomo_cifar10() {
       plot fedfomo_digits "$sweeps/fedfomo_cifar10"
       return ;;
     quick) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu num_rounds=3 ;;
-    cpu) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu ;;
+    cpu) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu \
+      algorithm=fedfomo,local,fedavg,fedavg_ft ;;
     full)
       run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/paper algorithm=fedfomo,fedavg,fedavg_ft,local
       run_sweep fedfomo_cifar10_pathological fedfomo experiment=fedfomo/paper_pathological \

@@ -218,7 +218,7 @@ pfedhn_mnist() {
   case "$mode" in
     tiny) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/quick num_rounds=10 eval_every=5 novel.rounds=2 ;;
     quick) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist num_rounds=300 eval_every=50 ;;
-    cpu|full) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist ;;
+    cpu|full) run_sweep pfedhn_mnist pfedhn experiment=pfedhn/mnist,pfedhn/mnist_cnn ;;
   esac
   plot pfedhn_mnist "$sweeps/pfedhn_mnist" --metric pooled
   table pfedhn_mnist best_val.test_acc_pooled "$sweeps/pfedhn_mnist" \
@@ -232,8 +232,9 @@ pfedhn_cifar10() {
     cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=700 eval_every=35 ;;
     full) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10 algorithm=pfedhn,pfedhn_pc ;;
   esac
-  plot pfedhn_cifar10 "$sweeps/pfedhn_cifar10" --metric pooled
-  table pfedhn_cifar10 best_val.test_acc_pooled "$sweeps/pfedhn_cifar10" "${pfedhn_paper_c10[@]}"
+  plot pfedhn_cifar10_exact "$sweeps/pfedhn_cifar10" --metric pooled
+  table pfedhn_cifar10_exact best_val.test_acc_pooled "$sweeps/pfedhn_cifar10" \
+    "${pfedhn_paper_c10[@]}"
 }
 
 pfedhn_cifar100() {
@@ -301,8 +302,10 @@ fedfomo_cifar10() {
   esac
   for kind in pathological latent; do
     plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
+    python -m pflcore.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
+      --command "$(cat "$sweeps/fedfomo_cifar10/.command")" \
+      --out "$out/fedfomo_cifar10_cpu_$kind$suffix.md"
   done
-  table fedfomo_cifar10 final.test_acc_mean "$sweeps/fedfomo_cifar10"
 }
 
 fedfomo_cifar100() {

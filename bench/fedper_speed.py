@@ -470,7 +470,7 @@ def plain_row(run: PlainRun, sim_rate: float) -> dict[str, Any]:
     return {
         "setting": run.label,
         "s_per_round": median(run.round_s),
-        "samples_per_round": median(run.samples),
+        "samples_per_round": median([float(n) for n in run.samples]),
         "samples_per_s": rate,
         "ratio_sim_over_plain": sim_rate / rate if rate else math.nan,
     }

@@ -112,6 +112,7 @@ def strategy_for(
 def sim_run(config: dict[str, Any], data: Any, work: Path) -> dict[str, Any]:
     """Seconds per round through the simulation, split into ours and Flower's."""
     strategy = strategy_for(config, data, work / "sim")
+    assert isinstance(strategy, TimedPFedHN)
     t0 = time.time()
     run_experiment(strategy, ArrayRecord(), make_client_app(config), config)
     total = time.time() - t0

@@ -36,14 +36,9 @@ from flwr.clientapp import ClientApp
 
 from fedfomo.dataset import FomoData, fomo_data
 from fedfomo.models import build_model
-from pflcore.baselines import (
-    Workbench,
-    eval_metrics,
-    evaluate_on_test,
-    local_round,
-    train_metrics,
-)
+from pflcore.baselines import Workbench, evaluate_on_test, local_round
 from pflcore.data import BatchTransform
+from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import add_partition_query, client_device, partition_id
 from pflcore.training import evaluate
 
@@ -229,7 +224,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         bench.load(context.state.array_records.get(BASELINE_KEY))
         server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
         stats = local_round(bench, config, pid, server_round)
-        metrics = train_metrics(pid, stats, runtime.data.train[pid].size)
+        metrics = train_metrics(pid, stats.loss, runtime.data.train[pid].size)
         content = RecordDict({"arrays": bench.weights(), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 

@@ -166,7 +166,6 @@ class FedFomo(PartitionFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Keep each client's upload (no averaging); log the training loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
-        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
         metrics = [c.metric_records["metrics"] for c in contents]
         pids = [int(scalar(m, PARTITION_KEY)) for m in metrics]
         arrays = [c.array_records["arrays"] for c in contents]
@@ -254,7 +253,6 @@ class FedFomo(PartitionFedAvg):
         contents = self.check_replies(
             replies, len(self._eval_targets), "FOMO update/evaluation", server_round
         )
-        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
         evals = []
         for content in contents:
             m = content.metric_records["metrics"]

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedper.dataset import FederatedData, federated_data
@@ -30,14 +30,15 @@ from fedper.models import (
     personal_keys,
 )
 from pflcore.data import BatchTransform
+from pflcore.federated import ModelRuntime
+from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
-    PARTITION_KEY,
     add_partition_query,
     client_device,
     derive_seed,
     partition_id,
 )
-from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
+from pflcore.training import TrainStats, make_sgd, train_epochs
 
 STATE_KEY = "personal"
 
@@ -69,16 +70,15 @@ def initial_model(
 
 
 @dataclass
-class ClientRuntime:
-    """What a worker process builds once and reuses for every client it serves."""
+class ClientRuntime(ModelRuntime):
+    """FedPer's worker runtime: the model split into personal and base layers.
+
+    ``personal`` and ``base`` name the state-dict keys of each part.
+    """
 
     data: FederatedData
-    model: torch.nn.Module
-    initial_state: dict[str, torch.Tensor]
     personal: list[str]
     base: list[str]
-    transform: BatchTransform
-    device: torch.device
 
     def load(self, base: ArrayRecord, state: RecordDict) -> None:
         """Load the received base and this client's personal layers into the model."""
@@ -118,7 +118,13 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
         flip=dataset["flip"],
     )
     return ClientRuntime(
-        fed, model.to(device), initial, personal, base, transform, device
+        data=fed,
+        model=model.to(device),
+        initial_state=initial,
+        transform=transform,
+        device=device,
+        personal=personal,
+        base=base,
     )
 
 
@@ -243,21 +249,6 @@ def finetune_global_copy(
     )
 
 
-def local_evaluate(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int
-) -> EvalStats:
-    """Evaluate the loaded model on client ``pid``'s test split."""
-    _, _, x, y = runtime.data.client(pid)
-    return evaluate(
-        runtime.model,
-        x,
-        y,
-        runtime.transform,
-        batch_size=config["eval_batch_size"],
-        device=runtime.device,
-    )
-
-
 def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build FedPer's ClientApp for a resolved configuration.
 
@@ -277,9 +268,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         loss, n = local_train(runtime, config, pid, server_round)
         if runtime.personal:
             context.state[STATE_KEY] = runtime.part(runtime.personal)
-        metrics = MetricRecord(
-            {"num-examples": n, "train-loss": loss, PARTITION_KEY: pid}
-        )
+        metrics = train_metrics(pid, loss, n)
         content = RecordDict({"arrays": runtime.part(runtime.base), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 
@@ -291,14 +280,8 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         if config["algorithm"] == "fedavg_ft":
             server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
             finetune_global_copy(runtime, config, pid, server_round)
-        stats = local_evaluate(runtime, config, pid)
-        metrics = MetricRecord(
-            {
-                PARTITION_KEY: pid,
-                "correct": stats.correct,
-                "loss-sum": stats.loss_sum,
-                "num-examples": stats.num_samples,
-            }
+        metrics = eval_metrics(
+            pid, runtime.evaluate_test(pid, config["eval_batch_size"])
         )
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 

@@ -31,22 +31,22 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
 from pflcore.data import BatchTransform
-from pflcore.federated import ClientData
+from pflcore.federated import ClientData, ModelRuntime
 from pflcore.finetune import (
     FinetuneSpec,
     draw_batch,
     finetune_copy_and_evaluate,
     train_steps,
 )
+from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
-    PARTITION_KEY,
     add_partition_query,
     client_device,
     derive_seed,
@@ -56,7 +56,6 @@ from pflcore.training import (
     EvalStats,
     NonFiniteLossError,
     TrainStats,
-    evaluate,
     make_sgd,
     train_epochs,
 )
@@ -224,14 +223,8 @@ def initial_model(config: dict[str, Any], data: ClientData) -> nn.Module:
 
 
 @dataclass
-class ClientRuntime:
-    """What a worker builds once and reuses for every client it serves."""
-
-    data: ClientData
-    model: nn.Module
-    initial_state: dict[str, torch.Tensor]
-    transform: BatchTransform
-    device: torch.device
+class ClientRuntime(ModelRuntime):
+    """Per-FedAvg's worker runtime: one full model, loaded and saved whole."""
 
     def load(self, arrays: ArrayRecord) -> None:
         """Load ``arrays`` (the full model) into the network."""
@@ -366,21 +359,6 @@ def reptile_train(
     )
 
 
-def evaluate_loaded(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int
-) -> EvalStats:
-    """The loaded model on client ``pid``'s test split."""
-    _, _, x, y = runtime.data.client(pid)
-    return evaluate(
-        runtime.model,
-        x,
-        y,
-        runtime.transform,
-        batch_size=config["eval_batch_size"],
-        device=runtime.device,
-    )
-
-
 def adapted_counts(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> tuple[EvalStats, EvalStats]:
@@ -420,9 +398,7 @@ def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
 def _train_reply(
     msg: Message, arrays: ArrayRecord, stats: TrainStats, n: int, pid: int
 ) -> Message:
-    metrics = MetricRecord(
-        {"num-examples": n, "train-loss": float(stats.loss), PARTITION_KEY: pid}
-    )
+    metrics = train_metrics(pid, stats.loss, n)
     return Message(
         content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg
     )
@@ -431,16 +407,12 @@ def _train_reply(
 def _eval_reply(
     msg: Message, pid: int, after: EvalStats, before: EvalStats | None
 ) -> Message:
-    values: dict[str, int | float | list[int] | list[float]] = {
-        PARTITION_KEY: pid,
-        "correct": after.correct,
-        "loss-sum": float(after.loss_sum),
-        "num-examples": after.num_samples,
-    }
-    if before is not None:
-        values["before-correct"] = before.correct
-        values["before-loss-sum"] = float(before.loss_sum)
-    return Message(content=RecordDict({"metrics": MetricRecord(values)}), reply_to=msg)
+    metrics = (
+        eval_metrics(pid, after)
+        if before is None
+        else eval_metrics(pid, after, before=before)
+    )
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:
@@ -492,13 +464,17 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
                 runtime.load(context.state.array_records[STATE_KEY])
             else:
                 runtime.load_initial()
-            return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
+            return _eval_reply(
+                msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
+            )
         runtime.load(msg.content.array_records["arrays"])
         if algorithm in ADAPTING:
             seed = _seeded(config, pid, msg, 1)
             before, after = adapted_counts(runtime, config, pid, seed)
             return _eval_reply(msg, pid, after, before)
-        return _eval_reply(msg, pid, evaluate_loaded(runtime, config, pid), None)
+        return _eval_reply(
+            msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
+        )
 
     @app.evaluate("personalize")
     def personalize(msg: Message, context: Context) -> Message:

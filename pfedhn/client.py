@@ -29,15 +29,15 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pflcore.data import BatchTransform
+from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
-    PARTITION_KEY,
     add_partition_query,
     client_device,
     derive_seed,
@@ -340,14 +340,12 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             msg.content.array_records["arrays"],
             context.state,
         )
-        metrics = MetricRecord(
-            {
-                "num-examples": int(runtime.data.indices["train"][pid].size),
-                "train-loss": loss,
-                PARTITION_KEY: pid,
-                # the client's own compute, for locating a round's time (bench/)
-                "client-s": time.perf_counter() - start,
-            }
+        metrics = train_metrics(
+            pid,
+            loss,
+            runtime.data.indices["train"][pid].size,
+            # the client's own compute, for locating a round's time (bench/)
+            client_s=time.perf_counter() - start,
         )
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
@@ -358,18 +356,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         stats = eval_client(
             runtime, config, pid, msg.content.array_records["arrays"], context.state
         )
-        val, test = stats["val"], stats["test"]
-        metrics = MetricRecord(
-            {
-                PARTITION_KEY: pid,
-                "correct": test.correct,
-                "loss-sum": test.loss_sum,
-                "num-examples": test.num_samples,
-                "val-correct": val.correct,
-                "val-loss-sum": val.loss_sum,
-                "val-num-examples": val.num_samples,
-            }
-        )
+        metrics = eval_metrics(pid, stats["test"], val=stats["val"])
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
     return app

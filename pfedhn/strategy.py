@@ -289,7 +289,6 @@ class PFedHN(PartitionFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Backpropagate the returned deltas through the hypernetwork; one step."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
-        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
         deltas: list[tuple[int, dict[str, torch.Tensor]]] = []
         for content in contents:
             pid = int(scalar(content.metric_records["metrics"], PARTITION_KEY))

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from pflcore.data import BatchTransform
+from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
-    PARTITION_KEY,
     add_partition_query,
     derive_seed,
     partition_id,
@@ -147,25 +147,6 @@ def evaluate_on_test(bench: Workbench, config: dict[str, Any], pid: int) -> Eval
     )
 
 
-def train_metrics(pid: int, stats: TrainStats, num_train: int) -> MetricRecord:
-    """The train reply's metrics (``num-examples`` is the train split's size)."""
-    return MetricRecord(
-        {"num-examples": int(num_train), "train-loss": stats.loss, PARTITION_KEY: pid}
-    )
-
-
-def eval_metrics(pid: int, stats: EvalStats) -> MetricRecord:
-    """The evaluate reply's metrics, as :class:`PartitionFedAvg` reads them."""
-    return MetricRecord(
-        {
-            PARTITION_KEY: pid,
-            "correct": stats.correct,
-            "loss-sum": stats.loss_sum,
-            "num-examples": stats.num_samples,
-        }
-    )
-
-
 def _server_round(msg: Message) -> int:
     return int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
 
@@ -206,7 +187,7 @@ def make_baseline_client_app(
             context.state[LOCAL_STATE_KEY] = bench.weights()
         else:
             arrays = bench.weights()
-        metrics = train_metrics(pid, stats, bench.train_data(pid)[1].numel())
+        metrics = train_metrics(pid, stats.loss, bench.train_data(pid)[1].numel())
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
     @app.evaluate()

@@ -1,4 +1,4 @@
-"""A loaded dataset together with every client's share of it."""
+"""A loaded dataset with every client's share of it, and the model that serves them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from pflcore.data import ImageData
+from pflcore.data import BatchTransform, ImageData
 from pflcore.partition import ClientSplit
+from pflcore.training import EvalStats, evaluate
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,35 @@ class ClientData:
     def class_counts(self) -> np.ndarray:
         """Per-client (train, test) class counts, shape ``(clients, 2, classes)``."""
         return self.split.class_counts(self.y.numpy(), self.data.num_classes)
+
+
+@dataclass
+class ModelRuntime:
+    """What a worker process builds once and reuses for every client it serves.
+
+    Attributes
+    ----------
+    data : ClientData
+        The dataset and every client's split.
+    model : torch.nn.Module
+        The network, on ``device``.
+    initial_state : dict
+        The run's common initial weights (identical in every process).
+    transform : BatchTransform
+        Batch normalisation and augmentation.
+    device : torch.device
+        Training device.
+    """
+
+    data: ClientData
+    model: nn.Module
+    initial_state: dict[str, torch.Tensor]
+    transform: BatchTransform
+    device: torch.device
+
+    def evaluate_test(self, pid: int, batch_size: int) -> EvalStats:
+        """Evaluate the loaded model on client ``pid``'s test split."""
+        _, _, x, y = self.data.client(pid)
+        return evaluate(
+            self.model, x, y, self.transform, batch_size=batch_size, device=self.device
+        )

@@ -159,7 +159,11 @@ class PartitionFedAvg(FedAvg):
     def check_replies(
         self, replies: Iterable[Message], expected: int, stage: str, server_round: int
     ) -> list[RecordDict]:
-        """Return reply contents, raising on any error or missing reply."""
+        """Return reply contents in partition-id order; raise on an error or a gap.
+
+        Replies arrive in any order; summing floats in a fixed (partition-id)
+        order makes every aggregate, and so the whole run, reproducible.
+        """
         replies = list(replies)
         pid_of = {node: pid for pid, node in self.node_of.items()}
         for reply in replies:
@@ -174,6 +178,7 @@ class PartitionFedAvg(FedAvg):
                 f"{stage} of round {server_round}: {len(replies)} of {expected} "
                 "clients replied before the timeout"
             )
+        replies.sort(key=lambda reply: pid_of.get(reply.metadata.src_node_id, -1))
         return [reply.content for reply in replies]
 
     # -- training -------------------------------------------------------------
@@ -198,9 +203,6 @@ class PartitionFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted mean (see ``weighting``) of the returned arrays and train loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
-        # Replies arrive in any order; summing floats in a fixed (partition-id)
-        # order makes the average, and so the whole run, reproducible.
-        contents.sort(key=lambda c: scalar(c.metric_records["metrics"], PARTITION_KEY))
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
         weights = [scalar(m, WEIGHT_KEY) for m in metrics]

@@ -1,9 +1,6 @@
 """``python -m fedfomo.main`` end to end through the real Ray simulation (M = 5)."""
 
-import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +10,8 @@ from flwr.app import ArrayRecord
 
 from fedfomo.models import TFCNN
 from tests.fakedata import write_cifar10
+from tests.mainrun import REPO, output_tail, read_run, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "num_clients=6",
     "num_rounds=2",
@@ -32,16 +29,7 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_main(*overrides: str, cwd: Path, timeout: int = 900):
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+run_main = partial(run_module, "fedfomo.main")
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +44,14 @@ def sweep(data_root, tmp_path_factory) -> Path:
         *SMALL,
         cwd=folder,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output_tail(result)
     return folder
-
-
-def read(folder: Path):
-    return (
-        pd.read_csv(folder / "rounds.csv"),
-        pd.read_csv(folder / "clients.csv"),
-        json.loads((folder / "summary.json").read_text()),
-    )
 
 
 def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
     partitions = []
     for algorithm in ("fedfomo", "fedavg", "local"):
-        rounds, clients, summary = read(sweep / algorithm)
+        rounds, clients, summary = read_run(sweep / algorithm)
         assert summary["status"] == "completed", summary.get("error")
         assert rounds["round"].tolist() == [1, 2]
         assert sorted(clients["partition_id"].unique()) == list(range(6))
@@ -83,7 +63,7 @@ def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
 
 
 def test_fedfomo_sends_m_models_per_client_and_learns_affinities(sweep):
-    rounds, _, _ = read(sweep / "fedfomo")
+    rounds, _, _ = read_run(sweep / "fedfomo")
     model_bytes = ArrayRecord(TFCNN(10).state_dict()).count_bytes()
     # each round: train messages carry no arrays; every client then gets its own
     # upload plus M-1 = 4 others (all 6 clients uploaded)
@@ -98,9 +78,9 @@ def test_fedfomo_sends_m_models_per_client_and_learns_affinities(sweep):
 
 
 def test_local_sends_nothing_and_fedavg_sends_the_model(sweep):
-    local, _, _ = read(sweep / "local")
+    local, _, _ = read_run(sweep / "local")
     assert local["bytes_sent"].sum() == 0 and local["bytes_received"].sum() == 0
-    fedavg, _, _ = read(sweep / "fedavg")
+    fedavg, _, _ = read_run(sweep / "fedavg")
     model_bytes = ArrayRecord(TFCNN(10).state_dict()).count_bytes()
     assert fedavg["bytes_received"].tolist() == [6 * model_bytes] * 2
 
@@ -127,8 +107,8 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
         "fomo.norm=l2",
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rounds, clients, summary = read(tmp_path / "run")
+    assert result.returncode == 0, output_tail(result)
+    rounds, clients, summary = read_run(tmp_path / "run")
     assert summary["client_distribution"] == [0, 0, 0, 1, 1, 1]
     assert rounds["num_train_clients"].tolist() == [3, 3, 3]
     assert sorted(clients["round"].unique()) == [2, 3]  # eval_every=2 and the last

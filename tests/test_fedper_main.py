@@ -1,17 +1,15 @@
 """``python -m fedper.main`` end to end through the real Ray simulation."""
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.fakedata import write_cifar10
+from tests.mainrun import output_tail, read_run, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "num_clients=4",
     "num_rounds=2",
@@ -28,27 +26,7 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_main(
-    *overrides: str, cwd: Path, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "fedper.main", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def read_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    summary = json.loads((folder / "summary.json").read_text())
-    return (
-        pd.read_csv(folder / "rounds.csv"),
-        pd.read_csv(folder / "clients.csv"),
-        summary,
-    )
+run_main = partial(run_module, "fedper.main")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +41,7 @@ def runs(data_root, tmp_path_factory) -> dict[str, Path]:
             *SMALL,
             cwd=folder,
         )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, output_tail(result)
         out[algorithm] = folder
     return out
 
@@ -132,18 +110,8 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
     assert len(summaries) == 2
     algorithms = {json.loads(p.read_text())["config"]["algorithm"] for p in summaries}
     assert algorithms == {"fedavg", "fedper"}
-    plot = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pflcore.plots",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "fig.png"),
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    plot = run_module(
+        "pflcore.plots", str(tmp_path), "--out", str(tmp_path / "fig.png"), cwd=tmp_path
     )
     assert plot.returncode == 0, plot.stderr
     assert (tmp_path / "fig.png").stat().st_size > 10_000

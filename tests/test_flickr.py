@@ -7,9 +7,6 @@ every expectation is computed from what was written, not from the loader.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +21,8 @@ from pflcore.config import ConfigError, to_plain
 from pflcore.data import DatasetNotFoundError, read_flickr_ratings
 from pflcore.partition import PartitionError, select_users
 from tests.fakeflickr import LABELS_FILE, image_name, index_of, write_flickr
+from tests.mainrun import REPO, output_tail, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
 
 # Rating counts around the paper's bounds: more than 60 and fewer than 290.
@@ -259,16 +256,8 @@ def test_main_runs_two_rounds_on_flickr_end_to_end(tmp_path):
         "model.linear_base=true",
         f"hydra.run.dir={run_dir}",
     ]
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [sys.executable, "-m", "fedper.main", *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_module("fedper.main", *overrides, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, output_tail(result)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
     names = summary["client_names"]

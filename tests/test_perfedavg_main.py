@@ -1,12 +1,7 @@
 """``python -m perfedavg.main`` end to end through Ray, and bad input."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -15,8 +10,8 @@ from pflcore.config import ConfigError
 from pflcore.partition import PartitionError
 from tests.fake_emnist import write_emnist_npz
 from tests.fakedata import write_mnist
+from tests.mainrun import REPO, output_tail, read_run, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
 SMALL = [
     "num_clients=4",
@@ -46,40 +41,24 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sweep(data_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "perfedavg.main",
-            "--multirun",
-            "algorithm=perfedavg_fo,perfedavg_hf,jiang",
-            f"dataset.root={data_root}",
-            f"hydra.sweep.dir={out}",
-            "hydra.sweep.subdir=${algorithm}",
-            *SMALL,
-        ],
+    result = run_module(
+        "perfedavg.main",
+        "--multirun",
+        "algorithm=perfedavg_fo,perfedavg_hf,jiang",
+        f"dataset.root={data_root}",
+        f"hydra.sweep.dir={out}",
+        "hydra.sweep.subdir=${algorithm}",
+        *SMALL,
         cwd=out,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=400,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output_tail(result)
     return out
-
-
-def read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    return (
-        pd.read_csv(folder / "rounds.csv"),
-        pd.read_csv(folder / "clients.csv"),
-        json.loads((folder / "summary.json").read_text()),
-    )
 
 
 @pytest.mark.parametrize("algorithm", ["perfedavg_fo", "perfedavg_hf"])
 def test_per_fedavg_records_adapted_and_unadapted_accuracy(sweep, algorithm):
-    rounds, clients, summary = read(sweep / algorithm)
+    rounds, clients, summary = read_run(sweep / algorithm)
     assert summary["status"] == "completed" and rounds["round"].tolist() == [1, 2]
     assert (rounds["num_train_clients"] == 2).all()
     last = clients[clients["round"] == 2]
@@ -92,7 +71,7 @@ def test_per_fedavg_records_adapted_and_unadapted_accuracy(sweep, algorithm):
 
 
 def test_jiang_pipeline_runs_its_three_stages(sweep):
-    rounds, clients, summary = read(sweep / "jiang")
+    rounds, clients, summary = read_run(sweep / "jiang")
     # 2 FedAvg rounds, 1 Reptile round, 1 personalization row
     assert rounds["round"].tolist() == [1, 2, 3, 4]
     assert summary["stage_rounds"] == {"fedavg": [1, 2], "reptile": [3, 3]}
@@ -185,21 +164,13 @@ def test_the_cnn_on_emnist_letters_npz(data_root):
 
 
 def test_a_bad_setting_exits_with_one_line_and_no_ray(data_root, tmp_path):
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "perfedavg.main",
-            f"dataset.root={data_root}",
-            f"hydra.run.dir={tmp_path}",
-            *SMALL,
-            "delta=-1",
-        ],
+    result = run_module(
+        "perfedavg.main",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        "delta=-1",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 2

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.fakedata import write_mnist
+from tests.mainrun import REPO, output_tail, read_run, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "num_clients=4",
     "num_rounds=4",
@@ -33,18 +30,7 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_main(
-    *overrides: str, cwd: Path, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "pfedhn.main", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+run_main = partial(run_module, "pfedhn.main")
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +49,13 @@ def runs(data_root, tmp_path_factory) -> dict[str, Path]:
             *extra,
             cwd=folder,
         )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, output_tail(result)
         out[name] = folder
     return out
 
 
-def load(folder: Path):
-    return (
-        pd.read_csv(folder / "rounds.csv"),
-        pd.read_csv(folder / "clients.csv"),
-        json.loads((folder / "summary.json").read_text()),
-    )
-
-
 def test_pfedhn_with_a_novel_client(runs):
-    rounds, clients, summary = load(runs["pfedhn"])
+    rounds, clients, summary = read_run(runs["pfedhn"])
     assert summary["status"] == "completed" and rounds["round"].tolist() == [
         1,
         2,
@@ -123,7 +101,7 @@ def test_pfedhn_with_a_novel_client(runs):
 
 
 def test_pfedhn_pc_sends_the_body_only(runs):
-    rounds, clients, summary = load(runs["pfedhn_pc"])
+    rounds, clients, summary = read_run(runs["pfedhn_pc"])
     assert summary["status"] == "completed" and len(rounds) == 4
     assert summary["config"]["hn"]["lr"] == 0.05
     body_bytes = 4 * (784 * 100 + 100)

@@ -163,3 +163,44 @@ def test_evaluation_cadence(tmp_path):
         if list(strategy.configure_evaluate(r, ArrayRecord(), ConfigRecord(), None))
     ]
     assert evaluated == [3, 6, 7]
+
+
+def test_replies_are_read_in_partition_order_whatever_order_they_arrive_in(tmp_path):
+    strategy = PartitionFedAvg(
+        RunRecorder(tmp_path, {}),
+        num_clients=3,
+        clients_per_round=3,
+        num_rounds=1,
+        eval_every=0,
+        seed=0,
+    )
+    strategy.bind_partitions({0: 30, 1: 10, 2: 20})
+    values = {0: 0.1, 1: 0.7, 2: 1e-8}
+    sums = []
+    for arrival in ([2, 0, 1], [1, 2, 0], [0, 1, 2]):
+        sent = strategy.configure_train(1, ArrayRecord(), ConfigRecord(), None)
+        pid_of = {node: pid for pid, node in strategy.node_of.items()}
+        by_pid = {pid_of[m.metadata.dst_node_id]: m for m in sent}
+        replies = [
+            Message(
+                RecordDict(
+                    {
+                        "arrays": record(w=np.array([values[pid]], np.float32)),
+                        "metrics": MetricRecord(
+                            {"num-examples": 1, "train-loss": 0.0, "partition-id": pid}
+                        ),
+                    }
+                ),
+                reply_to=by_pid[pid],
+            )
+            for pid in arrival
+        ]
+        contents = strategy.check_replies(replies, 3, "training", 1)
+        assert [c.metric_records["metrics"]["partition-id"] for c in contents] == [
+            0,
+            1,
+            2,
+        ]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        sums.append(arrays["w"].numpy().tobytes())
+    assert sums[0] == sums[1] == sums[2]

@@ -229,7 +229,8 @@ pfedhn_cifar10() {
   case "$mode" in
     tiny) return ;;  # the tiny pFedHN run is pfedhn_mnist's
     quick) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=100 eval_every=25 ;;
-    cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=700 eval_every=35 ;;
+    cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=700 eval_every=35 \
+      algorithm=pfedhn,pfedhn_pc ;;
     full) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10 algorithm=pfedhn,pfedhn_pc ;;
   esac
   plot pfedhn_cifar10_exact "$sweeps/pfedhn_cifar10" --metric pooled
@@ -255,9 +256,7 @@ perfedavg_mnist() {
     tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 \
       algorithm=fedavg_ft,perfedavg_hf ;;
     quick) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu num_rounds=100 ;;
-    cpu) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu \
-      algorithm=fedavg_ft,perfedavg_fo,perfedavg_hf,local ;;
-    full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
+    cpu|full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
   esac
   plot perfedavg_mnist "$sweeps/perfedavg_mnist" --extra before
   table perfedavg_mnist final.test_acc_mean "$sweeps/perfedavg_mnist" "${perfedavg_paper[@]}"

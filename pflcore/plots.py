@@ -104,16 +104,33 @@ def varying_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
 
 
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key's shortest trailing part that no other key in ``keys`` shares.
+
+    ``["hn.lr", "embed_lr", "head.lr"]`` gives ``hn.lr``, ``embed_lr``, ``head.lr``;
+    ``["model.target"]`` gives ``target``.
+    """
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(parts[-depth:])
+            others = [k for k in keys if k != key]
+            if not any(k == name or k.endswith(f".{name}") for k in others):
+                break
+        names[key] = name
+    return names
+
+
 def label_of(run: Run, keys: list[str]) -> str:
     """A legend label from the run's values of ``keys``."""
     if not keys:
         return str(run.config.get("algorithm", run.folder.name))
+    names = short_names(keys)
     parts = []
     for key in keys:
         value = run.config.get(key)
-        parts.append(
-            str(value) if key == "algorithm" else f"{key.split('.')[-1]}={value}"
-        )
+        parts.append(str(value) if key == "algorithm" else f"{names[key]}={value}")
     return ", ".join(parts)
 
 

@@ -2,8 +2,10 @@ import csv
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from pflcore.plots import Run, label_of, varying_keys
 from pflcore.tables import main as tables_main
 
 
@@ -113,3 +115,20 @@ def test_empty_folder_and_bad_paper_argument_fail_clearly(tmp_path, capsys):
             ]
         )
     assert "LABEL=TEXT" in capsys.readouterr().err
+
+
+def test_labels_name_settings_by_their_shortest_unambiguous_key(tmp_path):
+    def run(algorithm: str, hn_lr: float, head_lr: float) -> Run:
+        config = {
+            "algorithm": algorithm,
+            "hn.lr": hn_lr,
+            "head.lr": head_lr,
+            "model.target": "cnn",
+        }
+        return Run(tmp_path, config, pd.DataFrame(), pd.DataFrame())
+
+    runs = [run("pfedhn", 0.01, 0.1), run("pfedhn_pc", 0.05, 0.2)]
+    keys = varying_keys(runs)
+    assert keys == ["algorithm", "head.lr", "hn.lr"]
+    assert label_of(runs[1], keys) == "pfedhn_pc, head.lr=0.2, hn.lr=0.05"
+    assert label_of(runs[0], ["algorithm", "model.target"]) == "pfedhn, target=cnn"

@@ -102,6 +102,8 @@ table() {
 fedper_paper=(--paper "fedper=~91 (Flower baselines/fedper, Fig. 2 setting; read off its plot)" --paper "fedavg=~68 (same source)")
 pfedhn_paper_c10=(--paper "pfedhn=88.38 ± 0.29 (Table 1)" --paper "pfedhn_pc=90.08 ± 0.63 (Table 1)"
   --paper "fedavg=47.79 ± 4.48 (Table 1)" --paper "local=68.11 ± 7.39 (Table 1)")
+jiang_paper=(--paper "5/2=74.73 % -> 82.92 % (Table 1, EMNIST-62; FedLab-benchmarks paper_exp_res.png)"
+  --paper "20/2=84.03 % -> 89.57 % (same source)")
 perfedavg_paper=(--paper "fedavg_ft=75.96 ± 0.02 (Table 1, FedAvg + update)"
   --paper "perfedavg_fo=78.00 ± 0.02 (Table 1)" --paper "perfedavg_hf=79.85 ± 0.02 (Table 1)")
 
@@ -273,13 +275,13 @@ perfedavg_jiang() {
       run_sweep perfedavg_jiang_noreptile perfedavg experiment=perfedavg/jiang_cpu \
         clients_per_round=5 jiang.reptile.rounds=0
       python -m perfedavg.jiang "$sweeps/perfedavg_jiang" "$sweeps/perfedavg_jiang_noreptile" \
-        > "$out/perfedavg_jiang.md"
-      echo "wrote $out/perfedavg_jiang.md"
+        --command "$(cat "$sweeps/perfedavg_jiang/.command"); $(cat "$sweeps/perfedavg_jiang_noreptile/.command")" \
+        "${jiang_paper[@]}" --out "$out/perfedavg_jiang.md"
       return ;;
     full) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_seed ;;
   esac
-  python -m perfedavg.jiang "$sweeps/perfedavg_jiang" > "$out/perfedavg_jiang$suffix.md"
-  echo "wrote $out/perfedavg_jiang$suffix.md"
+  python -m perfedavg.jiang "$sweeps/perfedavg_jiang" --command "$(cat "$sweeps/perfedavg_jiang/.command")" \
+    "${jiang_paper[@]}" --out "$out/perfedavg_jiang$suffix.md"
 }
 
 # FedFomo vs Local vs FedAvg, CIFAR-10 training set, 15 clients, pathological and latent.
@@ -323,7 +325,7 @@ declare -A minutes=(
   [quick_fedper_linear_base]=3 [quick_pfedhn_mnist]=3 [quick_pfedhn_cifar10]=5
   [quick_perfedavg_mnist]=5 [quick_perfedavg_jiang]=5 [quick_fedfomo_cifar10]=12
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
-  [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=30 [cpu_pfedhn_cifar10]=30
+  [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=35
   [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=15 [cpu_fedfomo_cifar10]=25
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"

@@ -144,50 +144,7 @@ def jiang_main_loop(
     return main_loop
 
 
-def table(folders: list[str]) -> str:
-    """The seed's table (markdown) from the ``summary.json`` of finished runs.
-
-    One row per run below ``folders``: clients per round, E, initial and
-    personalized loss and accuracy (mean over held-out clients, std in
-    brackets), and the stage-1/2 round at which the held-out initial
-    accuracy first reached 0.8.
-    """
-    import json
-    from pathlib import Path
-
-    rows = []
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("summary.json")):
-            summary = json.loads(path.read_text())
-            personal = summary.get("personalization")
-            if not personal:
-                continue
-            config = summary["config"]
-            rows.append(
-                (
-                    config["clients_per_round"],
-                    config["local_epochs"],
-                    config["jiang"]["reptile"]["rounds"],
-                    f"{personal['initial_loss']:.4f}",
-                    f"{100 * personal['initial_acc']:.2f} % "
-                    f"({100 * personal['initial_acc_std']:.1f})",
-                    f"{personal['personalized_loss']:.4f}",
-                    f"{100 * personal['personalized_acc']:.2f} % "
-                    f"({100 * personal['personalized_acc_std']:.1f})",
-                    str(personal["rounds_to_0.8_initial"] or "not reached"),
-                    f"{summary['wall_time_s']:.0f}",
-                )
-            )
-    header = (
-        "| clients per round | E | Reptile rounds | initial loss | initial acc (std) "
-        "| personalized loss | personalized acc (std) | rounds to 0.8 (initial) "
-        "| wall s |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-    )
-    return header + "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
-
-
 if __name__ == "__main__":
-    import sys
+    from perfedavg.jiang_table import main
 
-    print(table(sys.argv[1:]))
+    main()

@@ -25,6 +25,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 log = logging.getLogger(__name__)
+# Flower's state database imports alembic lazily, before ``quiet_logging`` can run,
+# and alembic logs one INFO line per plugin on import; silence it up front.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 PARTITION_KEY = "partition-id"
 

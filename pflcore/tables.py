@@ -153,28 +153,39 @@ def build_rows(
     return rows
 
 
-def write_tables(rows: list[Row], out: str | Path) -> tuple[Path, Path]:
-    """Write ``rows`` as Markdown at ``out`` and as CSV beside it."""
+def to_markdown(rows: list[Row], columns: tuple[str, ...] = COLUMNS) -> str:
+    """``rows`` as one Markdown table; the last column (the command) set as code."""
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        cells = [row.values[c].replace("|", "\\|") for c in columns]
+        cells[-1] = f"`{cells[-1]}`" if cells[-1] else ""
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(
+    rows: list[Row], out: str | Path, columns: tuple[str, ...] = COLUMNS
+) -> tuple[Path, Path]:
+    """Write ``rows`` as Markdown at ``out`` and as CSV beside it.
+
+    ``columns`` names the entries of each row's ``values``, in order.
+    """
     md_path = Path(out).with_suffix(".md")
     csv_path = md_path.with_suffix(".csv")
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    for row in rows:
-        cells = [row.values[c].replace("|", "\\|") for c in COLUMNS]
-        cells[-1] = f"`{cells[-1]}`"
-        lines.append("| " + " | ".join(cells) + " |")
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text(to_markdown(rows, columns))
     with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(row.values for row in rows)
     return md_path, csv_path
 
 
-def _parse_paper(items: list[str]) -> dict[str, str]:
+def parse_paper(items: list[str]) -> dict[str, str]:
+    """``["LABEL=TEXT", ...]`` as a dict; a ValueError names a malformed item."""
     paper = {}
     for item in items:
         label, sep, text = item.partition("=")
@@ -206,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        paper = _parse_paper(args.paper)
+        paper = parse_paper(args.paper)
         runs = find_runs(args.folders)
         setting = args.setting or title_of(runs)
         rows = build_rows(

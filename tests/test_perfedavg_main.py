@@ -53,7 +53,15 @@ def sweep(data_root, tmp_path_factory) -> Path:
         timeout=400,
     )
     assert result.returncode == 0, output_tail(result)
+    (out / "terminal.txt").write_text(result.stdout + result.stderr)
     return out
+
+
+def test_the_terminal_shows_progress_lines_and_no_library_chatter(sweep):
+    terminal = (sweep / "terminal.txt").read_text()
+    assert "[round " in terminal and "elapsed" in terminal
+    # alembic (Flower's state database) logs one INFO line per plugin on import
+    assert "setup plugin" not in terminal and "alembic" not in terminal
 
 
 @pytest.mark.parametrize("algorithm", ["perfedavg_fo", "perfedavg_hf"])

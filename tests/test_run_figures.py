@@ -93,6 +93,7 @@ def test_plot_and_table_commands_reject_a_folder_without_results(tmp_path):
     (tmp_path / "empty").mkdir()
     for module, extra in (
         ("pflcore.plots", ["--out", str(tmp_path / "x.png")]),
+        ("perfedavg.jiang", ["--out", str(tmp_path / "j.md")]),
         (
             "pflcore.tables",
             [
@@ -117,4 +118,4 @@ def test_plot_and_table_commands_reject_a_folder_without_results(tmp_path):
         assert result.returncode == 2
         assert "no run results" in result.stderr
         assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "j.md").exists()

@@ -7,7 +7,7 @@
 #   (default)   the papers' budgets (224 px FedPer, 5000 pFedHN steps, ...); meant for a GPU
 #   --cpu       the CPU-sized runs whose figures and numbers the README shows (hours)
 #   --quick     reduced rounds (and, for FedPer, a fifth of CIFAR-10) on real data, sized
-#               for a 2-core CPU (about 45 minutes for every figure)
+#               for a 2-core CPU (28 minutes for every figure, measured on an idle 2-core CPU)
 #   --tiny      one or two rounds on scikit-learn's digits (smoke test of the pipeline)
 #   --data-root where the datasets are (default: $PFL_DATA_ROOT, else ./datasets); quick
 #               mode needs MNIST/raw/, cifar10/cifar10_train.npz, emnist_letters/ there
@@ -321,9 +321,9 @@ fedfomo_cifar100() {
 # Expected wall time per figure and mode on a 2-core CPU (full: the papers' budgets, GPU).
 declare -A minutes=(
   [tiny]=1
-  [quick_fedper_cifar10]=3 [quick_fedper_kp]=5 [quick_fedper_finetune]=2
-  [quick_fedper_linear_base]=3 [quick_pfedhn_mnist]=3 [quick_pfedhn_cifar10]=5
-  [quick_perfedavg_mnist]=5 [quick_perfedavg_jiang]=5 [quick_fedfomo_cifar10]=12
+  [quick_fedper_cifar10]=4 [quick_fedper_kp]=6 [quick_fedper_finetune]=3
+  [quick_fedper_linear_base]=4 [quick_pfedhn_mnist]=2 [quick_pfedhn_cifar10]=3
+  [quick_perfedavg_mnist]=3 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
   [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=35
   [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=15 [cpu_fedfomo_cifar10]=25

@@ -231,7 +231,7 @@ pfedhn_cifar10() {
   case "$mode" in
     tiny) return ;;  # the tiny pFedHN run is pfedhn_mnist's
     quick) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=100 eval_every=25 ;;
-    cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=700 eval_every=35 \
+    cpu) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10_exact num_rounds=1500 eval_every=50 \
       algorithm=pfedhn,pfedhn_pc ;;
     full) run_sweep pfedhn_cifar10 pfedhn experiment=pfedhn/cifar10 algorithm=pfedhn,pfedhn_pc ;;
   esac
@@ -325,7 +325,7 @@ declare -A minutes=(
   [quick_fedper_linear_base]=4 [quick_pfedhn_mnist]=2 [quick_pfedhn_cifar10]=3
   [quick_perfedavg_mnist]=3 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
-  [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=35
+  [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=60
   [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=15 [cpu_fedfomo_cifar10]=25
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"

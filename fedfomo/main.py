@@ -181,6 +181,7 @@ def main(cfg: DictConfig) -> None:
         "num_rounds": config["num_rounds"],
         "eval_every": config["eval_every"],
         "seed": config["seed"],
+        "averaging": config["averaging"],
     }
     algorithm = config["algorithm"]
     if algorithm == "fedfomo":

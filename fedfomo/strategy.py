@@ -30,7 +30,13 @@ from flwr.serverapp import Grid
 from fedfomo.client import CANDIDATE_PREFIX, GLOBAL_ID, GLOBAL_KEY
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import PARTITION_KEY, derive_seed
-from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar, weighted_average
+from pflcore.strategy import (
+    WEIGHT_KEY,
+    PartitionFedAvg,
+    averaging_weights,
+    scalar,
+    weighted_average,
+)
 
 SELF_AFFINITY = 0.1
 SUM_FLOOR = 1e-9

@@ -198,6 +198,7 @@ def main(cfg: DictConfig) -> None:
         num_rounds=config["num_rounds"],
         eval_every=config["eval_every"],
         seed=config["seed"],
+        averaging=config["averaging"],
     )
     run_experiment(strategy, prepared.base, make_client_app(config), config)
 

@@ -239,6 +239,20 @@ class ClientRuntime(ModelRuntime):
         return ArrayRecord(self.model.state_dict())
 
 
+def input_scaling(
+    data: ClientData, normalize: bool
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) the batches are scaled by.
+
+    ``normalize``: the training set's statistics (standardised inputs);
+    otherwise mean 0 and std 1, i.e. raw pixels in [0, 1].
+    """
+    if normalize:
+        return data.data.channel_stats()
+    channels = int(data.data.channels)
+    return (0.0,) * channels, (1.0,) * channels
+
+
 @lru_cache(maxsize=2)
 def _runtime(config_json: str) -> ClientRuntime:
     config = json.loads(config_json)
@@ -249,7 +263,7 @@ def _runtime(config_json: str) -> ClientRuntime:
     device = client_device(float(config["client_resources"]["num_gpus"]))
     model = initial_model(config, data)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    mean, std = data.data.channel_stats()
+    mean, std = input_scaling(data, bool(dataset.get("normalize", True)))
     transform = BatchTransform(
         mean,
         std,

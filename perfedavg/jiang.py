@@ -54,6 +54,7 @@ def _stage(
         clients_per_round=config["clients_per_round"],
         eval_every=config["eval_every"],
         seed=config["seed"],
+        averaging=config["averaging"],
         **kwargs,
     )
 

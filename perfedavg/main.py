@@ -65,6 +65,11 @@ def check_perfedavg(config: dict[str, Any]) -> None:
     reject_subset(config, "client sizes follow partition.* (a, samples_per_client)")
     for key in ("alpha", "beta", "delta", "server_lr"):
         _positive(config, key)
+    normalize = config["dataset"].get("normalize", True)
+    require(
+        isinstance(normalize, bool),
+        f"dataset.normalize must be true or false, got {normalize!r}",
+    )
     steps = config["local_steps"]
     require(is_int(steps) and steps >= 0, f"local_steps must be >= 0, got {steps!r}")
     require(
@@ -247,6 +252,25 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(config, data, initial, count_parameters(model))
 
 
+def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> PersonalizedFedAvg:
+    """The server of every one-stage algorithm: the same averaging rule for all.
+
+    Per-FedAvg, FedAvg (+ update) and Local differ only on the client; the
+    server averages by the run's ``averaging`` setting whichever runs.
+    """
+    return PersonalizedFedAvg(
+        recorder,
+        num_clients=config["num_clients"],
+        clients_per_round=config["clients_per_round"],
+        num_rounds=config["num_rounds"],
+        eval_every=config["eval_every"],
+        seed=config["seed"],
+        averaging=config["averaging"],
+        server_lr=float(config["server_lr"]),
+        server_momentum=float(config["server_momentum"]),
+    )
+
+
 @hydra.main(config_path="../conf", config_name="perfedavg", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one experiment and record it."""
@@ -263,18 +287,7 @@ def main(cfg: DictConfig) -> None:
         loop = jiang_main_loop(config, recorder, prepared.initial)
         run_main_loop(loop, recorder, app, config)
         return
-    strategy = PersonalizedFedAvg(
-        recorder,
-        num_clients=config["num_clients"],
-        clients_per_round=config["clients_per_round"],
-        num_rounds=config["num_rounds"],
-        eval_every=config["eval_every"],
-        seed=config["seed"],
-        weighting="uniform" if algorithm in META else "samples",
-        server_lr=float(config["server_lr"]),
-        server_momentum=float(config["server_momentum"]),
-    )
-    run_experiment(strategy, prepared.initial, app, config)
+    run_experiment(build_strategy(config, recorder), prepared.initial, app, config)
 
 
 if __name__ == "__main__":

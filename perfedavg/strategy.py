@@ -1,9 +1,11 @@
 """The server side: FedAvg over partition-ids, as each algorithm needs it.
 
-* Per-FedAvg: a **uniform** mean of the returned weights over the sampled
-  clients (``weighting="uniform"``), evaluation on every client before and
-  after its one-step adaptation (recorded as ``before_*`` and headline columns).
-* FedAvg, FedAvg + update, Local-only: PartitionFedAvg's sample-weighted mean.
+* Per-FedAvg: the mean of the returned weights over the sampled clients, by
+  the run's ``averaging`` rule (Fallah et al.'s server is uniform; every
+  method beside it in a comparison uses the same rule), evaluation on every
+  client before and after its one-step adaptation (recorded as ``before_*``
+  and headline columns).
+* FedAvg, FedAvg + update, Local-only: the same averaging rule.
 * Jiang et al.: one instance per stage. The FedAvg stage moves the global
   model by ``server_lr`` times the averaged update (with optional server
   momentum); the Reptile stage sends ``train.reptile`` messages and moves by
@@ -119,7 +121,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average (see ``weighting``), then step ``server_lr`` along the update."""
+        """Average (see ``averaging``), then step ``server_lr`` along the update."""
         averaged, metrics = super().aggregate_train(server_round, replies)
         plain = self.server_lr == 1.0 and self.server_momentum == 0.0
         if averaged is None or not len(averaged) or plain or self._current is None:

@@ -223,6 +223,7 @@ def build_strategy(
         "num_rounds": config["num_rounds"],
         "eval_every": config["eval_every"],
         "seed": config["seed"],
+        "averaging": config["averaging"],
     }
     target = initial_target(config, data)
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))

@@ -12,6 +12,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
+AVERAGING_RULES = ("samples", "uniform")  # the server's averaging rule
+
+
 class ConfigError(ValueError):
     """A setting that cannot work."""
 
@@ -89,6 +92,11 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         f"eval_every must be an integer >= 0, got {config['eval_every']!r}",
     )
     require(is_int(config["seed"]), f"seed must be an integer, got {config['seed']!r}")
+    require(
+        config.get("averaging") in AVERAGING_RULES,
+        f"averaging must be one of {list(AVERAGING_RULES)}, "
+        f"got {config.get('averaging')!r}",
+    )
     for key in ("lr", "timeout_s"):
         value = config[key]
         require(is_number(value) and value > 0, f"{key} must be > 0, got {value!r}")

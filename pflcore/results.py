@@ -285,6 +285,7 @@ class RunRecorder:
             "rounds_completed": len(self.rows),
             "wall_time_s": round(time.time() - self.start, 3),
             "seed": self.config.get("seed"),
+            "averaging": self.config.get("averaging"),
             "versions": _versions(),
             "hardware": _hardware(),
         }

@@ -24,6 +24,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from pflcore.config import AVERAGING_RULES
 from pflcore.progress import ProgressPrinter
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
@@ -31,7 +32,29 @@ from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
 log = logging.getLogger(__name__)
 
 WEIGHT_KEY = "num-examples"
-WEIGHTINGS = ("samples", "uniform")
+
+
+def averaging_weights(sample_counts: list[float], rule: str) -> list[float]:
+    """The weights the server averages client replies with.
+
+    Parameters
+    ----------
+    sample_counts : list of float
+        Each reply's ``num-examples``.
+    rule : str
+        ``"samples"``: weigh by sample count (McMahan et al.'s FedAvg);
+        ``"uniform"``: every reply weighs the same (Fallah et al.'s server).
+
+    Returns
+    -------
+    list of float
+        Unnormalised weights, one per reply.
+    """
+    if rule not in AVERAGING_RULES:
+        raise ValueError(f"averaging must be one of {AVERAGING_RULES}, got {rule!r}")
+    if rule == "uniform":
+        return [1.0] * len(sample_counts)
+    return [float(n) for n in sample_counts]
 
 
 def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayRecord:
@@ -103,7 +126,8 @@ class PartitionFedAvg(FedAvg):
     progress_every_s : float
         Least seconds between two progress lines (first and last round always
         print).
-    weighting : str
+    averaging : str
+        The server's averaging rule (the shared ``averaging`` setting):
         ``"samples"`` (default): clients weigh by their ``num-examples``, as
         FedAvg; ``"uniform"``: every sampled client weighs the same (e.g.
         Per-FedAvg's server step). Applies to the arrays and the train loss.
@@ -119,11 +143,11 @@ class PartitionFedAvg(FedAvg):
         eval_every: int,
         seed: int,
         progress_every_s: float = 10.0,
-        weighting: str = "samples",
+        averaging: str = "samples",
     ) -> None:
-        if weighting not in WEIGHTINGS:
+        if averaging not in AVERAGING_RULES:
             raise ValueError(
-                f"weighting must be one of {WEIGHTINGS}, got {weighting!r}"
+                f"averaging must be one of {AVERAGING_RULES}, got {averaging!r}"
             )
         super().__init__(
             min_train_nodes=clients_per_round,
@@ -138,7 +162,7 @@ class PartitionFedAvg(FedAvg):
         self.num_rounds = num_rounds
         self.eval_every = eval_every
         self.sampler = ClientSampler(num_clients, seed)
-        self.weighting = weighting
+        self.averaging = averaging
         self.node_of: dict[int, int] = {}
         self._expected = 0
 
@@ -201,13 +225,13 @@ class PartitionFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Weighted mean (see ``weighting``) of the returned arrays and train loss."""
+        """Mean (see ``averaging``) of the returned arrays and train loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
-        weights = [scalar(m, WEIGHT_KEY) for m in metrics]
-        if self.weighting == "uniform":
-            weights = [1.0] * len(weights)
+        weights = averaging_weights(
+            [scalar(m, WEIGHT_KEY) for m in metrics], self.averaging
+        )
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
             scalar(m, "train-loss") * w for m, w in zip(metrics, weights, strict=True)

@@ -6,8 +6,8 @@ the folders (as :mod:`pflcore.plots` does), groups them by the config keys that
 differ between runs (seeds pooled), reads ``KEY`` (a dotted path into
 ``summary.json``, e.g. ``final.test_acc_mean``) from each, and writes one row
 per group as Markdown (``table.md``) and CSV (``table.csv``): setting, method,
-paper number, ours (mean +- std over seeds, in percent), seeds, rounds, wall
-time and hardware, and the command that produced the runs.
+paper number, ours (mean +- std over seeds, in percent), seeds, rounds, the
+server's averaging rule, wall time and hardware, and the command that produced the runs.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ COLUMNS = (
     "ours",
     "seeds",
     "rounds",
+    "averaging",
     "wall_time",
     "hardware",
     "command",
@@ -77,6 +78,12 @@ def _percent(values: list[float]) -> str:
 
 def _minutes(seconds: list[float]) -> str:
     return f"{statistics.median(seconds) / 60:.1f} min"
+
+
+def averaging_of(summary: dict[str, Any]) -> str:
+    """The server averaging rule a run used, from its summary or its config."""
+    rule = summary.get("averaging") or summary.get("config", {}).get("averaging")
+    return str(rule) if rule else "unrecorded"
 
 
 def paper_for(label: str, algorithm: str, paper: dict[str, str]) -> str:
@@ -130,6 +137,7 @@ def build_rows(
             ours += f" ({unfinished} of {len(members)} runs unfinished)"
         rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
         machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
+        rules = sorted({averaging_of(s) for s in summaries})
         algorithm = str(members[0].config.get("algorithm", ""))
         rows.append(
             Row(
@@ -142,6 +150,7 @@ def build_rows(
                         str(s.get("seed", "?")) for s in summaries if "seed" in s
                     ),
                     "rounds": "/".join(str(r) for r in rounds),
+                    "averaging": "/".join(rules),
                     "wall_time": _minutes(
                         [float(s.get("wall_time_s", 0.0)) for s in summaries]
                     ),

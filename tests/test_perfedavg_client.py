@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 
 import pflcore.finetune
 from perfedavg.client import get_runtime, initial_model, make_client_app
+from perfedavg.main import build_strategy
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.config import to_plain
 from pflcore.results import RunRecorder
@@ -181,7 +182,7 @@ def strategy(tmp_path, **kwargs) -> PersonalizedFedAvg:
 
 
 def test_per_fedavg_server_takes_a_uniform_mean(tmp_path):
-    s = strategy(tmp_path, weighting="uniform")
+    s = strategy(tmp_path, averaging="uniform")
     s.configure_train(
         1, ArrayRecord({"w": Array(np.zeros(3, np.float32))}), ConfigRecord(), None
     )
@@ -228,3 +229,70 @@ def test_dropout_training_is_reproducible_whatever_the_worker_did_before(config)
     )
     for key in arrays:
         np.testing.assert_array_equal(sent[0][key].numpy(), sent[1][key].numpy())
+
+
+def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
+    config, monkeypatch
+):
+    """With alpha = 0, FO's step w - beta * grad f(w - 0 * g; D') is SGD on D'."""
+    import perfedavg.client
+
+    config = dict(config, algorithm="perfedavg_fo", alpha=0.0, beta=0.05)
+    drawn = []
+    real_draw = perfedavg.client.draw_batch
+
+    def record_draw(n, batch_size, generator):
+        idx = real_draw(n, batch_size, generator)
+        drawn.append(idx.clone())
+        return idx
+
+    monkeypatch.setattr(perfedavg.client, "draw_batch", record_draw)
+    pid, arrays = 1, global_arrays(config)
+    reply = make_client_app(config)(message(MessageType.TRAIN, arrays), context(pid))
+    sent = reply.content.array_records["arrays"]
+
+    runtime = get_runtime(config)
+    x, y, _, _ = runtime.data.client(pid)
+    model = initial_model(config, runtime.data)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    for step in range(config["local_steps"]):
+        d_prime = drawn[3 * step + 1]  # batches are drawn as D, D', D''
+        inputs = runtime.transform(x[d_prime], train=True)
+        loss = torch.nn.functional.cross_entropy(model(inputs), y[d_prime])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p -= config["beta"] * g
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(sent[key].numpy(), value.numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("rule", ["uniform", "samples"])
+def test_the_server_aggregates_per_fedavg_exactly_as_fedavg(tmp_path, config, rule):
+    """Under one averaging rule, FO's and FedAvg's servers compute the same mean."""
+    replies = [reply_with(0, 10, 1.0), reply_with(1, 30, 5.0)]
+    expected = {"uniform": 3.0, "samples": (10 * 1.0 + 30 * 5.0) / 40}[rule]
+    results = []
+    for algorithm in ("perfedavg_fo", "fedavg_ft", "fedavg"):
+        run = dict(config, algorithm=algorithm, averaging=rule, num_clients=4)
+        server = build_strategy(run, RunRecorder(tmp_path / algorithm, run))
+        server.bind_partitions({i: i + 10 for i in range(4)})
+        start = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+        server.configure_train(1, start, ConfigRecord(), None)
+        arrays, metrics = server.aggregate_train(1, replies)
+        results.append(arrays["w"].numpy())
+        np.testing.assert_allclose(arrays["w"].numpy(), [expected] * 3, rtol=1e-6)
+        assert metrics["train-loss"] == pytest.approx(expected)
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_unnormalised_inputs_are_raw_pixels_in_unit_range(config):
+    raw = dict(config, dataset=dict(config["dataset"], normalize=False))
+    runtime = get_runtime(raw)
+    x, _, _, _ = runtime.data.client(0)
+    out = runtime.transform(x[:5], train=False)
+    torch.testing.assert_close(out, x[:5].to(torch.float32) / 255.0)
+    (mean,), (std,) = runtime.data.data.channel_stats()
+    standardised = get_runtime(config).transform(x[:5], train=False)
+    torch.testing.assert_close(standardised, (out - mean) / std)

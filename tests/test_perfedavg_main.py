@@ -110,6 +110,8 @@ def config_of(data_root: Path, *overrides: str):
             "clients_per_round must lie in 1..num_clients=4",
         ),
         (["delta=0"], ConfigError, "delta must be > 0"),
+        (["averaging=median"], ConfigError, "averaging must be one of"),
+        (["dataset.normalize=maybe"], ConfigError, "dataset.normalize must be true"),
         (
             ["algorithm=perfedavg_so"],
             ConfigError,

@@ -132,7 +132,8 @@ class FedFomo(PartitionFedAvg):
     epsilon_initial, epsilon_decay : float
         ε_t = max(0, epsilon_initial - epsilon_decay * t).
     global_candidate : bool
-        Also send the sample-weighted average of the last round's uploads.
+        Also send the average (by the run's ``averaging`` rule) of the last
+        round's uploads.
     **kwargs
         Passed to :class:`pflcore.strategy.PartitionFedAvg`.
     """
@@ -186,7 +187,9 @@ class FedFomo(PartitionFedAvg):
         loss /= sum(sizes)
         self.recorder.log_train(loss, len(contents))
         if self.global_candidate:
-            self.global_average = weighted_average(arrays, sizes)
+            self.global_average = weighted_average(
+                arrays, averaging_weights(sizes, self.averaging)
+            )
         return ArrayRecord(), MetricRecord({"train-loss": loss})
 
     # -- evaluate phase: the FOMO update, then the test -------------------------

@@ -11,7 +11,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
 AVERAGING_RULES = ("samples", "uniform")  # the server's averaging rule
 
 

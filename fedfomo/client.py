@@ -6,7 +6,8 @@ upload. Here it is split over Flower's two phases of a round:
 
 * ``evaluate`` (end of round t): receive the candidates (client i's own
   latest upload plus M-1 other clients' round-t uploads, each in its own
-  ArrayRecord ``candidate-<partition-id>``), compute the weights
+  ArrayRecord ``candidate-<partition-id>``, then, where enabled, the
+  cluster models ``cluster-<k>`` and the global model), compute the weights
   (:func:`fomo_weights`) on the client's fixed validation split, move the
   baseline (:func:`fomo_update`), store the new baseline in
   ``context.state``, test it, and reply with the weights so the server can
@@ -45,7 +46,15 @@ from pflcore.training import evaluate
 BASELINE_KEY = "fomo-baseline"
 CANDIDATE_PREFIX = "candidate-"
 GLOBAL_KEY = "global-average"
-GLOBAL_ID = -1  # the global-average candidate's id in replies (adds nothing to P)
+CLUSTER_PREFIX = "cluster-"
+GLOBAL_ID = -1  # the global model's id in replies (adds nothing to P)
+
+
+def cluster_id(k: int) -> int:
+    """Cluster model ``k``'s id in replies: -2, -3, ... (adds nothing to P)."""
+    return -2 - k
+
+
 NORMS = ("l1", "l2", "l2_squared")
 DISTANCE_FLOOR = 1e-12
 
@@ -245,6 +254,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
                 if key.startswith(CANDIDATE_PREFIX):
                     cid = int(key[len(CANDIDATE_PREFIX) :])
                     candidates.append((cid, _state_of(record, bench.device)))
+                elif key.startswith(CLUSTER_PREFIX):
+                    k = int(key[len(CLUSTER_PREFIX) :])
+                    candidates.append((cluster_id(k), _state_of(record, bench.device)))
                 elif key == GLOBAL_KEY:
                     candidates.append((GLOBAL_ID, _state_of(record, bench.device)))
             if candidates:

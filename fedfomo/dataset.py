@@ -3,8 +3,8 @@
 Both start from one pool of images (the training set, optionally with the
 official test set) and give each client a disjoint share of it:
 
-* ``pathological``: LG-FedAvg-style shards (``shards_per_client`` label-sorted
-  shards per client; :func:`pflcore.splits.shard_parts`).
+* ``pathological``: LG-FedAvg-style shards (``shards_per_client`` shards per
+  client, each cut within one class; :func:`pflcore.splits.shard_parts`).
 * ``latent``: the pool is clustered into ``num_distributions`` distributions
   and each distribution is split evenly among ``num_clients /
   num_distributions`` clients (:mod:`pflcore.latent`). The clustering
@@ -14,10 +14,13 @@ official test set) and give each client a disjoint share of it:
   ``labels`` (each class is a distribution: the class-label case, which needs
   ``num_distributions`` equal to the class count).
 
-Each client's share is then split into test (``dataset.test_fraction``,
-stratified by shard or by class) and training data, and the training data
-once more, with a fixed seed, into train and validation
-(``partition.val_fraction``; FedFomo's ``--train_split 0.8``). The
+With ``dataset.test_split=carve`` each client's share is then split into
+test (``dataset.test_fraction``, stratified by shard or by class) and
+training data; with ``official`` (the authors' protocol) the pool is the
+training set alone and the official test set is shared out with the same
+shard classes or distributions. The training data is split once more, with
+a fixed seed, into train and validation (``partition.val_fraction``;
+FedFomo's ``--train_split 0.8``). The
 validation split is what FedFomo's weights are computed on; every method
 trains on the train split only, so all methods see the same data.
 """
@@ -27,12 +30,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pflcore.data import ImageData, load_dataset
+from pflcore.data import (
+    DataFormatError,
+    DatasetNotFoundError,
+    ImageData,
+    load_dataset,
+)
 from pflcore.latent import (
     distribution_parts,
     kmeans,
@@ -40,10 +49,16 @@ from pflcore.latent import (
     pixel_pca_features,
 )
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
-from pflcore.splits import shard_parts, split_validation
+from pflcore.splits import (
+    cut_shards,
+    shard_classes,
+    shard_parts,
+    split_validation,
+)
 
 PARTITION_KINDS = ("pathological", "latent")
 LATENT_FEATURES = ("pca", "labels", "embedding")
+TEST_SPLITS = ("carve", "official")
 
 
 @dataclass(frozen=True)
@@ -162,14 +177,76 @@ def split_pool(
     val_fraction: float,
     seed: int,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Per-client parts to (train, val, test) index lists."""
+    """Per-client parts to (train, val, test) index lists (``test_split=carve``)."""
     tt = split_train_test(parts, test_fraction, seed + 2)
     check_min_samples(tt, min_train=2, min_test=1)
-    train, val = split_validation(tt.train, val_fraction, seed + 3)
+    train, val = _validation(tt.train, val_fraction, seed)
+    return train, val, tt.test
+
+
+def _validation(
+    train: list[np.ndarray], val_fraction: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    train, val = split_validation(train, val_fraction, seed + 3)
     for j, v in enumerate(val):
         if val_fraction > 0 and v.size == 0:
             raise PartitionError(f"client {j} gets no validation sample")
-    return train, val, tt.test
+    return train, val
+
+
+def _flat(parts: list[list[np.ndarray]], offset: int = 0) -> list[np.ndarray]:
+    return [
+        np.sort(np.concatenate(p)) + offset if p else np.zeros(0, np.int64)
+        for p in parts
+    ]
+
+
+def load_test_file(path: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read ``x_test``/``y_test`` from an ``.npz`` (absolute or below ``root``).
+
+    For an npz training source whose test images live in a second file (the
+    offline CIFAR-10 copy). Images are returned NCHW uint8, labels int64.
+    """
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else Path(root).expanduser() / file
+    if not file.is_file():
+        raise DatasetNotFoundError(f"dataset.test_path not found: looked for {file}")
+    try:
+        with np.load(file) as archive:
+            if not {"x_test", "y_test"} <= set(archive.files):
+                raise DataFormatError(
+                    f"{file} must contain x_test and y_test; it has "
+                    f"{sorted(archive.files)}"
+                )
+            x, y = archive["x_test"], archive["y_test"]
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{file}: not a readable .npz ({exc})") from exc
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+        raise DataFormatError(
+            f"{file}: expected uint8 images (N, H, W[, C]) and N labels, got "
+            f"{x.dtype} {x.shape} and {np.shape(y)}"
+        )
+    images = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return (
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.from_numpy(np.asarray(y).astype(np.int64)),
+    )
+
+
+def _load(dataset: dict[str, Any]) -> ImageData:
+    data = load_dataset(
+        dataset["name"],
+        dataset["root"],
+        dataset["source"],
+        dataset["path"],
+        dataset["download"],
+    )
+    if dataset.get("test_path"):
+        x_test, y_test = load_test_file(dataset["test_path"], dataset["root"])
+        data = ImageData(
+            data.name, data.x_train, data.y_train, x_test, y_test, data.num_classes
+        )
+    return data
 
 
 def build_fomo_data(
@@ -181,23 +258,20 @@ def build_fomo_data(
     ----------
     dataset : dict
         The ``dataset`` config group (``name``, ``root``, ``source``, ``path``,
-        ``download``, ``pool_test``, ``test_fraction``).
+        ``test_path``, ``download``, ``test_split``, ``pool_test``,
+        ``test_fraction``).
     partition : dict
         The ``partition`` config group (``kind``, ``shards_per_client``,
         ``num_distributions``, ``features``, ``embedding_path``, ``pca_dim``,
-        ``val_fraction``).
+        ``val_fraction``, ``pool_fraction``).
     num_clients : int
         Number of clients.
     seed : int
         Partition seed.
     """
-    data = load_dataset(
-        dataset["name"],
-        dataset["root"],
-        dataset["source"],
-        dataset["path"],
-        dataset["download"],
-    )
+    data = _load(dataset)
+    if dataset.get("test_split", "carve") == "official":
+        return _official_test_split(data, partition, num_clients, seed)
     x, y_t = data.pooled(include_test=bool(dataset["pool_test"]))
     pool_size = int(x.shape[0])
     keep = pool_subset(pool_size, float(partition.get("pool_fraction", 1.0)), seed)
@@ -208,7 +282,9 @@ def build_fomo_data(
         raise PartitionError(f"{num_clients} clients but only {x.shape[0]} samples")
     distribution = None
     if partition["kind"] == "pathological":
-        parts = shard_parts(y, num_clients, int(partition["shards_per_client"]), seed)
+        parts = shard_parts(
+            y, num_clients, int(partition["shards_per_client"]), seed, data.num_classes
+        )
     elif partition["kind"] == "latent":
         clusters = latent_clusters(
             partition, x, y, data.num_classes, seed, keep, pool_size
@@ -216,8 +292,7 @@ def build_fomo_data(
         parts = distribution_parts(
             clusters, int(partition["num_distributions"]), num_clients, y, seed + 1
         )
-        per = num_clients // int(partition["num_distributions"])
-        distribution = [j // per for j in range(num_clients)]
+        distribution = _distribution_of(partition, num_clients)
     else:
         raise PartitionError(
             f"partition.kind={partition['kind']!r} is not one of {PARTITION_KINDS}"
@@ -229,6 +304,74 @@ def build_fomo_data(
         seed,
     )
     return FomoData(data, x, y_t, train, val, test, distribution)
+
+
+def _distribution_of(partition: dict[str, Any], num_clients: int) -> list[int]:
+    per = num_clients // int(partition["num_distributions"])
+    return [j // per for j in range(num_clients)]
+
+
+def _official_test_split(
+    data: ImageData, partition: dict[str, Any], num_clients: int, seed: int
+) -> FomoData:
+    """The authors' protocol: train/val from the training set, test from the test set.
+
+    The training pool is partitioned and each client's share split into
+    train and validation (``val_fraction``); the official test set is shared
+    out the same way (the same shard classes, or the same distributions,
+    clustered together with the training images), so each client's test data
+    follows its training distribution.
+    """
+    if data.x_test is None or data.y_test is None:
+        raise PartitionError(
+            f"dataset.test_split=official but {data.name} has no test split here; "
+            "set dataset.test_path or use dataset.test_split=carve"
+        )
+    fraction = float(partition.get("pool_fraction", 1.0))
+    pools = []
+    for i, (x, y) in enumerate(
+        ((data.x_train, data.y_train), (data.x_test, data.y_test))
+    ):
+        keep = pool_subset(int(x.shape[0]), fraction, seed + i)
+        if keep is not None:
+            x, y = x[torch.from_numpy(keep)], y[torch.from_numpy(keep)]
+        pools.append((x, y))
+    (x_tr, y_tr), (x_te, y_te) = pools
+    n_train = int(x_tr.shape[0])
+    labels_tr, labels_te = y_tr.numpy(), y_te.numpy()
+    distribution = None
+    if partition["kind"] == "pathological":
+        assignment = shard_classes(
+            num_clients, int(partition["shards_per_client"]), data.num_classes, seed
+        )
+        train_parts = cut_shards(labels_tr, assignment, seed)
+        test_parts = cut_shards(labels_te, assignment, seed + 1)
+    elif partition["kind"] == "latent":
+        x_all = torch.cat([x_tr, x_te])
+        labels = np.concatenate([labels_tr, labels_te])
+        clusters = latent_clusters(partition, x_all, labels, data.num_classes, seed)
+        k = int(partition["num_distributions"])
+        train_parts = distribution_parts(
+            clusters[:n_train], k, num_clients, labels_tr, seed + 1
+        )
+        test_parts = distribution_parts(
+            clusters[n_train:], k, num_clients, labels_te, seed + 2
+        )
+        distribution = _distribution_of(partition, num_clients)
+    else:
+        raise PartitionError(
+            f"partition.kind={partition['kind']!r} is not one of {PARTITION_KINDS}"
+        )
+    train, val = _validation(_flat(train_parts), float(partition["val_fraction"]), seed)
+    test = _flat(test_parts, offset=n_train)
+    for j, (tr, te) in enumerate(zip(train, test, strict=True)):
+        if tr.size < 2 or te.size < 1:
+            raise PartitionError(
+                f"client {j} gets {tr.size} training and {te.size} test samples"
+            )
+    x = torch.cat([x_tr, x_te])
+    y = torch.cat([y_tr, y_te])
+    return FomoData(data, x, y, train, val, test, distribution)
 
 
 @lru_cache(maxsize=2)

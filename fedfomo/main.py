@@ -17,7 +17,13 @@ from flwr.app import ArrayRecord
 from omegaconf import DictConfig
 
 from fedfomo.client import NORMS, get_workbench, make_client_app
-from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, FomoData, build_fomo_data
+from fedfomo.dataset import (
+    LATENT_FEATURES,
+    PARTITION_KINDS,
+    TEST_SPLITS,
+    FomoData,
+    build_fomo_data,
+)
 from fedfomo.models import build_model
 from fedfomo.strategy import FedFomo
 from pflcore.baselines import make_baseline_client_app
@@ -77,6 +83,17 @@ def check_fedfomo(config: dict[str, Any]) -> None:
         isinstance(fomo["global_candidate"], bool),
         "fomo.global_candidate must be true or false, got "
         f"{fomo['global_candidate']!r}",
+    )
+    clusters = fomo["num_clusters"]
+    require(
+        is_int(clusters) and 0 <= clusters <= config["num_clients"],
+        f"fomo.num_clusters must lie in 0..num_clients={config['num_clients']}, "
+        f"got {clusters!r}",
+    )
+    split = config["dataset"].get("test_split", "carve")
+    require(
+        split in TEST_SPLITS,
+        f"dataset.test_split must be one of {list(TEST_SPLITS)}, got {split!r}",
     )
     part = config["partition"]
     require(
@@ -172,7 +189,10 @@ def main(cfg: DictConfig) -> None:
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),
+        train_samples=[int(t.size) for t in data.train],
         val_samples=[int(v.size) for v in data.val],
+        test_samples=[int(t.size) for t in data.test],
+        test_split=config["dataset"].get("test_split", "carve"),
         client_distribution=data.distribution,
     )
     common = {
@@ -192,6 +212,7 @@ def main(cfg: DictConfig) -> None:
             epsilon_initial=fomo["epsilon_initial"],
             epsilon_decay=fomo["epsilon_decay"],
             global_candidate=fomo["global_candidate"],
+            num_clusters=fomo["num_clusters"],
             **common,
         )
         run_experiment(strategy, ArrayRecord(), make_client_app(config), config)

@@ -8,6 +8,13 @@ epsilon-greedily (:func:`choose_candidates`, ε_t = max(0, 0.3 - 0.05 t)) among
 round t's uploaders. Its reply carries its signed weights, which update its
 row of P (:func:`update_affinity`). The exploration generator is seeded once
 per run (the authors' code re-seeds it every round; the suite does not).
+
+With ``num_clusters > 0`` (the authors' README command, ``-nf 5``) every
+client also receives, after the uploads of each round, the average of each
+cluster of clients (spectral clustering of the symmetrised row-softmax of P,
+:func:`cluster_clients`) and, with ``global_candidate``, the global model
+(the uniform mean of those cluster averages). They enter the client's
+weights and their normalisation, not P.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from fedfomo.client import CANDIDATE_PREFIX, GLOBAL_ID, GLOBAL_KEY
+from fedfomo.client import CANDIDATE_PREFIX, CLUSTER_PREFIX, GLOBAL_KEY
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import PARTITION_KEY, derive_seed
 from pflcore.strategy import (
@@ -111,13 +118,79 @@ def update_affinity(
     """P_{i,n} += w_n / max(|Σ_m w_m|, 1e-9) for every candidate, in place.
 
     The sum runs over all the client's weights (negative ones included, before
-    clipping); the global-average candidate (id -1) takes part in the sum but
-    has no entry in P.
+    clipping); the cluster and global candidates (negative ids) take part in
+    the sum but have no entry in P.
     """
     total = max(abs(float(np.sum(weights))), SUM_FLOOR)
     for n, w in zip(candidates, weights, strict=True):
-        if n != GLOBAL_ID:
+        if n >= 0:
             affinity[client, n] += w / total
+
+
+def softmax_rows(affinity: np.ndarray) -> np.ndarray:
+    """Each row of P as a softmax, exp(P_i) / sum exp(P_i).
+
+    The authors' ``--softmax_client_weights``, used for the clustering only.
+    """
+    shifted = affinity - affinity.max(axis=1, keepdims=True)
+    expd = np.exp(shifted)
+    return expd / expd.sum(axis=1, keepdims=True)
+
+
+def cluster_clients(affinity: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
+    """The authors' clusters of clients: spectral clustering of the symmetrised softmax.
+
+    ``A = (S + S^T) / 2`` with ``S`` the row-softmax of P, clustered by
+    ``sklearn.cluster.SpectralClustering(affinity="precomputed", n_init=10,
+    assign_labels="discretize", random_state=seed)`` (``GlobalServer``'s
+    ``get_adjacency_matrix`` and ``update_server_models`` in NVlabs/FedFomo).
+
+    Returns
+    -------
+    numpy.ndarray
+        Cluster id of every client, ``0..num_clusters-1``.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    soft = softmax_rows(affinity)
+    symmetric = (soft + soft.T) / 2
+    if num_clusters == 1:
+        return np.zeros(affinity.shape[0], dtype=np.int64)
+    model = SpectralClustering(
+        n_clusters=num_clusters,
+        affinity="precomputed",
+        n_init=10,
+        random_state=seed,
+        assign_labels="discretize",
+    )
+    return np.asarray(model.fit_predict(symmetric), dtype=np.int64)
+
+
+def cluster_models(
+    uploads: dict[int, ArrayRecord],
+    sizes: dict[int, float],
+    clusters: np.ndarray,
+    last_uploaders: list[int],
+    averaging: str,
+) -> list[ArrayRecord]:
+    """One average per non-empty cluster of the members' latest uploads.
+
+    A cluster averages its members that uploaded in the latest round (all
+    of them when every client trains every round); a cluster none of whose
+    members uploaded then averages its members' stored latest uploads. The
+    weights follow the run's averaging rule (the authors: by sample count).
+    Clusters with no stored upload at all are skipped.
+    """
+    models = []
+    recent = set(last_uploaders)
+    for c in range(int(clusters.max()) + 1 if clusters.size else 0):
+        members = [int(j) for j in np.flatnonzero(clusters == c) if int(j) in uploads]
+        active = [j for j in members if j in recent] or members
+        if not active:
+            continue
+        weights = averaging_weights([sizes[j] for j in active], averaging)
+        models.append(weighted_average([uploads[j] for j in active], weights))
+    return models
 
 
 class FedFomo(PartitionFedAvg):
@@ -132,8 +205,13 @@ class FedFomo(PartitionFedAvg):
     epsilon_initial, epsilon_decay : float
         ε_t = max(0, epsilon_initial - epsilon_decay * t).
     global_candidate : bool
-        Also send the average (by the run's ``averaging`` rule) of the last
-        round's uploads.
+        Also send a global model: the uniform mean of the cluster models, or,
+        with ``num_clusters=0``, the average (by the run's ``averaging`` rule)
+        of the last round's uploads.
+    num_clusters : int
+        Also send the average of each of this many clusters of clients
+        (:func:`cluster_clients`, recomputed every round from P; the
+        authors' ``-nf``); 0 sends none.
     **kwargs
         Passed to :class:`pflcore.strategy.PartitionFedAvg`.
     """
@@ -146,6 +224,7 @@ class FedFomo(PartitionFedAvg):
         epsilon_initial: float,
         epsilon_decay: float,
         global_candidate: bool = False,
+        num_clusters: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(recorder, **kwargs)
@@ -156,6 +235,10 @@ class FedFomo(PartitionFedAvg):
         self.affinity = initial_affinity(self.num_clients)
         self.uploads: dict[int, ArrayRecord] = {}
         self.last_uploaders: list[int] = []
+        self.num_clusters = num_clusters
+        self.sizes: dict[int, float] = {}
+        self.cluster_averages: list[ArrayRecord] = []
+        self.clusters = np.zeros(self.num_clients, dtype=np.int64)
         self.global_average: ArrayRecord | None = None
         self.rng = np.random.default_rng(derive_seed(self.sampler.seed, 0xF0F0))
         self._eval_targets: list[int] = []
@@ -177,8 +260,9 @@ class FedFomo(PartitionFedAvg):
         pids = [int(scalar(m, PARTITION_KEY)) for m in metrics]
         arrays = [c.array_records["arrays"] for c in contents]
         sizes = [scalar(m, WEIGHT_KEY) for m in metrics]
-        for pid, record in zip(pids, arrays, strict=True):
+        for pid, record, n in zip(pids, arrays, sizes, strict=True):
             self.uploads[pid] = record
+            self.sizes[pid] = n
         self.last_uploaders = pids
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
@@ -186,11 +270,32 @@ class FedFomo(PartitionFedAvg):
         )
         loss /= sum(sizes)
         self.recorder.log_train(loss, len(contents))
-        if self.global_candidate:
-            self.global_average = weighted_average(
-                arrays, averaging_weights(sizes, self.averaging)
-            )
+        self.update_server_models(arrays, sizes)
         return ArrayRecord(), MetricRecord({"train-loss": loss})
+
+    def update_server_models(
+        self, arrays: list[ArrayRecord], sizes: list[float]
+    ) -> None:
+        """Recompute the cluster models and the global model after the uploads."""
+        if self.num_clusters > 0:
+            self.clusters = cluster_clients(
+                self.affinity, self.num_clusters, self.sampler.seed
+            )
+            self.cluster_averages = cluster_models(
+                self.uploads,
+                self.sizes,
+                self.clusters,
+                self.last_uploaders,
+                self.averaging,
+            )
+        if not self.global_candidate:
+            return
+        if self.cluster_averages:
+            uniform = [1.0] * len(self.cluster_averages)
+            self.global_average = weighted_average(self.cluster_averages, uniform)
+        else:
+            weights = averaging_weights(sizes, self.averaging)
+            self.global_average = weighted_average(arrays, weights)
 
     # -- evaluate phase: the FOMO update, then the test -------------------------
 
@@ -206,7 +311,11 @@ class FedFomo(PartitionFedAvg):
     def candidate_content(
         self, client: int, server_round: int
     ) -> dict[str, ArrayRecord]:
-        """The models sent to ``client``: its own latest upload and M-1 chosen ones."""
+        """The models sent to ``client``.
+
+        Its own latest upload, M-1 chosen ones, then the cluster models and
+        the global model where enabled.
+        """
         epsilon = exploration_rate(
             server_round, self.epsilon_initial, self.epsilon_decay
         )
@@ -220,6 +329,8 @@ class FedFomo(PartitionFedAvg):
         )
         ids = ([client] if client in self.uploads else []) + chosen
         content = {f"{CANDIDATE_PREFIX}{i}": self.uploads[i] for i in ids}
+        for k, model in enumerate(self.cluster_averages):
+            content[f"{CLUSTER_PREFIX}{k}"] = model
         if self.global_candidate and self.global_average is not None:
             content[GLOBAL_KEY] = self.global_average
         return content

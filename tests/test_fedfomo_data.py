@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedfomo.dataset import build_fomo_data
 from pflcore.latent import distribution_parts, kmeans, pixel_pca_features
 from pflcore.partition import PartitionError
-from pflcore.splits import shard_parts, split_validation
+from pflcore.splits import shard_classes, shard_parts, split_validation
 from tests.fakedata import write_cifar10
 
 
@@ -36,8 +38,10 @@ def test_shards_cover_every_sample_once_with_few_classes_per_client():
     assert all(len(p) == 2 for p in parts)
     flat = np.concatenate([s for p in parts for s in p])
     assert np.array_equal(np.sort(flat), np.arange(labels.size))
-    for p in parts:  # 600 / 30 = 20 per shard: one class each
-        assert np.unique(labels[np.concatenate(p)]).size <= 2
+    # 15 * 2 / 10 = 3 shards per class, 20 images each, one class per shard
+    assert sorted(s.size for p in parts for s in p) == [20] * 30
+    for p in parts:
+        assert all(np.unique(labels[s]).size == 1 for s in p)
     again = shard_parts(labels, 15, 2, seed=3)
     assert all(
         np.array_equal(a, b)
@@ -46,6 +50,58 @@ def test_shards_cover_every_sample_once_with_few_classes_per_client():
     )
     with pytest.raises(PartitionError, match="shards"):
         shard_parts(labels[:20], 15, 2, seed=0)
+    with pytest.raises(PartitionError, match="cannot cover 10 classes"):
+        shard_parts(labels, 2, 2, seed=0)
+
+
+def test_shard_classes_follow_lg_fedavg_counts():
+    rows = shard_classes(15, 2, 10, seed=0)
+    assert rows.shape == (15, 2)
+    assert np.bincount(rows.ravel(), minlength=10).tolist() == [3] * 10
+    uneven = shard_classes(7, 2, 10, seed=1)  # 14 shards: four classes get two
+    assert (
+        sorted(np.bincount(uneven.ravel(), minlength=10).tolist()) == [1] * 6 + [2] * 4
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    num_classes=st.integers(2, 12),
+    num_clients=st.integers(1, 40),
+    shards_per_client=st.integers(1, 4),
+    pool_fraction=st.floats(0.05, 1.0),
+)
+def test_shards_hold_few_classes_and_partition_the_pool(
+    seed, num_classes, num_clients, shards_per_client, pool_fraction
+):
+    """At any pool size: <= shards_per_client classes, disjoint, covering."""
+    rng = np.random.default_rng(seed)
+    per_class = rng.integers(1, 80, size=num_classes)
+    labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
+    labels = labels[: max(1, round(pool_fraction * labels.size))]
+    shards = num_clients * shards_per_client
+    classes = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=classes)
+    if shards < classes:
+        with pytest.raises(PartitionError, match="cannot cover"):
+            shard_parts(labels, num_clients, shards_per_client, seed, classes)
+        return
+    slots = np.bincount(
+        shard_classes(num_clients, shards_per_client, classes, seed).ravel(),
+        minlength=classes,
+    )
+    if (counts < slots).any():  # a class too small for its shards: a clear error
+        with pytest.raises(PartitionError, match="samples for"):
+            shard_parts(labels, num_clients, shards_per_client, seed, classes)
+        return
+    parts = shard_parts(labels, num_clients, shards_per_client, seed, classes)
+    flat = np.concatenate([s for p in parts for s in p])
+    assert np.array_equal(np.sort(flat), np.arange(labels.size))  # disjoint, cover
+    for p in parts:
+        assert len(p) == shards_per_client and all(s.size >= 1 for s in p)
+        assert np.unique(labels[np.concatenate(p)]).size <= shards_per_client
+        assert all(np.unique(labels[s]).size == 1 for s in p)
 
 
 def test_kmeans_recovers_separated_blobs():
@@ -94,7 +150,7 @@ def root(tmp_path_factory):
     return folder
 
 
-def settings(root, **partition):
+def fomo_settings(root, **partition):
     dataset = {
         "name": "cifar10",
         "root": str(root),
@@ -126,13 +182,13 @@ def settings(root, **partition):
     ],
 )
 def test_every_client_gets_disjoint_train_val_test(root, partition):
-    data = build_fomo_data(*settings(root, **partition), num_clients=10, seed=0)
+    data = build_fomo_data(*fomo_settings(root, **partition), num_clients=10, seed=0)
     everything = np.concatenate(data.train + data.val + data.test)
     assert np.unique(everything).size == everything.size  # disjoint across all
     assert everything.size == 300  # the whole pool, official test split left out
     for tr, va in zip(data.train, data.val, strict=True):
         assert va.size == round(0.2 * (tr.size + va.size))
-    again = build_fomo_data(*settings(root, **partition), num_clients=10, seed=0)
+    again = build_fomo_data(*fomo_settings(root, **partition), num_clients=10, seed=0)
     for a, b in zip(data.val + data.test, again.val + again.test, strict=True):
         assert np.array_equal(a, b)
     if partition.get("features") == "labels":  # the class-label case
@@ -142,12 +198,16 @@ def test_every_client_gets_disjoint_train_val_test(root, partition):
 
 
 def test_embedding_file_defines_the_distributions(root, tmp_path):
-    labels = build_fomo_data(*settings(root), num_clients=2, seed=0).y.numpy()
+    labels = build_fomo_data(
+        *fomo_settings(root, kind="latent"), num_clients=2, seed=0
+    ).y.numpy()
     blob = (labels % 2).astype(np.float32)[:, None] * 100.0
     path = tmp_path / "emb.npy"
     np.save(path, np.concatenate([blob, np.zeros_like(blob)], axis=1))
     data = build_fomo_data(
-        *settings(root, kind="latent", features="embedding", embedding_path=str(path)),
+        *fomo_settings(
+            root, kind="latent", features="embedding", embedding_path=str(path)
+        ),
         num_clients=4,
         seed=0,
     )
@@ -160,7 +220,7 @@ def test_embedding_file_defines_the_distributions(root, tmp_path):
     np.save(path, np.zeros((5, 2)))
     with pytest.raises(ValueError, match="expected shape"):
         build_fomo_data(
-            *settings(
+            *fomo_settings(
                 root, kind="latent", features="embedding", embedding_path=str(path)
             ),
             num_clients=4,
@@ -171,7 +231,32 @@ def test_embedding_file_defines_the_distributions(root, tmp_path):
 def test_labels_case_needs_one_distribution_per_class(root):
     with pytest.raises(PartitionError, match="num_distributions must be 10"):
         build_fomo_data(
-            *settings(root, kind="latent", features="labels", num_distributions=5),
+            *fomo_settings(root, kind="latent", features="labels", num_distributions=5),
             num_clients=10,
             seed=0,
         )
+
+
+def test_official_test_split_shares_the_test_set_by_the_same_shards(root):
+    dataset, partition = fomo_settings(root)
+    dataset = dict(dataset, test_split="official")
+    data = build_fomo_data(dataset, partition, num_clients=5, seed=0)
+    n_train = 300  # fake CIFAR-10: 5 batches x 60 training images, 20 test images
+    labels = data.y.numpy()
+    test_pool = np.concatenate(data.test)
+    assert np.array_equal(np.sort(test_pool), np.arange(n_train, n_train + 20))
+    owned = np.concatenate(data.train + data.val)
+    assert np.array_equal(np.sort(owned), np.arange(n_train))  # train+val: all of it
+    for tr, va, te in zip(data.train, data.val, data.test, strict=True):
+        assert va.size == round(0.2 * (tr.size + va.size))
+        assert set(labels[te]) <= set(labels[tr]) | set(labels[va])
+        assert np.unique(labels[np.concatenate([tr, va])]).size <= 2
+    latent = build_fomo_data(
+        dataset, dict(partition, kind="latent"), num_clients=4, seed=0
+    )
+    assert np.array_equal(
+        np.sort(np.concatenate(latent.test)), np.arange(n_train, n_train + 20)
+    )
+    no_test = dict(dataset, name="digits", source="default")
+    with pytest.raises(PartitionError, match="has no test split"):
+        build_fomo_data(no_test, partition, num_clients=5, seed=0)

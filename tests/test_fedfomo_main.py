@@ -104,6 +104,7 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
         "partition.features=embedding",
         f"partition.embedding_path={tmp_path / 'emb.npy'}",
         "fomo.global_candidate=true",
+        "fomo.num_clusters=2",
         "fomo.norm=l2",
         cwd=tmp_path,
     )
@@ -111,6 +112,11 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
     rounds, clients, summary = read_run(tmp_path / "run")
     assert summary["client_distribution"] == [0, 0, 0, 1, 1, 1]
     assert rounds["num_train_clients"].tolist() == [3, 3, 3]
+    # each of the next round's 3 clients gets the uploads it may weigh plus the
+    # 2 cluster models and the global model
+    model_bytes = ArrayRecord(TFCNN(10).state_dict()).count_bytes()
+    for sent in rounds["bytes_sent"].tolist()[:2]:
+        assert sent % model_bytes == 0 and sent // model_bytes >= 3 * (1 + 3)
     assert sorted(clients["round"].unique()) == [2, 3]  # eval_every=2 and the last
     partition = pd.read_csv(tmp_path / "run" / "partition.csv")
     classes = partition[[c for c in partition.columns if c.startswith("c")]]
@@ -130,6 +136,8 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
         (["partition.pool_fraction=0"], "partition.pool_fraction must lie in (0, 1]"),
         (["algorithm=fedprox"], "algorithm='fedprox' is not one of"),
         (["dataset.image_size=16"], "dataset.image_size must be >= 22"),
+        (["fomo.num_clusters=7"], "fomo.num_clusters must lie in 0..num_clients=6"),
+        (["dataset.test_split=pooled"], "dataset.test_split must be one of"),
     ],
 )
 def test_bad_settings_are_rejected_with_a_clear_message(overrides, expected):

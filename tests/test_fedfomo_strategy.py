@@ -15,8 +15,10 @@ from flwr.app import (
 from fedfomo.strategy import (
     FedFomo,
     choose_candidates,
+    cluster_clients,
     exploration_rate,
     initial_affinity,
+    softmax_rows,
     update_affinity,
 )
 from pflcore.results import RunRecorder
@@ -184,3 +186,71 @@ def test_exploration_generator_is_not_reseeded_each_round(tmp_path):
     first = draws(make(), 4)
     assert len({tuple(d) for d in first}) > 1  # successive rounds differ
     assert draws(make(), 4) == first  # and the run is reproducible
+
+
+def test_block_affinity_gives_the_blocks_as_clusters():
+    # clients {0, 1, 2} like each other, {3, 4} like each other
+    p = np.full((5, 5), -1.0)
+    p[np.ix_([0, 1, 2], [0, 1, 2])] = 3.0
+    p[np.ix_([3, 4], [3, 4])] = 3.0
+    soft = softmax_rows(p)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0)
+    # row 0: three entries e^3, two e^-1
+    np.testing.assert_allclose(soft[0, 0], np.e**3 / (3 * np.e**3 + 2 * np.e**-1))
+    labels = cluster_clients(p, 2, seed=0)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4]
+
+
+def sized_reply(pid: int, value: float, n: int) -> Message:
+    metrics = MetricRecord({"num-examples": n, "train-loss": 1.0, "partition-id": pid})
+    return Message(
+        RecordDict({"arrays": arrays(value), "metrics": metrics}),
+        dst_node_id=0,
+        message_type=MessageType.TRAIN,
+    )
+
+
+def test_cluster_and_global_candidates_by_hand(tmp_path):
+    strategy = FedFomo(
+        RunRecorder(tmp_path, {"seed": 0}),
+        num_candidates=2,
+        epsilon_initial=0.0,
+        epsilon_decay=0.05,
+        global_candidate=True,
+        num_clusters=2,
+        num_clients=5,
+        clients_per_round=5,
+        num_rounds=3,
+        eval_every=0,
+        seed=0,
+    )
+    strategy.bind_partitions({p: 100 + p for p in range(5)})
+    strategy.affinity[np.ix_([0, 1, 2], [0, 1, 2])] = 3.0
+    strategy.affinity[np.ix_([3, 4], [3, 4])] = 3.0
+    strategy._expected = 5
+    # values 0..4, sample counts 10, 20, 30, 40, 60
+    sizes = [10, 20, 30, 40, 60]
+    strategy.aggregate_train(
+        1, [sized_reply(p, float(p), sizes[p]) for p in (4, 2, 0, 3, 1)]
+    )
+    # cluster {0,1,2}: (0*10 + 1*20 + 2*30) / 60 = 4/3; cluster {3,4}: (3*40 + 4*60) / 100
+    means = sorted(float(m["w"].numpy()[0]) for m in strategy.cluster_averages)
+    np.testing.assert_allclose(means, [4 / 3, 3.6], rtol=1e-6)
+    message = next(
+        iter(strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(), None))
+    )
+    records = message.content.array_records
+    assert sorted(k for k in records if k.startswith("cluster-")) == [
+        "cluster-0",
+        "cluster-1",
+    ]
+    assert len([k for k in records if k.startswith("candidate-")]) == 2  # M = 2
+    # the global model: the uniform mean of the two cluster models
+    np.testing.assert_allclose(
+        records["global-average"]["w"].numpy(), (4 / 3 + 3.6) / 2, rtol=1e-6
+    )
+    # extra candidates count in the normaliser, but add nothing to P
+    before = strategy.affinity.copy()
+    update_affinity(strategy.affinity, 0, [0, 1, -2, -3, -1], [0.2, 0.2, 0.4, 0.4, 0.8])
+    np.testing.assert_allclose(strategy.affinity[0, :2], before[0, :2] + 0.2 / 2.0)
+    np.testing.assert_array_equal(strategy.affinity[0, 2:], before[0, 2:])

@@ -233,7 +233,8 @@ def test_cluster_and_global_candidates_by_hand(tmp_path):
     strategy.aggregate_train(
         1, [sized_reply(p, float(p), sizes[p]) for p in (4, 2, 0, 3, 1)]
     )
-    # cluster {0,1,2}: (0*10 + 1*20 + 2*30) / 60 = 4/3; cluster {3,4}: (3*40 + 4*60) / 100
+    # cluster {0,1,2}: (0*10 + 1*20 + 2*30) / 60 = 4/3
+    # cluster {3,4}: (3*40 + 4*60) / 100 = 3.6
     means = sorted(float(m["w"].numpy()[0]) for m in strategy.cluster_averages)
     np.testing.assert_allclose(means, [4 / 3, 3.6], rtol=1e-6)
     message = next(

@@ -352,14 +352,26 @@ def meta_train(
 def reptile_train(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
-    """Jiang et al.'s Reptile stage: ``inner_epochs`` of Adam (beta1 = 0 by default)."""
+    """Jiang et al.'s Reptile stage on a client: ``inner_epochs`` of local steps.
+
+    With ``jiang.reptile.optimizer=client_adam`` (FedLab's seed) the steps
+    are Adam's (``lr``, ``betas``; beta1 = 0 by default); with
+    ``server_adam`` (the paper: Adam runs on the server) they are plain SGD
+    at ``client_lr``.
+    """
     reptile = config["jiang"]["reptile"]
     x, y, _, _ = runtime.data.client(pid)
-    optimizer = torch.optim.Adam(
-        runtime.model.parameters(),
-        lr=float(reptile["lr"]),
-        betas=(float(reptile["betas"][0]), float(reptile["betas"][1])),
-    )
+    optimizer: torch.optim.Optimizer
+    if reptile.get("optimizer", "client_adam") == "server_adam":
+        optimizer = make_sgd(
+            runtime.model.parameters(), float(reptile["client_lr"]), 0.0, 0.0
+        )
+    else:
+        optimizer = torch.optim.Adam(
+            runtime.model.parameters(),
+            lr=float(reptile["lr"]),
+            betas=(float(reptile["betas"][0]), float(reptile["betas"][1])),
+        )
     return train_epochs(
         runtime.model,
         x,

@@ -84,6 +84,22 @@ def rounds_to(rows: list[dict[str, Any]], target: float) -> int | None:
     return None
 
 
+REPTILE_OPTIMIZERS = ("client_adam", "server_adam")
+
+
+def server_adam(reptile: dict[str, Any]) -> tuple[float, float, float] | None:
+    """Adam's (lr, beta1, beta2) on the server, or None when the clients run Adam.
+
+    ``client_adam`` (FedLab's seed): clients take Adam steps, the server an
+    SGD step of ``server_lr``. ``server_adam`` (the paper): clients take SGD
+    steps at ``client_lr``, the server applies Adam (``lr``, ``betas``).
+    """
+    if reptile.get("optimizer", "client_adam") != "server_adam":
+        return None
+    beta1, beta2 = reptile["betas"]
+    return float(reptile["lr"]), float(beta1), float(beta2)
+
+
 def jiang_main_loop(
     config: dict[str, Any], recorder: RunRecorder, initial: ArrayRecord
 ) -> Callable[[Grid, dict[int, int]], None]:
@@ -113,6 +129,7 @@ def jiang_main_loop(
                 num_rounds=reptile_rounds,
                 train_message=REPTILE,
                 server_lr=float(reptile["server_lr"]),
+                server_adam=server_adam(reptile),
                 round_offset=fedavg_rounds,
                 stage="reptile",
             )

@@ -1,36 +1,43 @@
-"""Jiang et al.'s results table, shaped like the FedLab seed's, beside the paper's.
+"""Jiang et al.'s results table, shaped like the paper's, beside the paper's numbers.
 
 ``python -m perfedavg.jiang FOLDER [FOLDER ...] [--out table.md] [--command TEXT]
 [--paper K/E=TEXT ...]`` reads the ``summary.json`` of every finished Jiang run
-below the folders and writes one row per run: clients per round (K), local
-epochs (E), Reptile rounds, the paper's initial -> personalized accuracy for that
-K and E, our initial and personalized loss and accuracy (mean over the held-out
-clients, std in brackets), the stage-1/2 round at which the initial accuracy
-first reached 0.8, seed, wall time and the command. Rows without a Reptile
-stage get no paper number: the paper's pipeline always has one.
+below the folders and writes one row per cell (clients per round K, local
+epochs E, Reptile rounds and optimizer), seeds pooled: the paper's initial ->
+personalized accuracy for that K and E, our initial and personalized loss and
+accuracy (mean over seeds of the held-out clients' mean, std over seeds in
+brackets; with one seed, the std across clients), the round at which the
+initial accuracy first reached 0.8, the seeds, wall time and the command.
+
+The paper's Table 1 reports FedAvg alone (its rows are "FedAvg E = 2 ... 20";
+initial = the FedAvg model, personalized = after local fine-tuning of it), so
+its numbers stand beside runs with no Reptile stage only; runs with a Reptile
+stage are this suite's extension and get no paper number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from pflcore.tables import Row, parse_paper, to_markdown, write_tables
+from pflcore.tables import Row, averaging_of, parse_paper, to_markdown, write_tables
 
 COLUMNS = (
     "clients per round",
     "E",
-    "Reptile rounds",
+    "pipeline",
     "paper: initial -> personalized",
     "initial loss",
-    "initial acc (std)",
+    "initial acc",
     "personalized loss",
-    "personalized acc (std)",
+    "personalized acc",
     "rounds to 0.8 (initial)",
-    "seed",
+    "seeds",
+    "averaging",
     "wall s",
     "command",
 )
@@ -40,60 +47,89 @@ class NoJiangRunsError(LookupError):
     """No finished Jiang run below the given folders."""
 
 
-def _percent(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} % ({100 * std:.1f})"
+def pipeline_of(config: dict[str, Any]) -> str:
+    """``FedAvg`` alone, or ``FedAvg + Reptile`` with its rounds and optimizer."""
+    reptile = config["jiang"]["reptile"]
+    if int(reptile["rounds"]) == 0:
+        return "FedAvg (paper's Table 1)"
+    optimizer = reptile.get("optimizer", "client_adam").replace("_", " ")
+    return f"FedAvg + {reptile['rounds']} Reptile rounds, {optimizer} (extension)"
 
 
-def row_of(summary: dict[str, Any], paper: dict[str, str], command: str) -> Row:
-    """One table row from a finished run's ``summary.json``."""
-    config, personal = summary["config"], summary["personalization"]
+def _accuracy(summaries: list[dict[str, Any]], key: str) -> str:
+    values = [s["personalization"][key] for s in summaries]
+    if len(values) == 1:
+        spread = summaries[0]["personalization"][f"{key}_std"]
+        return f"{100 * values[0]:.2f} % ({100 * spread:.1f} across clients)"
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
+    return f"{100 * mean:.2f} ± {100 * std:.2f} %"
+
+
+def _mean_loss(personal: list[dict[str, Any]], key: str) -> str:
+    return f"{statistics.fmean(p[key] for p in personal):.4f}"
+
+
+def row_of(summaries: list[dict[str, Any]], paper: dict[str, str], command: str) -> Row:
+    """One table row from the ``summary.json`` of a cell's finished runs."""
+    config = summaries[0]["config"]
     k, epochs = config["clients_per_round"], config["local_epochs"]
-    reptile = config["jiang"]["reptile"]["rounds"]
-    reached = personal["rounds_to_0.8_initial"]
+    fedavg_only = int(config["jiang"]["reptile"]["rounds"]) == 0
+    reached = [s["personalization"]["rounds_to_0.8_initial"] for s in summaries]
+    personal = [s["personalization"] for s in summaries]
     return Row(
         {
             "clients per round": str(k),
             "E": str(epochs),
-            "Reptile rounds": str(reptile),
+            "pipeline": pipeline_of(config),
             "paper: initial -> personalized": (
-                paper.get(f"{k}/{epochs}", "-") if reptile > 0 else "-"
+                paper.get(f"{k}/{epochs}", "-") if fedavg_only else "-"
             ),
-            "initial loss": f"{personal['initial_loss']:.4f}",
-            "initial acc (std)": _percent(
-                personal["initial_acc"], personal["initial_acc_std"]
+            "initial loss": _mean_loss(personal, "initial_loss"),
+            "initial acc": _accuracy(summaries, "initial_acc"),
+            "personalized loss": _mean_loss(personal, "personalized_loss"),
+            "personalized acc": _accuracy(summaries, "personalized_acc"),
+            "rounds to 0.8 (initial)": ", ".join(
+                str(r or "not reached") for r in reached
             ),
-            "personalized loss": f"{personal['personalized_loss']:.4f}",
-            "personalized acc (std)": _percent(
-                personal["personalized_acc"], personal["personalized_acc_std"]
-            ),
-            "rounds to 0.8 (initial)": str(reached or "not reached"),
-            "seed": str(config["seed"]),
-            "wall s": f"{summary['wall_time_s']:.0f}",
+            "seeds": ", ".join(str(s["config"]["seed"]) for s in summaries),
+            "averaging": "/".join(sorted({averaging_of(s) for s in summaries})),
+            "wall s": f"{statistics.median(s['wall_time_s'] for s in summaries):.0f}",
             "command": command,
         }
     )
 
 
+def cell_of(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What a row holds fixed: everything but the seed that the table shows."""
+    reptile = config["jiang"]["reptile"]
+    return (
+        config["clients_per_round"],
+        config["local_epochs"],
+        int(reptile["rounds"]),
+        reptile.get("optimizer", "client_adam"),
+    )
+
+
 def find_rows(folders: list[str], paper: dict[str, str], command: str) -> list[Row]:
-    """A row per finished Jiang run below ``folders``, in path order.
+    """A row per cell of finished Jiang runs below ``folders`` (seeds pooled).
 
     Raises
     ------
     NoJiangRunsError
         If no ``summary.json`` below the folders has a personalization record.
     """
-    rows = []
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("summary.json")):
             summary = json.loads(path.read_text())
             if summary.get("personalization"):
-                rows.append(row_of(summary, paper, command))
-    if not rows:
+                cells.setdefault(cell_of(summary["config"]), []).append(summary)
+    if not cells:
         raise NoJiangRunsError(
             "no run results (summary.json with a personalization record) under "
             + ", ".join(folders)
         )
-    return rows
+    return [row_of(cells[key], paper, command) for key in sorted(cells)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from perfedavg.client import ADAPTING, META, initial_model, make_client_app
 from perfedavg.dataset import PARTITIONS, build_client_data
-from perfedavg.jiang import heldout_partitions, jiang_main_loop
+from perfedavg.jiang import REPTILE_OPTIMIZERS, heldout_partitions, jiang_main_loop
 from perfedavg.models import MODEL_NAMES, count_parameters
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
 from pflcore.config import (
@@ -188,6 +188,12 @@ def check_jiang(config: dict[str, Any]) -> None:
         "jiang.reptile.inner_epochs must be a positive integer, "
         f"got {reptile['inner_epochs']!r}",
     )
+    require(
+        reptile.get("optimizer", "client_adam") in REPTILE_OPTIMIZERS,
+        f"jiang.reptile.optimizer must be one of {list(REPTILE_OPTIMIZERS)}, "
+        f"got {reptile.get('optimizer')!r}",
+    )
+    _positive(reptile, "client_lr", "jiang.reptile.client_lr")
     _positive(reptile, "lr", "jiang.reptile.lr")
     _positive(reptile, "server_lr", "jiang.reptile.server_lr")
     betas = reptile["betas"]

@@ -38,6 +38,47 @@ from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
 
+def adam_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray],
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float = 1e-8,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One Adam step (Kingma & Ba) on ``param`` along ``grad``, in float64.
+
+    Parameters
+    ----------
+    param, grad : numpy.ndarray
+        The parameter and its (pseudo-)gradient.
+    moments : tuple of numpy.ndarray
+        First and second moment estimates before this step.
+    step : int
+        This step's number, from 1 (for the bias corrections).
+    lr : float
+        Step size.
+    betas : tuple of float
+        Decay rates of the two moments.
+    eps : float
+        Added to the denominator.
+
+    Returns
+    -------
+    new_param : numpy.ndarray
+        ``param - lr * m_hat / (sqrt(v_hat) + eps)``.
+    moments : tuple of numpy.ndarray
+        The updated moments.
+    """
+    b1, b2 = betas
+    m = b1 * moments[0] + (1 - b1) * grad
+    v = b2 * moments[1] + (1 - b2) * grad * grad
+    m_hat = m / (1 - b1**step)
+    v_hat = v / (1 - b2**step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), (m, v)
+
+
 class PersonalizedFedAvg(PartitionFedAvg):
     """PartitionFedAvg with a server step, a client pool, before/after evaluation.
 
@@ -58,6 +99,10 @@ class PersonalizedFedAvg(PartitionFedAvg):
         (1.0: plain FedAvg).
     server_momentum : float
         Heavy-ball momentum on that update (0: none).
+    server_adam : tuple of float, optional
+        ``(lr, beta1, beta2)``: instead, apply Adam to the pseudo-gradient
+        ``global - mean of client models`` (Jiang et al.'s Reptile stage);
+        ``server_lr`` and ``server_momentum`` are then unused.
     round_offset : int
         Added to this strategy's round numbers (for stages run in sequence).
     stage : str
@@ -76,6 +121,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
         eval_message: str = MessageType.EVALUATE,
         server_lr: float = 1.0,
         server_momentum: float = 0.0,
+        server_adam: tuple[float, float, float] | None = None,
         round_offset: int = 0,
         stage: str = "",
         **kwargs: Any,
@@ -97,6 +143,9 @@ class PersonalizedFedAvg(PartitionFedAvg):
         self.stage = stage
         self._current: ArrayRecord | None = None
         self._velocity: dict[str, np.ndarray] = {}
+        self.server_adam = server_adam
+        self._adam_moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._adam_steps = 0
 
     # -- training -------------------------------------------------------------
 
@@ -124,7 +173,11 @@ class PersonalizedFedAvg(PartitionFedAvg):
         """Average (see ``averaging``), then step ``server_lr`` along the update."""
         averaged, metrics = super().aggregate_train(server_round, replies)
         plain = self.server_lr == 1.0 and self.server_momentum == 0.0
-        if averaged is None or not len(averaged) or plain or self._current is None:
+        if averaged is None or not len(averaged) or self._current is None:
+            return averaged, metrics
+        if self.server_adam is not None:
+            return self._adam(averaged), metrics
+        if plain:
             return averaged, metrics
         stepped = ArrayRecord()
         for key in averaged:
@@ -139,6 +192,31 @@ class PersonalizedFedAvg(PartitionFedAvg):
                 new = np.rint(new)
             stepped[key] = Array(np.asarray(new.astype(old.dtype)))
         return stepped, metrics
+
+    def _adam(self, averaged: ArrayRecord) -> ArrayRecord:
+        """Adam on the pseudo-gradient ``global - averaged`` (float arrays only)."""
+        assert self.server_adam is not None and self._current is not None
+        lr, beta1, beta2 = self.server_adam
+        self._adam_steps += 1
+        stepped = ArrayRecord()
+        for key in averaged:
+            old = self._current[key].numpy()
+            if not np.issubdtype(old.dtype, np.floating):
+                stepped[key] = averaged[key]  # e.g. counters: plain average
+                continue
+            grad = old.astype(np.float64) - averaged[key].numpy().astype(np.float64)
+            zeros = np.zeros_like(grad)
+            moments = self._adam_moments.get(key, (zeros, zeros))
+            new, self._adam_moments[key] = adam_step(
+                old.astype(np.float64),
+                grad,
+                moments,
+                self._adam_steps,
+                lr,
+                (beta1, beta2),
+            )
+            stepped[key] = Array(np.asarray(new.astype(old.dtype)))
+        return stepped
 
     # -- evaluation -----------------------------------------------------------
 

@@ -296,3 +296,55 @@ def test_unnormalised_inputs_are_raw_pixels_in_unit_range(config):
     (mean,), (std,) = runtime.data.data.channel_stats()
     standardised = get_runtime(config).transform(x[:5], train=False)
     torch.testing.assert_close(standardised, (out - mean) / std)
+
+
+def test_server_adam_matches_torch_adam_on_the_pseudo_gradient(tmp_path):
+    """Reptile with server Adam: global <- Adam(global, global - mean of replies)."""
+    s = strategy(tmp_path, averaging="uniform", server_adam=(0.1, 0.0, 0.999))
+    param = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    reference = torch.optim.Adam([param], lr=0.1, betas=(0.0, 0.999), eps=1e-8)
+    current = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    for server_round, values in enumerate([(1.0, 3.0), (0.5, 0.5), (2.0, -1.0)], 1):
+        s.configure_train(server_round, current, ConfigRecord(), None)
+        current, _ = s.aggregate_train(
+            server_round, [reply_with(0, 5, values[0]), reply_with(1, 7, values[1])]
+        )
+        mean = sum(values) / 2
+        reference.zero_grad()
+        param.grad = param.detach() - torch.full((3,), mean, dtype=torch.float64)
+        reference.step()
+        np.testing.assert_allclose(
+            current["w"].numpy(), param.detach().numpy(), rtol=1e-6, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "expected"),
+    [("client_adam", torch.optim.Adam), ("server_adam", torch.optim.SGD)],
+)
+def test_reptile_clients_run_adam_or_sgd_by_where_adam_lives(
+    config, monkeypatch, optimizer, expected
+):
+    import perfedavg.client
+
+    reptile = dict(
+        config["jiang"]["reptile"], optimizer=optimizer, lr=0.003, client_lr=0.04
+    )
+    run = dict(
+        config,
+        algorithm="jiang",
+        local_steps=0,
+        jiang=dict(config["jiang"], reptile=reptile),
+    )
+    seen = []
+
+    def spy(model, x, y, opt, transform, **kwargs):
+        seen.append(opt)
+        return perfedavg.client.TrainStats(0.0, 0, 0)
+
+    monkeypatch.setattr(perfedavg.client, "train_epochs", spy)
+    make_client_app(run)(message("train.reptile", global_arrays(run)), context(0))
+    (opt,) = seen
+    assert type(opt) is expected
+    lr = 0.003 if optimizer == "client_adam" else 0.04
+    assert opt.param_groups[0]["lr"] == lr

@@ -111,6 +111,11 @@ def config_of(data_root: Path, *overrides: str):
         ),
         (["delta=0"], ConfigError, "delta must be > 0"),
         (["averaging=median"], ConfigError, "averaging must be one of"),
+        (
+            ["algorithm=jiang", "jiang.reptile.optimizer=server_sgd"],
+            ConfigError,
+            "jiang.reptile.optimizer must be one of",
+        ),
         (["dataset.normalize=maybe"], ConfigError, "dataset.normalize must be true"),
         (
             ["algorithm=perfedavg_so"],

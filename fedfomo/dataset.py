@@ -8,11 +8,13 @@ official test set) and give each client a disjoint share of it:
 * ``latent``: the pool is clustered into ``num_distributions`` distributions
   and each distribution is split evenly among ``num_clients /
   num_distributions`` clients (:mod:`pflcore.latent`). The clustering
-  features are ``pca`` (top principal components of standardised pixels: the
-  offline stand-in for the paper's VGG embedding), ``embedding`` (a
-  precomputed ``.npy``, e.g. the paper's VGG-11 + PCA-256 features) or
-  ``labels`` (each class is a distribution: the class-label case, which needs
-  ``num_distributions`` equal to the class count).
+  features are ``trained`` (the penultimate layer of a network trained here
+  on the pooled training images, PCA to ``pca_dim`` and k-means as the
+  authors: :mod:`fedfomo.embedding`), ``pca`` (top principal components of
+  standardised pixels), ``embedding`` (a precomputed ``.npy``, e.g. the
+  paper's VGG-11 + PCA-256 features) or ``labels`` (each class is a
+  distribution: the class-label case, which needs ``num_distributions``
+  equal to the class count).
 
 With ``dataset.test_split=carve`` each client's share is then split into
 test (``dataset.test_fraction``, stratified by shard or by class) and
@@ -36,6 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedfomo.embedding import (
+    EmbeddingSpec,
+    cached_embedding,
+    label_report,
+    reduce_and_cluster,
+)
 from pflcore.data import (
     DataFormatError,
     DatasetNotFoundError,
@@ -57,7 +65,7 @@ from pflcore.splits import (
 )
 
 PARTITION_KINDS = ("pathological", "latent")
-LATENT_FEATURES = ("pca", "labels", "embedding")
+LATENT_FEATURES = ("trained", "pca", "labels", "embedding")
 TEST_SPLITS = ("carve", "official")
 
 
@@ -134,6 +142,18 @@ def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
     return np.sort(rng.choice(size, size=round(fraction * size), replace=False))
 
 
+def embedding_spec(partition: dict[str, Any], seed: int) -> EmbeddingSpec:
+    """The ``partition.embedding`` block as an :class:`EmbeddingSpec`."""
+    block = partition["embedding"]
+    return EmbeddingSpec(
+        epochs=int(block["epochs"]),
+        batch_size=int(block["batch_size"]),
+        lr=float(block["lr"]),
+        width=int(block["width"]),
+        seed=seed,
+    )
+
+
 def latent_clusters(
     partition: dict[str, Any],
     x: torch.Tensor,
@@ -142,14 +162,28 @@ def latent_clusters(
     seed: int,
     keep: np.ndarray | None = None,
     pool_size: int | None = None,
+    train_rows: int | None = None,
 ) -> np.ndarray:
     """The distribution id of every pooled sample (see the module docstring).
 
     ``keep`` names the rows of a precomputed embedding (which has one row
     per sample of the whole pool, ``pool_size`` rows) that ``x`` holds.
+    ``train_rows``: the leading rows of ``x`` that are training images (the
+    ``trained`` embedding learns from those only; default: all).
     """
     k = int(partition["num_distributions"])
     features = partition["features"]
+    if features == "trained":
+        n = int(x.shape[0]) if train_rows is None else train_rows
+        emb = cached_embedding(
+            x[:n],
+            torch.from_numpy(y[:n]),
+            x,
+            num_classes,
+            embedding_spec(partition, seed),
+            partition["embedding"]["cache_dir"],
+        )
+        return reduce_and_cluster(emb, int(partition["pca_dim"]), k, seed)
     if features == "labels":
         if k != num_classes:
             raise PartitionError(
@@ -349,7 +383,9 @@ def _official_test_split(
     elif partition["kind"] == "latent":
         x_all = torch.cat([x_tr, x_te])
         labels = np.concatenate([labels_tr, labels_te])
-        clusters = latent_clusters(partition, x_all, labels, data.num_classes, seed)
+        clusters = latent_clusters(
+            partition, x_all, labels, data.num_classes, seed, train_rows=n_train
+        )
         k = int(partition["num_distributions"])
         train_parts = distribution_parts(
             clusters[:n_train], k, num_clients, labels_tr, seed + 1
@@ -388,3 +424,18 @@ def fomo_data(
     """``build_fomo_data``, cached per process (one load per Ray worker)."""
     key = json.dumps({"dataset": dataset, "partition": partition}, sort_keys=True)
     return _cached(key, num_clients, seed)
+
+
+def distribution_labels(data: FomoData) -> tuple[list[list[int]], list[float]]:
+    """Per latent distribution: label histogram and TV distance from uniform.
+
+    Over all the distribution's clients' train, validation and test images.
+    """
+    if data.distribution is None:
+        return [], []
+    clusters = np.full(int(data.y.shape[0]), -1, dtype=np.int64)
+    for j, d in enumerate(data.distribution):
+        for idx in (data.train[j], data.val[j], data.test[j]):
+            clusters[idx] = d
+    held = clusters >= 0
+    return label_report(clusters[held], data.y.numpy()[held], data.data.num_classes)

@@ -23,6 +23,7 @@ from fedfomo.dataset import (
     TEST_SPLITS,
     FomoData,
     build_fomo_data,
+    distribution_labels,
 )
 from fedfomo.models import build_model
 from fedfomo.strategy import FedFomo
@@ -50,6 +51,17 @@ PREPARATION_ERRORS = (
     DatasetNotFoundError,
     DataFormatError,
 )
+
+
+def distribution_summary(data: FomoData) -> dict[str, Any]:
+    """The latent distributions' label histograms and TV distances from uniform."""
+    histograms, distances = distribution_labels(data)
+    if not histograms:
+        return {}
+    return {
+        "distribution_label_counts": histograms,
+        "distribution_tv_from_uniform": distances,
+    }
 
 
 def check_fedfomo(config: dict[str, Any]) -> None:
@@ -123,6 +135,18 @@ def check_fedfomo(config: dict[str, Any]) -> None:
             f"partition.features must be one of {list(LATENT_FEATURES)}, "
             f"got {part['features']!r}",
         )
+        if part["features"] == "trained":
+            block = part["embedding"]
+            for key in ("epochs", "batch_size", "width"):
+                require(
+                    is_int(block[key]) and block[key] >= 1,
+                    f"partition.embedding.{key} must be a positive integer, "
+                    f"got {block[key]!r}",
+                )
+            require(
+                is_number(block["lr"]) and block["lr"] > 0,
+                f"partition.embedding.lr must be > 0, got {block['lr']!r}",
+            )
         k = part["num_distributions"]
         require(
             is_int(k) and k >= 1 and config["num_clients"] % k == 0,
@@ -164,6 +188,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     config = to_plain(cfg)
     check_fedfomo(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    if config["partition"].get("embedding"):
+        block = config["partition"]["embedding"]
+        block["cache_dir"] = absolute_data_root(block["cache_dir"])
     if config["partition"].get("embedding_path"):
         config["partition"]["embedding_path"] = absolute_data_root(
             config["partition"]["embedding_path"]
@@ -194,6 +221,7 @@ def main(cfg: DictConfig) -> None:
         test_samples=[int(t.size) for t in data.test],
         test_split=config["dataset"].get("test_split", "carve"),
         client_distribution=data.distribution,
+        **distribution_summary(data),
     )
     common = {
         "num_clients": config["num_clients"],

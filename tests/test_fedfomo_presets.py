@@ -66,6 +66,7 @@ def test_paper_preset_matches_the_authors_settings():
     assert c["fomo"]["num_candidates"] == 5 and c["fomo"]["norm"] == "l1"
     assert c["fomo"]["num_clusters"] == 5 and c["fomo"]["global_candidate"] is True
     assert c["dataset"]["test_split"] == "official"  # 2667 / 667 / 667 per client
+    assert c["partition"]["features"] == "trained" and c["partition"]["pca_dim"] == 256
     assert c["averaging"] == "samples"
     assert c["partition"]["kind"] == "latent" and c["partition"]["val_fraction"] == 0.2
     assert c["dataset"]["crop_padding"] == 4 and c["dataset"]["flip"] is True

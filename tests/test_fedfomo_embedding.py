@@ -1,4 +1,4 @@
-"""FedFomo's trained embedding: labels followed, cached once, damaged caches reported."""
+"""FedFomo's trained embedding: follows labels, cached once, damage reported."""
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def test_reduce_and_cluster_recovers_blobs_numbered_by_size():
 def images():
     gen = torch.Generator().manual_seed(0)
     y = torch.arange(200) % 4
-    x = (y.view(-1, 1, 1, 1) * 60 + torch.randint(0, 40, (200, 3, 8, 8), generator=gen))
+    x = y.view(-1, 1, 1, 1) * 60 + torch.randint(0, 40, (200, 3, 8, 8), generator=gen)
     return x.to(torch.uint8), y
 
 

@@ -223,7 +223,6 @@ def build_strategy(
         "num_rounds": config["num_rounds"],
         "eval_every": config["eval_every"],
         "seed": config["seed"],
-        "averaging": config["averaging"],
     }
     target = initial_target(config, data)
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
@@ -233,7 +232,8 @@ def build_strategy(
             if config["algorithm"] == "fedavg"
             else ArrayRecord()
         )
-        return BaselineFedAvg(recorder, **common), arrays
+        baseline = BaselineFedAvg(recorder, averaging=config["averaging"], **common)
+        return baseline, arrays
     hn = build_hypernetwork(config, data)
     recorder.set_summary(
         hypernetwork_parameters=sum(p.numel() for p in hn.parameters())

@@ -43,6 +43,7 @@ from pflcore.simulation import (
     derive_seed,
     partition_id,
 )
+from pflcore.threads import use_threads
 from pflcore.training import EvalStats, NonFiniteLossError, evaluate
 
 HEAD_KEY = "head"
@@ -325,12 +326,15 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     """
     app = ClientApp()
     add_partition_query(app)
+    cpus = max(1, int(config["client_resources"]["num_cpus"]))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        instruction = msg.content.config_records["config"]
+        use_threads(instruction, default=cpus)
+        server_round = int(instruction["server-round"])  # type: ignore[arg-type]
         start = time.perf_counter()
         arrays, loss = train_client(
             runtime,
@@ -353,6 +357,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
+        use_threads(msg.content.config_records["config"], default=cpus)
         stats = eval_client(
             runtime, config, pid, msg.content.array_records["arrays"], context.state
         )

@@ -28,6 +28,7 @@ from pflcore.config import (
     check_common,
     is_int,
     reject_subset,
+    require,
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
@@ -35,6 +36,7 @@ from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
+from pflcore.threads import train_threads
 
 ALGORITHMS = ("pfedhn", "pfedhn_pc", "fedavg", "local")
 HN_LR = {"pfedhn": 1e-2, "pfedhn_pc": 5e-2}  # the authors' defaults
@@ -67,6 +69,11 @@ def check_pfedhn(config: dict[str, Any]) -> None:
     # pFedHN counts local work in steps; the shared check wants local_epochs.
     check_common({**config, "local_epochs": 1}, ALGORITHMS)
     reject_subset(config, "client sizes follow partition.* (val_size, test_size)")
+    threads = config["client_threads"]
+    require(
+        threads == "auto" or (is_int(threads) and threads >= 1),
+        f"client_threads must be 'auto' or a positive integer, got {threads!r}",
+    )
     n = config["num_clients"]
     if not (is_int(config["local_steps"]) and config["local_steps"] >= 1):
         raise ConfigError(
@@ -251,6 +258,11 @@ def build_strategy(
         clip=h["clip"],
         novel_lr=config["novel"]["lr"],
         device=config["server_device"],
+        train_threads=train_threads(
+            config["client_threads"],
+            config["clients_per_round"],
+            config["client_resources"]["num_cpus"],
+        ),
         **common,
     )
     return strategy, ArrayRecord()

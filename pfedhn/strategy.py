@@ -45,6 +45,7 @@ from pfedhn.models import HyperNetwork
 from pflcore.results import ClientEval, RunRecorder, summarize_clients
 from pflcore.simulation import PARTITION_KEY, ClientError
 from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
+from pflcore.threads import THREADS_KEY
 
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
 
@@ -141,6 +142,9 @@ class PFedHN(PartitionFedAvg):
     num_clients, clients_per_round, num_rounds, eval_every, seed
         As in :class:`pflcore.strategy.PartitionFedAvg`; ``num_rounds``
         counts the training rounds only.
+    train_threads : int
+        Torch threads a training client uses (``num-threads`` in its
+        message): with one client per round it can have every core.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class PFedHN(PartitionFedAvg):
         eval_every: int,
         seed: int,
         embed_lr: float | None = None,
+        train_threads: int = 1,
     ) -> None:
         total = num_rounds + (novel_rounds if novel_clients else 0)
         super().__init__(
@@ -173,6 +178,7 @@ class PFedHN(PartitionFedAvg):
             seed=seed,
         )
         self.device = torch.device(device)
+        self.train_threads = train_threads
         self.hn = hypernetwork.to(self.device)
         self.train_rounds = num_rounds
         self.novel = sorted(novel_clients)
@@ -262,6 +268,8 @@ class PFedHN(PartitionFedAvg):
         for pid in partitions:
             arrays = self.weights_record(pid, keep_graph)
             config = ConfigRecord({"server-round": server_round})
+            if message_type == MessageType.TRAIN:
+                config[THREADS_KEY] = self.train_threads
             self.recorder.add_bytes(sent=arrays.count_bytes())
             content = RecordDict({"arrays": arrays, "config": config})
             messages.append(

@@ -72,3 +72,7 @@ def test_paper_preset_matches_the_authors_settings():
     assert c["dataset"]["crop_padding"] == 4 and c["dataset"]["flip"] is True
     hundred = to_plain(composed("clients100"))
     assert (hundred["num_clients"], hundred["clients_per_round"]) == (100, 10)
+    # the authors' num_distributions=10 on CIFAR-10: one class per distribution
+    assert hundred["partition"]["features"] == "labels"
+    assert hundred["partition"]["num_distributions"] == 10
+    assert hundred["fomo"]["num_clusters"] == 10

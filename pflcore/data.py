@@ -13,6 +13,10 @@ import gzip
 import os
 import pickle
 import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -127,11 +131,59 @@ def _to_tensors(
     )
 
 
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    struct.error,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    zlib.error,
+    UnicodeDecodeError,
+)
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure to read ``path`` into one :class:`DataFormatError` line.
+
+    Empty, truncated, corrupt or wrong-type files fail deep inside pickle,
+    gzip, zip or NumPy with messages that name neither the file nor what was
+    expected; this names both.
+    """
+    try:
+        yield
+    except DataFormatError:
+        raise
+    except READ_ERRORS as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise DatasetNotFoundError(f"{what} not found: {path}") from exc
+        size = path.stat().st_size if path.is_file() else 0
+        text = " ".join(str(exc).split())  # one line, whatever the library wrote
+        detail = "it is empty" if size == 0 else f"{type(exc).__name__}: {text}"
+        raise DataFormatError(
+            f"{path} is not a readable {what} ({detail}); replace the file"
+        ) from exc
+
+
 def _read_cifar_pickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    with path.open("rb") as handle:
-        entry = pickle.load(handle, encoding="bytes")
-    data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data, np.asarray(entry[label_key])
+    with reading(path, "CIFAR pickle"):
+        with path.open("rb") as handle:
+            entry = pickle.load(handle, encoding="bytes")
+        if not isinstance(entry, dict):
+            raise DataFormatError(
+                f"{path} is not a CIFAR pickle (it holds a {type(entry).__name__})"
+            )
+        data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry[label_key])
+    if labels.shape != (data.shape[0],):
+        raise DataFormatError(
+            f"{path}: {data.shape[0]} images but labels of shape {labels.shape}"
+        )
+    return data, labels
 
 
 def _download_torchvision(name: str, root: Path) -> None:
@@ -184,12 +236,15 @@ def _load_cifar(name: str, root: Path, download: bool) -> ImageData:
 def _read_idx(path: Path) -> np.ndarray:
     """Read an idx file (optionally gzipped), the format MNIST ships in."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataFormatError(f"{path} is not an unsigned-byte idx file")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    with reading(path, "idx file"):
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+        if len(raw) < 4:
+            raise DataFormatError(f"{path} is not an idx file ({len(raw)} bytes)")
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise DataFormatError(f"{path} is not an unsigned-byte idx file")
+        shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise DataFormatError(
@@ -251,7 +306,9 @@ def _load_npz(name: str, path: Path) -> ImageData:
             "Set dataset.path to an .npz file with x_train and y_train "
             "(and optionally x_test, y_test).",
         )
-    with np.load(path) as archive:
+    with reading(path, ".npz archive"), np.load(path) as archive:
+        if not hasattr(archive, "files"):
+            raise DataFormatError(f"{path} holds one array, not an .npz archive")
         keys = set(archive.files)
         if not {"x_train", "y_train"} <= keys:
             raise DataFormatError(
@@ -411,7 +468,10 @@ def read_ratings_csv(
     users: list[str] = []
     items: list[str] = []
     scores: list[int] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with (
+        reading(path, "ratings CSV"),
+        path.open(newline="", encoding="utf-8-sig") as handle,
+    ):
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         wanted = (user_column, item_column, score_column)

@@ -28,6 +28,7 @@ from pflcore.data import (
     _find_idx,
     _read_idx,
     _to_tensors,
+    reading,
 )
 
 EMNIST_CLASSES = {
@@ -107,7 +108,9 @@ def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
             f"emnist not found: looked for {path}. Set dataset.path to an .npz with "
             "x_train, y_train, x_test, y_test."
         )
-    with np.load(path) as archive:
+    with reading(path, ".npz archive"), np.load(path) as archive:
+        if not hasattr(archive, "files"):
+            raise DataFormatError(f"{path} holds one array, not an .npz archive")
         wanted = ("x_train", "y_train", "x_test", "y_test")
         absent = [k for k in wanted if k not in archive.files]
         if absent:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.data import DataFormatError, DatasetNotFoundError, reading
 from pflcore.partition import PartitionError
 
 
@@ -101,7 +101,8 @@ def load_embedding(path: str | Path, num_samples: int | None) -> np.ndarray:
             f"embedding file not found: looked for {file}. Save one row per pooled "
             "sample (training images in dataset order) with numpy.save."
         )
-    emb = np.load(file, allow_pickle=False)
+    with reading(file, "embedding (.npy)"):
+        emb = np.load(file, allow_pickle=False)
     if emb.ndim != 2 or (num_samples is not None and emb.shape[0] != num_samples):
         raise DataFormatError(
             f"{file}: expected shape ({num_samples}, D), got {emb.shape}"

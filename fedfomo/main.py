@@ -39,7 +39,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, hydra_output_dir, run_experiment
+from pflcore.experiment import guarded, open_recorder, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
@@ -212,7 +212,7 @@ def main(cfg: DictConfig) -> None:
     """Run one FedFomo/FedAvg/FedAvg+FT/Local experiment and record it."""
     prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
     config, data = prepared.config, prepared.data
-    recorder = RunRecorder(hydra_output_dir(), config)
+    recorder: RunRecorder = guarded(lambda: open_recorder(config), PREPARATION_ERRORS)
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),
@@ -230,6 +230,7 @@ def main(cfg: DictConfig) -> None:
         "eval_every": config["eval_every"],
         "seed": config["seed"],
         "averaging": config["averaging"],
+        "on_client_failure": config["on_client_failure"],
     }
     algorithm = config["algorithm"]
     if algorithm == "fedfomo":

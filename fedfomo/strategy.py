@@ -35,6 +35,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedfomo.client import CANDIDATE_PREFIX, CLUSTER_PREFIX, GLOBAL_KEY
+from pflcore.checkpoint import arrays_to_plain, plain_to_arrays
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import PARTITION_KEY, derive_seed
 from pflcore.strategy import (
@@ -243,6 +244,37 @@ class FedFomo(PartitionFedAvg):
         self.rng = np.random.default_rng(derive_seed(self.sampler.seed, 0xF0F0))
         self._eval_targets: list[int] = []
 
+    # -- checkpoints ------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """P, the latest uploads, the server models and the exploration stream."""
+        return {
+            "affinity": self.affinity.copy(),
+            "uploads": {p: arrays_to_plain(r) for p, r in self.uploads.items()},
+            "sizes": dict(self.sizes),
+            "last_uploaders": list(self.last_uploaders),
+            "clusters": self.clusters.copy(),
+            "cluster_averages": [arrays_to_plain(r) for r in self.cluster_averages],
+            "global_average": (
+                None
+                if self.global_average is None
+                else arrays_to_plain(self.global_average)
+            ),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`checkpoint_state`."""
+        self.affinity = np.array(state["affinity"], dtype=np.float64)
+        self.uploads = {int(p): plain_to_arrays(r) for p, r in state["uploads"].items()}
+        self.sizes = {int(p): float(n) for p, n in state["sizes"].items()}
+        self.last_uploaders = [int(p) for p in state["last_uploaders"]]
+        self.clusters = np.array(state["clusters"], dtype=np.int64)
+        self.cluster_averages = [plain_to_arrays(r) for r in state["cluster_averages"]]
+        average = state["global_average"]
+        self.global_average = None if average is None else plain_to_arrays(average)
+        self.rng.bit_generator.state = state["rng"]
+
     # -- training: start from the stored baseline, upload the trained model ----
 
     def configure_train(
@@ -256,6 +288,9 @@ class FedFomo(PartitionFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Keep each client's upload (no averaging); log the training loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
+        if not contents:  # every client failed (tolerated): nothing to keep
+            self.recorder.log_train(float("nan"), 0)
+            return ArrayRecord(), None
         metrics = [c.metric_records["metrics"] for c in contents]
         pids = [int(scalar(m, PARTITION_KEY)) for m in metrics]
         arrays = [c.array_records["arrays"] for c in contents]
@@ -344,6 +379,7 @@ class FedFomo(PartitionFedAvg):
             set(range(self.num_clients)) if self.is_eval_round(server_round) else set()
         )
         self._eval_targets = sorted(fomo | tested)
+        self.note_sent(self._eval_targets)
         messages = []
         for pid in self._eval_targets:
             records: dict[str, Any] = {}

@@ -28,7 +28,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, hydra_output_dir, run_experiment
+from pflcore.experiment import guarded, open_recorder, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 
@@ -183,7 +183,7 @@ def main(cfg: DictConfig) -> None:
     """Run one FedPer/FedAvg/Local experiment and record it."""
     prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
     config = prepared.config
-    recorder = RunRecorder(hydra_output_dir(), config)
+    recorder: RunRecorder = guarded(lambda: open_recorder(config), PREPARATION_ERRORS)
     recorder.write_partition(prepared.fed.class_counts())
     recorder.set_summary(
         num_base_tensors=len(prepared.base),
@@ -199,6 +199,7 @@ def main(cfg: DictConfig) -> None:
         eval_every=config["eval_every"],
         seed=config["seed"],
         averaging=config["averaging"],
+        on_client_failure=config["on_client_failure"],
     )
     run_experiment(strategy, prepared.base, make_client_app(config), config)
 

@@ -24,6 +24,7 @@ personalized results and whose ``before_*`` columns are the initial ones;
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from perfedavg.strategy import PersonalizedFedAvg
+from pflcore.experiment import Checkpointer, resume_strategy, run_rounds
 from pflcore.results import RunRecorder
 
 PERSONALIZE = "evaluate.personalize"
@@ -55,6 +57,7 @@ def _stage(
         eval_every=config["eval_every"],
         seed=config["seed"],
         averaging=config["averaging"],
+        on_client_failure=config["on_client_failure"],
         **kwargs,
     )
 
@@ -103,52 +106,79 @@ def server_adam(reptile: dict[str, Any]) -> tuple[float, float, float] | None:
 def jiang_main_loop(
     config: dict[str, Any], recorder: RunRecorder, initial: ArrayRecord
 ) -> Callable[[Grid, dict[int, int]], None]:
-    """The ServerApp's main loop: the three stages in sequence."""
+    """The ServerApp's main loop: the three stages in sequence.
+
+    Rounds are numbered across the stages (FedAvg ``1..F``, Reptile
+    ``F+1..F+R``, personalization ``F+R+1``); a checkpoint records the
+    global round, so a resumed run skips the stages it finished and
+    continues the one it was in, with that stage's server state.
+    """
     reptile = config["jiang"]["reptile"]
     fedavg_rounds, reptile_rounds = config["num_rounds"], int(reptile["rounds"])
     timeout = float(config["timeout_s"])
+    last_round = fedavg_rounds + reptile_rounds + 1
+    checkpoints = Checkpointer(config, recorder, last_round)
 
     def main_loop(grid: Grid, partition_to_node: dict[int, int]) -> None:
-        fedavg = _stage(
-            recorder,
-            config,
-            num_rounds=fedavg_rounds,
-            server_lr=float(config["server_lr"]),
-            server_momentum=float(config["server_momentum"]),
-            stage="fedavg",
-        )
-        fedavg.bind_partitions(partition_to_node)
-        arrays = fedavg.start(
-            grid, initial, fedavg_rounds, timeout, evaluate_fn=fedavg.end_round
-        ).arrays
-        recorder.set_summary(stage_rounds={"fedavg": [1, fedavg_rounds]})
-        if reptile_rounds > 0:
-            fine = _stage(
+        stages = [
+            _stage(
                 recorder,
                 config,
-                num_rounds=reptile_rounds,
-                train_message=REPTILE,
-                server_lr=float(reptile["server_lr"]),
-                server_adam=server_adam(reptile),
-                round_offset=fedavg_rounds,
-                stage="reptile",
+                num_rounds=fedavg_rounds,
+                server_lr=float(config["server_lr"]),
+                server_momentum=float(config["server_momentum"]),
+                stage="fedavg",
             )
-            fine.bind_partitions(partition_to_node)
-            arrays = fine.start(
-                grid, arrays, reptile_rounds, timeout, evaluate_fn=fine.end_round
-            ).arrays
-            recorder.set_summary(
-                stage_rounds={
-                    "fedavg": [1, fedavg_rounds],
-                    "reptile": [fedavg_rounds + 1, fedavg_rounds + reptile_rounds],
-                }
+        ]
+        if reptile_rounds > 0:
+            stages.append(
+                _stage(
+                    recorder,
+                    config,
+                    num_rounds=reptile_rounds,
+                    train_message=REPTILE,
+                    server_lr=float(reptile["server_lr"]),
+                    server_adam=server_adam(reptile),
+                    round_offset=fedavg_rounds,
+                    stage="reptile",
+                )
             )
+        for stage in stages:
+            stage.bind_partitions(partition_to_node)
+        done, arrays = 0, initial
+        resumed = recorder.resumed_from
+        if resumed is not None:
+            done = int(resumed["round"])
+            current = next(
+                (s for s in stages if done <= s.round_offset + s.num_rounds),
+                stages[-1],
+            )
+            arrays = resume_strategy(current, grid, resumed, timeout)
+        for stage in stages:
+            first = max(1, done - stage.round_offset + 1)
+            if first > stage.num_rounds:
+                continue
+            arrays = run_rounds(
+                stage,
+                grid,
+                arrays,
+                first,
+                stage.num_rounds,
+                timeout,
+                partial(_checkpoint, checkpoints, stage, grid, timeout),
+            )
+        summary_rounds = {"fedavg": [1, fedavg_rounds]}
+        if reptile_rounds > 0:
+            summary_rounds["reptile"] = [fedavg_rounds + 1, last_round - 1]
+        recorder.set_summary(stage_rounds=summary_rounds)
+        if done >= last_round:
+            return
         last = _stage(
             recorder,
             config,
             num_rounds=1,
             eval_message=PERSONALIZE,
-            round_offset=fedavg_rounds + reptile_rounds,
+            round_offset=last_round - 1,
             stage="personalize",
         )
         last.bind_partitions(partition_to_node)
@@ -158,8 +188,23 @@ def jiang_main_loop(
         recorder.set_summary(
             personalization=personalization_summary(recorder, recorder.rows[-1])
         )
+        checkpoints.after_round(last_round, arrays, last, grid, timeout)
 
     return main_loop
+
+
+def _checkpoint(
+    checkpoints: Checkpointer,
+    stage: PersonalizedFedAvg,
+    grid: Grid,
+    timeout: float,
+    server_round: int,
+    arrays: ArrayRecord,
+) -> None:
+    """After a stage's local round: checkpoint under the global round number."""
+    checkpoints.after_round(
+        server_round + stage.round_offset, arrays, stage, grid, timeout
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,12 @@ from pflcore.config import (
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.emnist import EMNIST_CLASSES, ORIENTATIONS
-from pflcore.experiment import guarded, hydra_output_dir, run_experiment, run_main_loop
+from pflcore.experiment import (
+    guarded,
+    open_recorder,
+    run_experiment,
+    run_main_loop,
+)
 from pflcore.federated import ClientData
 from pflcore.finetune import FINETUNE_UNITS
 from pflcore.partition import PartitionError
@@ -272,6 +277,7 @@ def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> Personalize
         eval_every=config["eval_every"],
         seed=config["seed"],
         averaging=config["averaging"],
+        on_client_failure=config["on_client_failure"],
         server_lr=float(config["server_lr"]),
         server_momentum=float(config["server_momentum"]),
     )
@@ -284,7 +290,9 @@ def main(cfg: DictConfig) -> None:
     config = prepared.config
     algorithm = config["algorithm"]
     extra = (BEFORE,) if algorithm in (*ADAPTING, "jiang") else ()
-    recorder = RunRecorder(hydra_output_dir(), config, extra_evals=extra)
+    recorder: RunRecorder = guarded(
+        lambda: open_recorder(config, extra_evals=extra), PREPARATION_ERRORS
+    )
     recorder.write_partition(prepared.data.class_counts())
     recorder.set_summary(num_parameters=prepared.num_parameters)
     app = make_client_app(config)

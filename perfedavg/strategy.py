@@ -147,6 +147,26 @@ class PersonalizedFedAvg(PartitionFedAvg):
         self._adam_moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._adam_steps = 0
 
+    # -- checkpoints ----------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Server momentum and Adam moments (the rest is the global arrays)."""
+        return {
+            "velocity": {k: v.copy() for k, v in self._velocity.items()},
+            "adam_moments": {
+                k: (m.copy(), v.copy()) for k, (m, v) in self._adam_moments.items()
+            },
+            "adam_steps": self._adam_steps,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`checkpoint_state`."""
+        self._velocity = {k: v.copy() for k, v in state["velocity"].items()}
+        self._adam_moments = {
+            k: (m.copy(), v.copy()) for k, (m, v) in state["adam_moments"].items()
+        }
+        self._adam_steps = int(state["adam_steps"])
+
     # -- training -------------------------------------------------------------
 
     def train_partitions(self, server_round: int) -> list[int]:

@@ -32,7 +32,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, hydra_output_dir, run_experiment
+from pflcore.experiment import guarded, open_recorder, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
@@ -230,6 +230,7 @@ def build_strategy(
         "num_rounds": config["num_rounds"],
         "eval_every": config["eval_every"],
         "seed": config["seed"],
+        "on_client_failure": config["on_client_failure"],
     }
     target = initial_target(config, data)
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
@@ -273,7 +274,9 @@ def main(cfg: DictConfig) -> None:
     """Run one pFedHN / pFedHN-PC / FedAvg / Local experiment and record it."""
     prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
     config, data = prepared.config, prepared.data
-    recorder = RunRecorder(hydra_output_dir(), config, extra_fields=EXTRA_FIELDS)
+    recorder: RunRecorder = guarded(
+        lambda: open_recorder(config, extra_fields=EXTRA_FIELDS), PREPARATION_ERRORS
+    )
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         split_sizes={s: sum(v) for s, v in data.sizes().items()},

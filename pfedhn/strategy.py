@@ -167,6 +167,7 @@ class PFedHN(PartitionFedAvg):
         seed: int,
         embed_lr: float | None = None,
         train_threads: int = 1,
+        on_client_failure: str = "stop",
     ) -> None:
         total = num_rounds + (novel_rounds if novel_clients else 0)
         super().__init__(
@@ -176,6 +177,7 @@ class PFedHN(PartitionFedAvg):
             num_rounds=total,
             eval_every=eval_every,
             seed=seed,
+            on_client_failure=on_client_failure,
         )
         self.device = torch.device(device)
         self.train_threads = train_threads
@@ -206,6 +208,37 @@ class PFedHN(PartitionFedAvg):
         self.evals = BestValidation(recorder)
         self.keys = list(self.hn.shapes)
         self._graphs: dict[int, dict[str, torch.Tensor]] = {}
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The hypernetwork (embeddings included), its optimizer, the novel phase."""
+        return {
+            "hn": {
+                k: v.detach().cpu().clone() for k, v in self.hn.state_dict().items()
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "novel_embeddings": {
+                j: v.detach().cpu().clone() for j, v in self.novel_embeddings.items()
+            },
+            "novel_optimizers": {
+                j: o.state_dict() for j, o in self.novel_optimizers.items()
+            },
+            "best": self.evals.best,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`checkpoint_state`."""
+        self.hn.load_state_dict(state["hn"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.novel_embeddings, self.novel_optimizers = {}, {}
+        for j, value in state["novel_embeddings"].items():
+            v = torch.nn.Parameter(value.to(self.device))
+            optimizer = torch.optim.SGD([v], lr=self.novel_lr, momentum=self.momentum)
+            optimizer.load_state_dict(state["novel_optimizers"][j])
+            self.novel_embeddings[int(j)] = v
+            self.novel_optimizers[int(j)] = optimizer
+        self.evals.best = state["best"]
 
     # -- phases ---------------------------------------------------------------
 
@@ -261,6 +294,7 @@ class PFedHN(PartitionFedAvg):
     def _messages_for(
         self, partitions: list[int], server_round: int, message_type: str
     ) -> list[Message]:
+        self.note_sent(partitions)
         messages = []
         keep_graph = (
             message_type == MessageType.TRAIN and self.phase(server_round) == "train"
@@ -303,6 +337,9 @@ class PFedHN(PartitionFedAvg):
             record = content.array_records["arrays"]
             self.recorder.add_bytes(received=record.count_bytes())
             deltas.append((pid, self._delta(record, pid, server_round)))
+        if not deltas:  # the round's client failed (tolerated): no step
+            self.recorder.log_train(float("nan"), 0)
+            return None, None
         if self.phase(server_round) == "train":
             self.hn_step(deltas)
         else:
@@ -403,6 +440,14 @@ class BaselineFedAvg(PartitionFedAvg):
     def __init__(self, recorder: RunRecorder, **kwargs: Any) -> None:
         super().__init__(recorder, **kwargs)
         self.evals = BestValidation(recorder)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The best-validation round so far."""
+        return {"best": self.evals.best}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`checkpoint_state`."""
+        self.evals.best = state["best"]
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -91,6 +91,21 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         f"eval_every must be an integer >= 0, got {config['eval_every']!r}",
     )
     require(is_int(config["seed"]), f"seed must be an integer, got {config['seed']!r}")
+    policy = config.get("on_client_failure", "stop")
+    require(
+        policy in ("stop", "tolerate"),
+        f"on_client_failure must be 'stop' or 'tolerate', got {policy!r}",
+    )
+    every = config.get("checkpoint_every", 0)
+    require(
+        is_int(every) and every >= 0,
+        f"checkpoint_every must be an integer >= 0, got {every!r}",
+    )
+    resume = config.get("resume")
+    require(
+        resume is None or (isinstance(resume, str) and Path(resume).is_dir()),
+        f"resume must name an existing run folder, got {resume!r}",
+    )
     require(
         config.get("averaging") in AVERAGING_RULES,
         f"averaging must be one of {list(AVERAGING_RULES)}, "

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 
+from pflcore.checkpoint import (
+    arrays_to_plain,
+    check_resumable,
+    fetch_client_states,
+    plain_to_arrays,
+    read_checkpoint,
+    restore_client_states,
+    write_checkpoint,
+)
+from pflcore.faults import with_faults
 from pflcore.results import RunRecorder
 from pflcore.simulation import build_server_app, run_federation
 from pflcore.strategy import PartitionFedAvg
@@ -67,18 +79,170 @@ def run_experiment(
         Resolved configuration (``num_clients``, ``num_rounds``,
         ``client_resources``, ``timeout_s``, ``verbose``).
     """
+    timeout = float(config["timeout_s"])
+    recorder = strategy.recorder
 
     def rounds(grid: Grid, partition_to_node: dict[int, int]) -> None:
         strategy.bind_partitions(partition_to_node)
-        strategy.start(
+        first, arrays = 1, initial_arrays
+        resumed = recorder.resumed_from
+        if resumed is not None:
+            first, arrays = (
+                int(resumed["round"]) + 1,
+                resume_strategy(strategy, grid, resumed, timeout),
+            )
+        checkpoints = Checkpointer(config, recorder, config["num_rounds"])
+        run_rounds(
+            strategy,
             grid,
-            initial_arrays,
-            num_rounds=config["num_rounds"],
-            timeout=float(config["timeout_s"]),
-            evaluate_fn=strategy.end_round,
+            arrays,
+            first,
+            config["num_rounds"],
+            timeout,
+            lambda r, a: checkpoints.after_round(r, a, strategy, grid, timeout),
         )
 
-    run_main_loop(rounds, strategy.recorder, client_app, config)
+    run_main_loop(rounds, recorder, client_app, config)
+
+
+def run_rounds(
+    strategy: PartitionFedAvg,
+    grid: Grid,
+    arrays: ArrayRecord,
+    first: int,
+    last: int,
+    timeout: float,
+    after_round: Callable[[int, ArrayRecord], None] | None = None,
+) -> ArrayRecord:
+    """Rounds ``first..last`` of ``strategy``, as Flower's ``Strategy.start`` runs them.
+
+    Each round: configure and send training, aggregate, configure and send
+    evaluation, aggregate, write the round's row (``end_round``), then
+    ``after_round(round, arrays)`` (the checkpoint). Starting at ``first``
+    is what lets a run resume.
+
+    Returns
+    -------
+    ArrayRecord
+        The global arrays after round ``last``.
+    """
+    for server_round in range(first, last + 1):
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
+            timeout=timeout,
+        )
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        if aggregated is not None:
+            arrays = aggregated
+        replies = grid.send_and_receive(
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+            timeout=timeout,
+        )
+        strategy.aggregate_evaluate(server_round, replies)
+        strategy.end_round(server_round, arrays)
+        if after_round is not None:
+            after_round(server_round, arrays)
+    return arrays
+
+
+class Checkpointer:
+    """Writes a checkpoint every ``checkpoint_every`` rounds and after the last.
+
+    Parameters
+    ----------
+    config : dict
+        The run's configuration (``checkpoint_every``; 0 writes none).
+    recorder : RunRecorder
+        The run's recorder (its folder receives the checkpoint).
+    last_round : int
+        The run's last round (always checkpointed when checkpoints are on).
+    """
+
+    def __init__(
+        self, config: dict[str, Any], recorder: RunRecorder, last_round: int
+    ) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.every = int(config.get("checkpoint_every", 0))
+        self.last_round = last_round
+
+    def due(self, server_round: int) -> bool:
+        """Whether a checkpoint is written after ``server_round``."""
+        if self.every <= 0:
+            return False
+        return server_round % self.every == 0 or server_round == self.last_round
+
+    def after_round(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        strategy: PartitionFedAvg,
+        grid: Grid,
+        timeout: float,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the checkpoint of ``server_round`` if one is due."""
+        if not self.due(server_round):
+            return
+        kill_after = (self.config.get("inject") or {}).get("kill_after_round")
+        write_checkpoint(
+            self.recorder.out_dir,
+            {
+                "round": server_round,
+                "config": self.recorder.config,
+                "arrays": arrays_to_plain(arrays),
+                "server": strategy.checkpoint_state(),
+                "recorder": self.recorder.checkpoint_state(),
+                "clients": fetch_client_states(grid, strategy.node_of, timeout),
+                **(extra or {}),
+            },
+        )
+        if kill_after is not None and server_round == int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash right after a checkpoint
+
+
+def resume_strategy(
+    strategy: PartitionFedAvg,
+    grid: Grid,
+    checkpoint: dict[str, Any],
+    timeout: float,
+) -> ArrayRecord:
+    """Put the server and the clients back where ``checkpoint`` left them.
+
+    Returns the global arrays to continue from.
+    """
+    strategy.restore_state(checkpoint["server"])
+    restore_client_states(grid, strategy.node_of, checkpoint["clients"], timeout)
+    return plain_to_arrays(checkpoint["arrays"])
+
+
+def open_recorder(config: dict[str, Any], **kwargs: Any) -> RunRecorder:
+    """The run's recorder: a new Hydra run folder, or the resumed run's folder.
+
+    With ``resume=<run folder>`` the folder's checkpoint is read and checked
+    against this config (a setting that would change the result is refused
+    in one line), and the records are cut back to the checkpoint's round,
+    all before Ray starts.
+    """
+    if config.get("on_client_failure") == "tolerate":
+        fields = tuple(kwargs.pop("extra_fields", ()))
+        kwargs["extra_fields"] = (*fields, "failed_clients", "failed_partitions")
+    folder = config.get("resume")
+    if not folder:
+        return RunRecorder(hydra_output_dir(), config, **kwargs)
+    folder = str(Path(folder).expanduser().resolve())
+    config["resume"] = folder
+    checkpoint = read_checkpoint(folder)
+    check_resumable(config, checkpoint)
+    recorder = RunRecorder(folder, config, resuming=True, **kwargs)
+    recorder.restore(checkpoint["recorder"])
+    recorder.resumed_from = checkpoint
+    print(
+        f"resuming {folder} after round {checkpoint['round']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return recorder
 
 
 def run_main_loop(
@@ -105,6 +269,7 @@ def run_main_loop(
         ``verbose``).
     """
     server_app = build_server_app(main_loop, config["num_clients"])
+    client_app = with_faults(client_app, config)
     try:
         run_federation(
             server_app,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import platform
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,34 @@ class ClientEval(EvalStats):
     """One client's evaluation counts in one round, with its partition-id."""
 
     partition_id: int
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(summary: dict[str, Any]) -> str:
+    """A run's status, with a killed run reported as ``interrupted``.
+
+    A ``running`` summary whose process is gone from this machine was killed
+    (``kill -9``, a lost session): every round it finished is in
+    ``rounds.csv``, and its last checkpoint (if any) resumes it.
+    """
+    status = str(summary.get("status", "unknown"))
+    if status != "running":
+        return status
+    same_host = summary.get("host") == socket.gethostname()
+    pid = summary.get("pid")
+    if same_host and isinstance(pid, int) and not pid_alive(pid):
+        return "interrupted"
+    return status
 
 
 def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:
@@ -129,6 +159,7 @@ class RunRecorder:
         *,
         extra_evals: tuple[str, ...] = (),
         extra_fields: tuple[str, ...] = (),
+        resuming: bool = False,
     ) -> None:
         self.extra_evals = tuple(extra_evals)
         self.round_fields = ROUND_FIELDS + tuple(
@@ -155,8 +186,11 @@ class RunRecorder:
         self._pending_eval: list[ClientEval] = []
         self._bytes = [0, 0]
         self._extra_summary: dict[str, Any] = {}
-        self._init_csv("rounds.csv", self.round_fields)
-        self._init_csv("clients.csv", self.client_fields)
+        self._pending_failures: list[tuple[int, str, str]] = []
+        self.resumed_from: dict[str, Any] | None = None  # a checkpoint, on resume
+        if not resuming:  # a resumed run keeps its records (see restore)
+            self._init_csv("rounds.csv", self.round_fields)
+            self._init_csv("clients.csv", self.client_fields)
         self.write_summary(status="running")
 
     def _init_csv(self, name: str, fields: tuple[str, ...]) -> None:
@@ -209,6 +243,17 @@ class RunRecorder:
                 f"extra evaluation {name!r} was not declared (have {self.extra_evals})"
             )
         self._pending_extra[name] = list(evals)
+
+    def log_failures(self, stage: str, failures: dict[int, str]) -> None:
+        """Record clients that failed (tolerated) in this round's ``stage``.
+
+        ``rounds.csv`` gets their count and partition-ids (when declared as
+        the ``failed_clients`` and ``failed_partitions`` extra fields) and
+        ``failures.csv`` one line per client: round, partition, stage, error.
+        """
+        self._pending_failures.extend(
+            (pid, stage, reason) for pid, reason in sorted(failures.items())
+        )
 
     def log_extra(self, **values: Any) -> None:
         """Remember values for this round's ``extra_fields`` columns of ``rounds.csv``.
@@ -269,6 +314,13 @@ class RunRecorder:
                             client_row[f"{name}_loss"] = other.loss
                 client_rows.append(client_row)
             self._append("clients.csv", self.client_fields, client_rows)
+        if "failed_clients" in self.round_fields:
+            row["failed_clients"] = len(self._pending_failures)
+            row["failed_partitions"] = ";".join(
+                str(pid) for pid, _, _ in self._pending_failures
+            )
+        if self._pending_failures:
+            self._write_failures(server_round)
         self._append("rounds.csv", self.round_fields, [row])
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
@@ -277,12 +329,61 @@ class RunRecorder:
         self.write_summary(status="running")
         return row
 
+    def _write_failures(self, server_round: int) -> None:
+        path = self.out_dir / "failures.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["round", "partition_id", "stage", "error"])
+            for pid, stage, reason in self._pending_failures:
+                writer.writerow([server_round, pid, stage, reason])
+        self._pending_failures = []
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue these records."""
+        return {
+            "rows": [dict(r) for r in self.rows],
+            "elapsed": time.time() - self.start,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the records of a checkpoint: rows after it are dropped.
+
+        ``rounds.csv`` is rewritten from the checkpoint's rows and
+        ``clients.csv`` keeps its lines up to the checkpoint's round, so the
+        resumed run appends without duplicating or losing a row.
+        """
+        self.rows = [dict(r) for r in state["rows"]]
+        last = int(self.rows[-1]["round"]) if self.rows else 0
+        self.start = time.time() - float(state["elapsed"])
+        self._extra_summary.update(state.get("summary", {}))
+        self._last_end = time.time()
+        self._init_csv("rounds.csv", self.round_fields)
+        self._append("rounds.csv", self.round_fields, self.rows)
+        self._truncate_clients(last)
+        self.write_summary(status="running")
+
+    def _truncate_clients(self, last_round: int) -> None:
+        path = self.out_dir / "clients.csv"
+        with path.open(newline="") as handle:
+            lines = list(csv.reader(handle))
+        header, body = lines[0], lines[1:]
+        index = header.index("round")
+        kept = [line for line in body if int(line[index]) <= last_round]
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(kept)
+
     def write_summary(self, status: str, error: str | None = None) -> None:
         """Rewrite ``summary.json`` (atomically) with final and best figures."""
         evaluated = [r for r in self.rows if "test_acc_mean" in r]
         summary: dict[str, Any] = {
             "status": status,
             "rounds_completed": len(self.rows),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "wall_time_s": round(time.time() - self.start, 3),
             "seed": self.config.get("seed"),
             "averaging": self.config.get("averaging"),

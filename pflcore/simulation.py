@@ -24,6 +24,8 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from pflcore.checkpoint import add_checkpoint_handlers
+
 log = logging.getLogger(__name__)
 # Flower's state database imports alembic lazily, before ``quiet_logging`` can run,
 # and alembic logs one INFO line per plugin on import; silence it up front.
@@ -68,7 +70,13 @@ def derive_seed(*parts: int) -> int:
 
 
 def add_partition_query(app: ClientApp) -> None:
-    """Register the ``query`` handler that tells the server this node's partition-id."""
+    """Register the ``query`` handlers every package's ClientApp needs.
+
+    ``query`` tells the server this node's partition-id; ``query.checkpoint``
+    and ``query.restore`` hand over and take back the node's personal state
+    (:mod:`pflcore.checkpoint`).
+    """
+    add_checkpoint_handlers(app)
 
     @app.query()
     def _query(msg: Message, context: Context) -> Message:

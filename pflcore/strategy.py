@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import (
@@ -96,6 +97,18 @@ def weighted_average(records: list[ArrayRecord], weights: list[float]) -> ArrayR
     return out
 
 
+def _sender(reply: Message, pid_of: dict[int, int]) -> int:
+    """The partition-id of a reply's node (from its reply metrics if unmapped)."""
+    node = reply.metadata.src_node_id
+    if node in pid_of:
+        return pid_of[node]
+    if not reply.has_error():
+        metrics = reply.content.metric_records.get("metrics")
+        if metrics is not None and PARTITION_KEY in metrics:
+            return int(metrics[PARTITION_KEY])  # type: ignore[arg-type]
+    return -1
+
+
 def scalar(record: MetricRecord, key: str) -> float:
     """A scalar metric as float, with a clear error when it is missing."""
     if key not in record:
@@ -131,6 +144,8 @@ class PartitionFedAvg(FedAvg):
         ``"samples"`` (default): clients weigh by their ``num-examples``, as
         FedAvg; ``"uniform"``: every sampled client weighs the same (e.g.
         Per-FedAvg's server step). Applies to the arrays and the train loss.
+    on_client_failure : str
+        ``"stop"`` (default) or ``"tolerate"`` (:mod:`pflcore.faults`).
     """
 
     def __init__(
@@ -144,6 +159,7 @@ class PartitionFedAvg(FedAvg):
         seed: int,
         progress_every_s: float = 10.0,
         averaging: str = "samples",
+        on_client_failure: str = "stop",
     ) -> None:
         if averaging not in AVERAGING_RULES:
             raise ValueError(
@@ -163,10 +179,31 @@ class PartitionFedAvg(FedAvg):
         self.eval_every = eval_every
         self.sampler = ClientSampler(num_clients, seed)
         self.averaging = averaging
+        self.on_client_failure = on_client_failure
+        self._sent: list[int] = []
         self.node_of: dict[int, int] = {}
         self._expected = 0
 
+    # -- checkpoints ----------------------------------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The server state the next round depends on, beyond the global arrays.
+
+        Plain Python and NumPy values only. Sampling draws from
+        ``(seed, round)``, so it needs no state; subclasses that keep state
+        (momentum, affinities, a hypernetwork) extend this and
+        :meth:`restore_state`.
+        """
+        return {}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`checkpoint_state` returned."""
+
     # -- identity -------------------------------------------------------------
+
+    def note_sent(self, partitions: list[int]) -> None:
+        """Remember who was sent the current stage's messages (for failures)."""
+        self._sent = list(partitions)
 
     def bind_partitions(self, partition_to_node: dict[int, int]) -> None:
         """Learn which node holds which partition (from the query round)."""
@@ -175,6 +212,7 @@ class PartitionFedAvg(FedAvg):
     def _messages(
         self, content: RecordDict, partitions: list[int], message_type: str
     ) -> list[Message]:
+        self.note_sent(partitions)
         return [
             Message(content, dst_node_id=self.node_of[p], message_type=message_type)
             for p in partitions
@@ -183,27 +221,59 @@ class PartitionFedAvg(FedAvg):
     def check_replies(
         self, replies: Iterable[Message], expected: int, stage: str, server_round: int
     ) -> list[RecordDict]:
-        """Return reply contents in partition-id order; raise on an error or a gap.
+        """Return the good replies' contents in partition-id order.
 
-        Replies arrive in any order; summing floats in a fixed (partition-id)
-        order makes every aggregate, and so the whole run, reproducible.
+        A client that replied with an error, or did not reply before the
+        timeout, either stops the run (``on_client_failure=stop``: a
+        :class:`ClientError` naming the client, the round, the stage and
+        the error) or is recorded and left out (``tolerate``). Replies arrive
+        in any order; summing floats in a fixed (partition-id) order makes
+        every aggregate, and so the whole run, reproducible.
         """
         replies = list(replies)
         pid_of = {node: pid for pid, node in self.node_of.items()}
+        failures: dict[int, str] = {}
+        good: list[tuple[int, Message]] = []
         for reply in replies:
+            pid = _sender(reply, pid_of)
             if reply.has_error():
-                pid = pid_of.get(reply.metadata.src_node_id, "?")
-                raise ClientError(
-                    f"client {pid} failed in {stage} of round {server_round}: "
-                    f"{reply.error.reason}"
-                )
-        if len(replies) != expected:
+                failures[pid] = " ".join(str(reply.error.reason).split())
+            else:
+                good.append((pid, reply))
+        silent: list[int] = []
+        if len(replies) < expected:  # some never answered: name them if known
+            replied = {pid for pid, _ in good} | set(failures)
+            silent = [p for p in self._sent if p not in replied]
+            if len(self._sent) != expected or len(silent) != expected - len(replies):
+                silent = [-1] * (expected - len(replies))  # who is unknown
+        for pid in silent:
+            failures[pid] = "no reply before the timeout"
+        if failures:
+            self._handle_failures(failures, stage, server_round, len(replies), expected)
+        good.sort(key=lambda item: item[0])
+        return [reply.content for _, reply in good]
+
+    def _handle_failures(
+        self,
+        failures: dict[int, str],
+        stage: str,
+        server_round: int,
+        replied: int,
+        expected: int,
+    ) -> None:
+        if self.on_client_failure == "tolerate":
+            self.recorder.log_failures(stage, failures)
+            return
+        pid, reason = min(failures.items())
+        if pid < 0:
             raise ClientError(
-                f"{stage} of round {server_round}: {len(replies)} of {expected} "
+                f"{stage} of round {server_round}: {replied} of {expected} "
                 "clients replied before the timeout"
             )
-        replies.sort(key=lambda reply: pid_of.get(reply.metadata.src_node_id, -1))
-        return [reply.content for reply in replies]
+        others = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
+        raise ClientError(
+            f"client {pid} failed in {stage} of round {server_round}: {reason}{others}"
+        )
 
     # -- training -------------------------------------------------------------
 
@@ -227,6 +297,9 @@ class PartitionFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Mean (see ``averaging``) of the returned arrays and train loss."""
         contents = self.check_replies(replies, self._expected, "training", server_round)
+        if not contents:  # every client failed (tolerated): keep the global model
+            self.recorder.log_train(float("nan"), 0)
+            return None, None
         arrays = [c.array_records["arrays"] for c in contents]
         metrics = [c.metric_records["metrics"] for c in contents]
         weights = averaging_weights(

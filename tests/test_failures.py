@@ -1,0 +1,170 @@
+"""A failing client: one line and a kept record by default, or tolerated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+
+from pflcore.results import RunRecorder
+from pflcore.simulation import ClientError
+from pflcore.strategy import PartitionFedAvg
+from tests.fakedata import write_mnist
+from tests.mainrun import output_tail, run_module
+
+RUN = [
+    "algorithm=fedavg",
+    "num_clients=4",
+    "clients_per_round=3",
+    "num_rounds=3",
+    "eval_every=1",
+    "partition.a=4",
+    "batch_size=3",
+    "local_steps=2",
+    "inject.client_failure.round=2",
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, train=300, test=100)
+    return root
+
+
+def sampled_in_round_2() -> int:
+    # the seeded sampler: the first of round 2's three clients
+    rng = np.random.default_rng([0, 2])
+    return int(sorted(rng.choice(4, size=3, replace=False).tolist())[0])
+
+
+def test_by_default_the_run_stops_naming_client_round_stage_and_error(
+    data_root, tmp_path
+):
+    pid = sampled_in_round_2()
+    result = run_module(
+        "perfedavg.main",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *RUN,
+        f"inject.client_failure.partition={pid}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, output_tail(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: run failed after 1 recorded rounds"), last
+    assert f"client {pid} failed in training of round 2" in last
+    assert f"injected failure of client {pid} in train of round 2" in last
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds_completed"] == 1
+    assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 1  # round 1 kept
+
+
+def test_tolerant_runs_finish_and_record_the_failure(data_root, tmp_path):
+    pid = sampled_in_round_2()
+    result = run_module(
+        "perfedavg.main",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *RUN,
+        f"inject.client_failure.partition={pid}",
+        "on_client_failure=tolerate",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, output_tail(result)
+    rounds = pd.read_csv(
+        tmp_path / "run" / "rounds.csv", dtype={"failed_partitions": str}
+    )
+    assert rounds["failed_clients"].tolist() == [0, 1, 0]
+    assert rounds["failed_partitions"].tolist()[1] == str(pid)
+    assert rounds["num_train_clients"].tolist() == [3, 2, 3]
+    failures = pd.read_csv(tmp_path / "run" / "failures.csv")
+    assert failures[["round", "partition_id", "stage"]].values.tolist() == [
+        [2, pid, "training"]
+    ]
+    assert "injected failure" in failures["error"][0]
+
+
+def test_a_client_past_the_timeout_is_named(data_root, tmp_path):
+    pid = sampled_in_round_2()
+    result = run_module(
+        "perfedavg.main",
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *RUN,
+        f"inject.client_failure.partition={pid}",
+        "inject.client_failure.mode=timeout",
+        "inject.client_failure.sleep_s=120",
+        "timeout_s=40",  # far above a round here, far below the client's sleep
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, output_tail(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        f"client {pid} failed in training of round 2: no reply before the timeout"
+        in last
+    ), last
+
+
+def reply(pid: int, n: int, value: float) -> Message:
+    metrics = MetricRecord(
+        {"num-examples": n, "train-loss": value, "partition-id": pid}
+    )
+    arrays = ArrayRecord({"w": Array(np.full(2, value, dtype=np.float32))})
+    message = Message(
+        RecordDict({"arrays": arrays, "metrics": metrics}),
+        dst_node_id=0,
+        message_type=MessageType.TRAIN,
+    )
+    message.metadata.__dict__["_src_node_id"] = 10 + pid
+    return message
+
+
+def failed(pid: int) -> Message:
+    message = Message(Error(code=0, reason="boom"), reply_to=reply(pid, 1, 0.0))
+    message.metadata.__dict__["_src_node_id"] = 10 + pid
+    return message
+
+
+def strategy(tmp_path: Path, policy: str) -> PartitionFedAvg:
+    s = PartitionFedAvg(
+        RunRecorder(
+            tmp_path, {"seed": 0}, extra_fields=("failed_clients", "failed_partitions")
+        ),
+        num_clients=3,
+        clients_per_round=3,
+        num_rounds=1,
+        eval_every=1,
+        seed=0,
+        on_client_failure=policy,
+    )
+    s.bind_partitions({p: 10 + p for p in range(3)})
+    s.configure_train(
+        1, ArrayRecord({"w": Array(np.zeros(2, np.float32))}), ConfigRecord(), None
+    )
+    return s
+
+
+def test_the_aggregate_is_renormalised_over_the_replies_that_arrived(tmp_path):
+    s = strategy(tmp_path, "tolerate")
+    arrays, _ = s.aggregate_train(1, [reply(0, 10, 1.0), failed(1), reply(2, 30, 5.0)])
+    # (10 * 1 + 30 * 5) / 40 = 4: the failed client's weight is gone entirely
+    np.testing.assert_allclose(arrays["w"].numpy(), [4.0, 4.0])
+    stopping = strategy(tmp_path / "stop", "stop")
+    with pytest.raises(
+        ClientError, match="client 1 failed in training of round 1: boom"
+    ):
+        stopping.aggregate_train(1, [reply(0, 10, 1.0), failed(1), reply(2, 30, 5.0)])

@@ -70,16 +70,22 @@ suffix=""
 [[ $mode == quick || $mode == tiny ]] && suffix="_$mode"
 
 # run_sweep NAME PACKAGE OVERRIDES...: one Hydra multirun into $sweeps/NAME, skipped if done.
+# Every run writes checkpoints (pFedHN's thousands of short rounds: every 100), so an
+# interrupted sweep resumes where it stopped: the same command, into the same sweep folder,
+# leaves its completed runs alone and resumes the interrupted ones from their checkpoints.
 run_sweep() {
   local name="$1" package="$2"; shift 2
   local dir="$sweeps/$name"
   local command="python -m $package.main --multirun $*"
+  local every=1
+  [[ $package == pfedhn ]] && every=100
   if [[ -f "$dir/.complete" ]]; then
     echo "== $name: already complete in $dir (delete it to rerun)"
     return
   fi
+  [[ -d "$dir" ]] && echo "== $name: resuming the interrupted sweep in $dir"
   echo "== $name: $command"
-  python -m "$package.main" --multirun "$@" "hydra.sweep.dir=$dir"
+  python -m "$package.main" --multirun "$@" "hydra.sweep.dir=$dir" "checkpoint_every=$every"
   echo "$command" > "$dir/.command"
   touch "$dir/.complete"
 }

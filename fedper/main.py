@@ -28,7 +28,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, open_recorder, run_experiment
+from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 
@@ -181,7 +181,10 @@ def prepare(cfg: DictConfig) -> Prepared:
 @hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one FedPer/FedAvg/Local experiment and record it."""
-    prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
+    if settings is None:  # the run in this folder is complete
+        return
+    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
     config = prepared.config
     recorder: RunRecorder = guarded(lambda: open_recorder(config), PREPARATION_ERRORS)
     recorder.write_partition(prepared.fed.class_counts())

@@ -34,6 +34,7 @@ from pflcore.emnist import EMNIST_CLASSES, ORIENTATIONS
 from pflcore.experiment import (
     guarded,
     open_recorder,
+    resumed_config,
     run_experiment,
     run_main_loop,
 )
@@ -286,7 +287,10 @@ def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> Personalize
 @hydra.main(config_path="../conf", config_name="perfedavg", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one experiment and record it."""
-    prepared: Prepared = guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
+    if settings is None:  # the run in this folder is complete
+        return
+    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
     config = prepared.config
     algorithm = config["algorithm"]
     extra = (BEFORE,) if algorithm in (*ADAPTING, "jiang") else ()

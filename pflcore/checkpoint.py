@@ -208,12 +208,13 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
 # -- resuming -------------------------------------------------------------------
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{dotted.key: value}``."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
+            out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out
@@ -221,7 +222,7 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def changed_setting(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """The first setting (dotted) that differs and would change the result."""
-    before, after = _flat(old), _flat(new)
+    before, after = flatten(old), flatten(new)
     for key in sorted(set(before) | set(after)):
         if key.split(".")[0] in RESUMABLE_KEYS:
             continue

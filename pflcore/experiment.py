@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -14,18 +15,23 @@ from typing import Any, NoReturn
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from omegaconf import DictConfig, OmegaConf
 
 from pflcore.checkpoint import (
+    CHECKPOINT_FILE,
+    RESUMABLE_KEYS,
     arrays_to_plain,
     check_resumable,
     fetch_client_states,
+    flatten,
     plain_to_arrays,
     read_checkpoint,
     restore_client_states,
     write_checkpoint,
 )
+from pflcore.config import ConfigError, to_plain
 from pflcore.faults import with_faults
-from pflcore.results import RunRecorder
+from pflcore.results import RunRecorder, effective_status
 from pflcore.simulation import build_server_app, run_federation
 from pflcore.strategy import PartitionFedAvg
 
@@ -214,6 +220,98 @@ def resume_strategy(
     strategy.restore_state(checkpoint["server"])
     restore_client_states(grid, strategy.node_of, checkpoint["clients"], timeout)
     return plain_to_arrays(checkpoint["arrays"])
+
+
+def _command_line_overrides() -> dict[str, str]:
+    """``key=value`` overrides the user typed for this run (Hydra's task list)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = list(HydraConfig.get().overrides.task)
+    except ValueError:  # outside a Hydra run
+        return {}
+    pairs = (item.lstrip("+~").split("=", 1) for item in task if "=" in item)
+    return {key: value for key, value in pairs}
+
+
+def _same_as_typed(saved: dict[str, Any], cfg: DictConfig) -> bool:
+    before, after = flatten(saved), flatten(to_plain(cfg))
+    return all(
+        before.get(key, "<absent>") == after[key]
+        for key in _command_line_overrides()
+        if key.split(".")[0] not in RESUMABLE_KEYS and key in after
+    )
+
+
+def continue_in_place(cfg: DictConfig) -> DictConfig | None:
+    """The same command into a folder that already holds its run: finish it.
+
+    When the run folder (e.g. a fixed ``hydra.run.dir`` or a sweep's job
+    folder) holds a run of the same settings, a completed run is left as it
+    is (None: nothing to do) and an interrupted or failed one with a
+    checkpoint is resumed; otherwise ``cfg`` starts a new run there. This is
+    how re-running an interrupted sweep picks up where it stopped.
+    """
+    folder = Path(hydra_output_dir())
+    path = folder / "summary.json"
+    if not path.is_file():
+        return cfg
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return cfg
+    if not isinstance(summary.get("config"), dict):
+        return cfg
+    if not _same_as_typed(summary["config"], cfg):
+        return cfg
+    status = effective_status(summary)
+    if status == "completed":
+        print(f"already complete: {folder} (delete it to run again)", flush=True)
+        return None
+    if status == "running":
+        raise ConfigError(
+            f"{folder} is being written by process {summary.get('pid')}; "
+            "wait for it or choose another hydra.run.dir"
+        )
+    if (folder / CHECKPOINT_FILE).is_file():
+        resumed = cfg.copy()
+        resumed.resume = str(folder)
+        return resumed
+    return cfg
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig | None:
+    """The settings to run with: a resumed run's own, or ``cfg``.
+
+    ``python -m <pkg>.main resume=FOLDER`` continues the run with the
+    settings it started with; only settings that cannot change the result
+    (:data:`pflcore.checkpoint.RESUMABLE_KEYS`) are taken from this command.
+    Any other setting typed on the command line must equal the run's.
+    Without ``resume``, :func:`continue_in_place` decides. None: nothing to
+    run (the run is complete).
+    """
+    folder = cfg.get("resume")
+    if not folder:
+        in_place = continue_in_place(cfg)
+        if in_place is None or not in_place.get("resume"):
+            return in_place
+        cfg, folder = in_place, in_place.resume
+    checkpoint = read_checkpoint(str(folder))
+    saved = dict(checkpoint["config"])
+    current = to_plain(cfg)
+    for key in RESUMABLE_KEYS:
+        if key in current:
+            saved[key] = current[key]
+    before, after = flatten(saved), flatten(current)
+    for key in sorted(_command_line_overrides()):
+        if key.split(".")[0] in RESUMABLE_KEYS or key not in after:
+            continue
+        if before.get(key, "<absent>") != after[key]:
+            raise ConfigError(
+                f"resume={folder}: cannot resume with a changed setting: {key} "
+                f"(the run used {before.get(key, '<absent>')!r}, now {after[key]!r})"
+            )
+    return OmegaConf.create(saved)
 
 
 def open_recorder(config: dict[str, Any], **kwargs: Any) -> RunRecorder:

@@ -160,3 +160,37 @@ def test_an_unwritable_run_folder_is_reported_before_any_work(tmp_path):
         f"error: hydra.run.dir={blocker / 'run'} cannot be written: "
         f"{blocker} is a file, not a folder"
     )
+
+
+def checkpoint_file(root: Path) -> tuple[Path, Callable]:
+    from pflcore.checkpoint import read_checkpoint, write_checkpoint
+
+    path = write_checkpoint(root, {"round": 3, "config": {}})
+    return path, lambda: read_checkpoint(root)
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "wrong type", "corrupt"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, how):
+    path, load = checkpoint_file(tmp_path)
+    assert load()["round"] == 3
+    damage(path, how)
+    with pytest.raises(DataFormatError) as info:
+        load()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    import pickle
+
+    from pflcore.checkpoint import read_checkpoint, write_checkpoint
+
+    write_checkpoint(tmp_path, {"round": 1, "config": {}})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies half-way through the dump
+
+    monkeypatch.setattr(pickle, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(tmp_path, {"round": 2, "config": {}})
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path)["round"] == 1

@@ -169,3 +169,29 @@ def test_resuming_with_a_changed_setting_is_refused_in_one_line(roots, tmp_path)
         f"error: resume={tmp_path / 'run'}: cannot resume with a changed setting: "
         "seed (the run used 0, now 7)"
     )
+
+
+def test_the_same_command_again_finishes_an_interrupted_run(roots, tmp_path):
+    """What run_figures.sh relies on: rerun the command, the run continues."""
+    module, data, overrides = CASES["perfedavg_momentum"]
+    command = [
+        f"dataset.root={roots[data]}",
+        "checkpoint_every=2",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    killed = run_module(module, *command, "inject.kill_after_round=2", cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL, output_tail(killed)
+    again = run_module(module, *command, cwd=tmp_path)
+    assert again.returncode == 0, output_tail(again)
+    assert "resuming" in again.stderr
+    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 2, 3, 4]
+    done = run_module(module, *command, cwd=tmp_path)
+    assert done.returncode == 0 and "already complete" in done.stdout
+    assert pd.read_csv(tmp_path / "run" / "rounds.csv")["round"].tolist() == [
+        1,
+        2,
+        3,
+        4,
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pflcore.tracking import make_tracker
 from pflcore.training import EvalStats
 
 ROUND_FIELDS = (
@@ -120,6 +121,10 @@ class RunRecorder:
     extra_fields : tuple of str
         Further ``rounds.csv`` columns after the shared ones (e.g. validation
         accuracy), filled through :meth:`log_extra`; empty where not logged.
+
+    ``config["tracking"]`` (``tensorboard`` or ``wandb``; default ``none``)
+    mirrors every ``rounds.csv`` row in that tracker as it is written (see
+    :mod:`pflcore.tracking`); the tracker is closed when the run ends.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class RunRecorder:
         self._pending_eval: list[ClientEval] = []
         self._bytes = [0, 0]
         self._extra_summary: dict[str, Any] = {}
+        self.tracker = make_tracker(config.get("tracking"), self.out_dir, config)
         self._init_csv("rounds.csv", self.round_fields)
         self._init_csv("clients.csv", self.client_fields)
         self.write_summary(status="running")
@@ -270,6 +276,8 @@ class RunRecorder:
                 client_rows.append(client_row)
             self._append("clients.csv", self.client_fields, client_rows)
         self._append("rounds.csv", self.round_fields, [row])
+        if self.tracker is not None:
+            self.tracker.log_round(row)
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
         self._pending_extra, self._pending_values = {}, {}
@@ -278,7 +286,13 @@ class RunRecorder:
         return row
 
     def write_summary(self, status: str, error: str | None = None) -> None:
-        """Rewrite ``summary.json`` (atomically) with final and best figures."""
+        """Rewrite ``summary.json`` (atomically) with final and best figures.
+
+        Any status but ``running`` ends the run: the tracker, if any, is closed.
+        """
+        if status != "running" and self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
         evaluated = [r for r in self.rows if "test_acc_mean" in r]
         summary: dict[str, Any] = {
             "status": status,

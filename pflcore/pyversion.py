@@ -24,7 +24,7 @@ def python_too_old(
     minimum : tuple of int
         The oldest ``(major, minor)`` that works.
     """
-    version = tuple(sys.version_info) if version is None else tuple(version)
+    version = tuple(sys.version_info[:3]) if version is None else tuple(version)
     if version[:2] >= minimum:
         return None
     found = ".".join(str(part) for part in version[:3])

@@ -69,6 +69,28 @@ def chance_accuracy(
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """One evaluated round's mean client accuracy, and chance for its clients.
+
+    Attributes
+    ----------
+    accuracy : float
+        Mean client test accuracy.
+    round : int
+        The round.
+    num_clients : int
+        Clients evaluated in that round (0 when ``clients.csv`` is missing).
+    chance : float or None
+        :func:`chance_accuracy` over those clients.
+    """
+
+    accuracy: float
+    round: int
+    num_clients: int
+    chance: float | None
+
+
+@dataclass(frozen=True)
 class RunResult:
     """A run folder's headline figures.
 
@@ -80,14 +102,12 @@ class RunResult:
         ``completed``, ``failed`` or ``running`` (from ``summary.json``).
     rounds_completed : int
         Rounds recorded.
-    final_acc : float or None
-        Mean client test accuracy at the last evaluated round.
-    final_round : int or None
-        That round.
-    num_clients : int
-        Clients evaluated in that round.
-    chance : float or None
-        :func:`chance_accuracy` over those clients.
+    final : Evaluation or None
+        The last evaluated round (of the training phase, where the run also
+        fitted held-out clients afterwards); ``None`` if nothing was evaluated.
+    novel : Evaluation or None
+        The held-out (novel) clients' last evaluation, where the run has them
+        (pFedHN's ``novel`` entry in ``summary.json``).
     config : dict
         The run's resolved configuration.
     """
@@ -95,39 +115,67 @@ class RunResult:
     folder: Path
     status: str
     rounds_completed: int
-    final_acc: float | None
-    final_round: int | None
-    num_clients: int
-    chance: float | None
+    final: Evaluation | None
+    novel: Evaluation | None
     config: dict[str, Any]
 
 
+def _evaluation(
+    rounds: pd.DataFrame,
+    clients: pd.DataFrame,
+    partition: pd.DataFrame | None,
+    up_to: int | None = None,
+) -> Evaluation | None:
+    """The last round of ``rounds`` (up to round ``up_to``) with an accuracy."""
+    if "test_acc_mean" not in rounds:
+        return None
+    evaluated = rounds.dropna(subset=["test_acc_mean"])
+    if up_to is not None:
+        evaluated = evaluated[evaluated["round"] <= up_to]
+    if evaluated.empty:
+        return None
+    last = evaluated.iloc[-1]
+    rnd = int(last["round"])
+    ids: list[int] | None = None
+    if not clients.empty:
+        ids = sorted(
+            int(i) for i in clients.loc[clients["round"] == rnd, "partition_id"]
+        )
+    chance = None if partition is None else chance_accuracy(partition, ids)
+    return Evaluation(float(last["test_acc_mean"]), rnd, len(ids or []), chance)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
 def read_result(folder: str | Path) -> RunResult:
-    """Read a run folder's ``summary.json``, ``clients.csv`` and ``partition.csv``."""
+    """Read a run folder's records (summary, rounds, clients and partition).
+
+    Where ``summary.json`` has a ``novel`` entry (clients held out of
+    training and fitted afterwards), ``final`` is the last evaluation of the
+    training phase (rounds up to ``num_rounds``) and ``novel`` the held-out
+    clients' last one.
+    """
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
-    final = summary.get("final") or {}
-    acc, rnd = final.get("test_acc_mean"), final.get("round")
-    evaluated: list[int] | None = None
-    clients_file = folder / "clients.csv"
-    if rnd is not None and clients_file.is_file():
-        clients = pd.read_csv(clients_file)
-        if not clients.empty:
-            ids = clients.loc[clients["round"] == rnd, "partition_id"]
-            evaluated = sorted(int(i) for i in ids)
+    config = summary.get("config", {})
+    rounds = _read_csv(folder / "rounds.csv")
+    clients = _read_csv(folder / "clients.csv")
     partition_file = folder / "partition.csv"
-    chance = None
-    if partition_file.is_file():
-        chance = chance_accuracy(pd.read_csv(partition_file), evaluated)
+    partition = pd.read_csv(partition_file) if partition_file.is_file() else None
+    held_out = bool(summary.get("novel")) and "num_rounds" in config
+    final = _evaluation(
+        rounds, clients, partition, int(config["num_rounds"]) if held_out else None
+    )
+    novel = _evaluation(rounds, clients, partition) if held_out else None
     return RunResult(
         folder=folder,
         status=str(summary.get("status", "unknown")),
         rounds_completed=int(summary.get("rounds_completed", 0)),
-        final_acc=None if acc is None else float(acc),
-        final_round=None if rnd is None else int(rnd),
-        num_clients=len(evaluated or []),
-        chance=chance,
-        config=summary.get("config", {}),
+        final=final,
+        novel=novel,
+        config=config,
     )
 
 
@@ -144,21 +192,31 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
+def _clients(n: int) -> str:
+    return "the clients" if n == 0 else f"{n} client" + ("" if n == 1 else "s")
+
+
 def run_line(result: RunResult) -> str:
     """One line: the run's final mean client accuracy beside chance."""
     algorithm = result.config.get("algorithm", result.folder.name)
-    if result.final_acc is None:
+    final = result.final
+    if final is None:
         return (
             f"{algorithm}: no evaluation recorded ({result.status}, "
             f"{result.rounds_completed} rounds)"
         )
-    clients = f"{result.num_clients} clients" if result.num_clients else "the clients"
     text = (
-        f"{algorithm}: final mean client accuracy {percent(result.final_acc)} "
-        f"at round {result.final_round} over {clients}; "
-        f"chance {percent(result.chance)} "
+        f"{algorithm}: final mean client accuracy {percent(final.accuracy)} "
+        f"at round {final.round} over {_clients(final.num_clients)}; "
+        f"chance {percent(final.chance)} "
         "(a uniform guess among each client's own classes)"
     )
+    if result.novel is not None:
+        novel = result.novel
+        text += (
+            f"; held-out clients {percent(novel.accuracy)} at round {novel.round} "
+            f"over {_clients(novel.num_clients)} (chance {percent(novel.chance)})"
+        )
     if result.status != "completed":
         text += f" [{result.status}]"
     return text
@@ -172,10 +230,10 @@ def sweep_lines(
     rows = [
         (
             label,
-            percent(r.final_acc)
+            percent(r.final.accuracy if r.final else None)
             + ("" if r.status == "completed" else f" ({r.status})"),
-            percent(r.chance),
-            "--" if r.final_round is None else str(r.final_round),
+            percent(r.final.chance if r.final else None),
+            str(r.final.round) if r.final else "--",
             shown_path(r.folder),
         )
         for label, r in zip(labels, results, strict=True)

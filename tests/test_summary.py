@@ -72,8 +72,10 @@ def fake_run(folder: Path, algorithm: str, accuracies: list[list[float]]) -> Pat
 def test_run_line_gives_final_mean_accuracy_beside_chance(tmp_path):
     folder = fake_run(tmp_path / "fedper", "fedper", [[0.5, 0.5], [0.9, 0.8]])
     result = read_result(folder)
-    assert result.final_acc == pytest.approx(0.85) and result.final_round == 2
-    assert result.chance == pytest.approx(0.28125) and result.num_clients == 2
+    assert result.final is not None and result.novel is None
+    assert result.final.accuracy == pytest.approx(0.85) and result.final.round == 2
+    assert result.final.chance == pytest.approx(0.28125)
+    assert result.final.num_clients == 2
     line = run_line(result)
     assert line.startswith("fedper: final mean client accuracy 85.0 % at round 2")
     assert "over 2 clients" in line and "chance 28.1 %" in line
@@ -109,3 +111,31 @@ def test_sweep_callback_prints_a_line_per_job_then_a_table_and_draws_the_figure(
     assert table["fedper"][6] == "sweep/fedper"
     assert lines[-1] == "figure: sweep/accuracy.png"
     assert (tmp_path / "sweep" / "accuracy.png").stat().st_size > 10_000
+
+
+def test_held_out_clients_are_reported_apart_from_the_training_phase(tmp_path):
+    # pFedHN-style: rounds 1-2 train and evaluate both clients; round 3 fits and
+    # evaluates held-out client 1 only, and summary.json has a "novel" entry.
+    config = {"algorithm": "pfedhn", "seed": 0, "num_rounds": 2}
+    recorder = RunRecorder(tmp_path, config)
+    recorder.write_partition(COUNTS)
+    for server_round, evaluated in ((1, [0, 1]), (2, [0, 1]), (3, [1])):
+        recorder.log_eval(
+            [
+                ClientEval(partition_id=j, correct=10 + j, loss_sum=1.0, num_samples=20)
+                for j in evaluated
+            ]
+        )
+        recorder.end_round(server_round)
+    recorder.set_summary(novel={"round": 3, "test_acc_mean": 0.55})
+    recorder.write_summary(status="completed")
+    result = read_result(tmp_path)
+    assert result.final is not None and result.novel is not None
+    assert (result.final.round, result.final.num_clients) == (2, 2)
+    assert result.final.accuracy == pytest.approx((0.5 + 0.55) / 2)
+    assert result.final.chance == pytest.approx(0.28125)
+    assert (result.novel.round, result.novel.num_clients) == (3, 1)
+    assert result.novel.chance == pytest.approx(0.0625)
+    assert run_line(result).endswith(
+        "held-out clients 55.0 % at round 3 over 1 client (chance 6.2 %)"
+    )

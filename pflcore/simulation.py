@@ -72,7 +72,7 @@ def quiet_logging(verbose: bool) -> None:
 RAY_GPU_TIP = r"Tip: In future versions of Ray"
 # Read by Flower's logger when a Ray worker imports it: quiet, the workers log
 # errors only (no "Manually terminating ClientAppActor" at shutdown).
-WORKER_LOG_LEVEL = {"FLWR_LOG_LEVEL": "ERROR"}
+WORKER_LOG_LEVEL = ("FLWR_LOG_LEVEL", "ERROR")
 
 
 @contextmanager
@@ -81,28 +81,33 @@ def quiet_simulation(verbose: bool) -> Iterator[None]:
 
     Quiet (``verbose=False``): Flower logs errors only in the driver and in
     the Ray workers (which inherit this process's environment when Ray
-    starts), and Ray's GPU FutureWarning is ignored. Errors, and whatever a
-    client prints, still reach the terminal. The environment is restored
-    afterwards. Verbose: nothing is changed beyond Flower's INFO level.
+    starts; a ``FLWR_LOG_LEVEL`` the user set is kept), and Ray's GPU
+    FutureWarning is ignored. Errors, and whatever a client prints, still
+    reach the terminal. The environment is restored afterwards. Verbose:
+    nothing is changed beyond Flower's INFO level.
     """
     quiet_logging(verbose)
-    if verbose:
-        yield
+    key, level = WORKER_LOG_LEVEL
+    if verbose or key in os.environ:
+        with _ignore_ray_gpu_tip(not verbose):
+            yield
         return
-    saved = {key: os.environ.get(key) for key in WORKER_LOG_LEVEL}
-    os.environ.update(WORKER_LOG_LEVEL)
+    os.environ[key] = level
     try:
-        with warnings.catch_warnings():
+        with _ignore_ray_gpu_tip(True):
+            yield
+    finally:
+        os.environ.pop(key, None)
+
+
+@contextmanager
+def _ignore_ray_gpu_tip(ignore: bool) -> Iterator[None]:
+    with warnings.catch_warnings():
+        if ignore:
             warnings.filterwarnings(
                 "ignore", message=RAY_GPU_TIP, category=FutureWarning
             )
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        yield
 
 
 def derive_seed(*parts: int) -> int:

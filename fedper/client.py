@@ -23,8 +23,7 @@ from flwr.clientapp import ClientApp
 
 from fedper.dataset import FederatedData, federated_data
 from fedper.models import (
-    MobileNetV1,
-    ResNet34,
+    FedPerNetwork,
     build_model,
     linearize_base,
     personal_keys,
@@ -45,7 +44,7 @@ STATE_KEY = "personal"
 
 def initial_model(
     config: dict[str, Any], num_classes: int, channels: int
-) -> MobileNetV1 | ResNet34:
+) -> FedPerNetwork:
     """The run's initial network: identical in every process for one seed.
 
     With ``model.linear_base`` the base units are replaced by one linear map

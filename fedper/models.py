@@ -5,6 +5,10 @@ classifier unit (global pool + fully connected layer). FedPer's ``K_P``
 (``model.num_head_layers``) counts personal units from the output: ``K_P = 1``
 is the classifier only, ``K_P = 2`` adds the last basic block, and so on.
 
+``small_cnn`` is a four-unit network for the offline quick-start on 8x8
+digits (not a network of the paper); it has the same unit structure, so K_P
+and the linear base apply to it unchanged.
+
 The ablation of the paper's Section 4.4 replaces every base unit by one
 linear map (:func:`linearize_base`); the personal units stay exactly as they
 are, under the same state-dict keys.
@@ -13,10 +17,9 @@ are, under the same state-dict keys.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
-MODEL_NAMES = ("mobilenet_v1", "resnet34")
+MODEL_NAMES = ("mobilenet_v1", "resnet34", "small_cnn")
 
 # (in_channels, out_channels, stride) of MobileNet-v1's 13 depthwise-separable blocks.
 _MOBILENET_BLOCKS = (
@@ -117,6 +120,56 @@ class MobileNetV1(nn.Module):
             self.blocks[i] = nn.Identity()
 
 
+class SmallCNN(nn.Module):
+    """A small CNN for 8x8 digits: a stem, two blocks and the classifier.
+
+    Not a network of the paper: it makes the offline quick-start learn in
+    seconds. The stem is a 3x3 convolution (32 channels) and ReLU; each block
+    a 3x3 convolution, ReLU and 2x2 max-pooling (64 channels; 8 -> 4 -> 2
+    pixels); the classifier unit is the same as MobileNet-v1's (global average
+    pooling and one linear layer).
+
+    Parameters
+    ----------
+    num_classes : int
+        Output classes.
+    in_channels : int
+        Image channels.
+    width : int
+        Channels of the blocks (the stem has half as many).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        stem_width = width // 2
+        self.stem: nn.Module = nn.Sequential(
+            nn.Conv2d(in_channels, stem_width, 3, 1, 1), nn.ReLU(inplace=True)
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(cin, width, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+            )
+            for cin in (stem_width, width)
+        )
+        self.classifier = Classifier(width, num_classes)
+
+    def units(self) -> list[nn.Module]:
+        """Stem, the two blocks, and the classifier, in forward order."""
+        return [self.stem, *self.blocks, self.classifier]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised batch."""
+        for unit in self.units():
+            x = unit(x)
+        return x
+
+    def replace_base(self, first: nn.Module, num_head_units: int) -> None:
+        """Put ``first`` in place of the stem and the other base units by identities."""
+        self.stem = first
+        for i in range(len(self.blocks) - (num_head_units - 1)):
+            self.blocks[i] = nn.Identity()
+
+
 class ResNet34(nn.Module):
     """torchvision's ResNet-34 (random init), seen as 16 basic blocks.
 
@@ -129,6 +182,8 @@ class ResNet34(nn.Module):
     """
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
+        import torchvision  # here: importing it costs seconds in every Ray worker
+
         super().__init__()
         self.net = torchvision.models.resnet34(weights=None, num_classes=num_classes)
         if in_channels != 3:
@@ -174,9 +229,12 @@ class ResNet34(nn.Module):
             layer[i] = nn.Identity()
 
 
+FedPerNetwork = MobileNetV1 | ResNet34 | SmallCNN
+
+
 def build_model(
     name: str, num_classes: int, in_channels: int, num_blocks: int | None = None
-) -> MobileNetV1 | ResNet34:
+) -> FedPerNetwork:
     """Build one of FedPer's networks by name.
 
     ``num_blocks`` applies to MobileNet-v1 only; ``None`` keeps its default.
@@ -187,6 +245,8 @@ def build_model(
         return MobileNetV1(num_classes, in_channels, num_blocks)
     if name == "resnet34":
         return ResNet34(num_classes, in_channels)
+    if name == "small_cnn":
+        return SmallCNN(num_classes, in_channels)
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
 
 
@@ -257,7 +317,7 @@ class LinearBase(nn.Module):
 
 
 def linearize_base(
-    model: MobileNetV1 | ResNet34,
+    model: FedPerNetwork,
     num_head_units: int,
     in_channels: int,
     image_size: int,
@@ -276,7 +336,7 @@ def linearize_base(
 
     Parameters
     ----------
-    model : MobileNetV1 or ResNet34
+    model : MobileNetV1, ResNet34 or SmallCNN
         The full network; modified in place.
     num_head_units : int
         K_P, at least 1.
@@ -321,7 +381,7 @@ def find_linear_base(model: nn.Module) -> LinearBase | None:
 
 
 def split_model(
-    model: MobileNetV1 | ResNet34, num_head_units: int
+    model: FedPerNetwork, num_head_units: int
 ) -> tuple[nn.Sequential, nn.Sequential]:
     """Split a network into (base, head) sharing the network's modules.
 
@@ -345,7 +405,7 @@ def keys_of(model: nn.Module, part: nn.Module) -> list[str]:
 
 
 def personal_keys(
-    model: MobileNetV1 | ResNet34,
+    model: FedPerNetwork,
     algorithm: str,
     num_head_layers: int,
     base_buffers: str,
@@ -354,7 +414,7 @@ def personal_keys(
 
     Parameters
     ----------
-    model : MobileNetV1 or ResNet34
+    model : MobileNetV1, ResNet34 or SmallCNN
         The network.
     algorithm : str
         ``fedper`` (the last ``num_head_layers`` units), ``fedavg`` (none) or

@@ -128,6 +128,9 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         f"dataset.subset_fraction must lie in (0, 1], got {fraction!r}",
     )
     check_resources(config["client_resources"])
+    from pflcore.tracking import check_tracking  # here: tracking imports this module
+
+    check_tracking(config.get("tracking", "none"))
 
 
 def check_resources(resources: dict[str, Any]) -> None:

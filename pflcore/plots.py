@@ -37,7 +37,14 @@ METHOD_COLOURS = {
     "perfedavg_hf": "#c5b0d5",
     "fedfomo": "#ff7f0e",
 }
-IGNORED_KEYS = {"seed", "timeout_s", "verbose", "dataset.root", "dataset.path"}
+IGNORED_KEYS = {
+    "seed",
+    "timeout_s",
+    "verbose",
+    "tracking",
+    "dataset.root",
+    "dataset.path",
+}
 
 
 class NoResultsError(FileNotFoundError):

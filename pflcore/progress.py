@@ -41,6 +41,9 @@ class ProgressPrinter:
         self._last_print: float | None = None
         self._acc: tuple[int, float] | None = None
         self._start = clock()
+        self._first: tuple[int, float] | None = (
+            None  # (round, clock) of the first update
+        )
 
     def update(
         self,
@@ -59,6 +62,8 @@ class ProgressPrinter:
         if acc is not None:
             self._acc = (server_round, float(acc))
         now = self.clock()
+        if self._first is None:
+            self._first = (server_round, now)
         due = (
             self._last_print is None
             or server_round >= self.num_rounds
@@ -83,11 +88,23 @@ class ProgressPrinter:
         """The progress line for ``row`` (the latest evaluated accuracy is shown).
 
         The time left extrapolates this printer's own rounds (a later stage
-        of a multi-stage run is not charged for the earlier stages).
+        of a multi-stage run is not charged for the earlier stages), counted
+        from the first round it was given: round 1 of a run also carries the
+        start of Ray and of the clients, which later rounds do not repeat, so
+        its line shows no estimate (``left ~?``).
         """
         elapsed = float(row["time_s"])
-        per_round = (now - self._start) / server_round
-        left = per_round * (self.num_rounds - server_round)
+        first_round, first_time = self._first or (server_round, now)
+        if server_round > first_round:
+            per_round = (now - first_time) / (server_round - first_round)
+        elif server_round > 1:  # first line of a printer that missed round 1
+            per_round = (now - self._start) / server_round
+        else:
+            per_round = None
+        if per_round is None:
+            left_text = "?"
+        else:
+            left_text = _clock(per_round * (self.num_rounds - server_round))
         if self._acc is None:
             acc_text = "acc   --  (not evaluated yet)"
         else:
@@ -102,7 +119,7 @@ class ProgressPrinter:
         width = len(str(self.num_rounds))
         return (
             f"[{stage}round {server_round:>{width}}/{self.num_rounds}] "
-            f"{acc_text}  {loss_text}  elapsed {_clock(elapsed)}  left ~{_clock(left)}"
+            f"{acc_text}  {loss_text}  elapsed {_clock(elapsed)}  left ~{left_text}"
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pflcore.tracking import make_tracker
 from pflcore.training import EvalStats
 
 ROUND_FIELDS = (
@@ -150,6 +151,10 @@ class RunRecorder:
     extra_fields : tuple of str
         Further ``rounds.csv`` columns after the shared ones (e.g. validation
         accuracy), filled through :meth:`log_extra`; empty where not logged.
+
+    ``config["tracking"]`` (``tensorboard`` or ``wandb``; default ``none``)
+    mirrors every ``rounds.csv`` row in that tracker as it is written (see
+    :mod:`pflcore.tracking`); the tracker is closed when the run ends.
     """
 
     def __init__(
@@ -188,6 +193,7 @@ class RunRecorder:
         self._extra_summary: dict[str, Any] = {}
         self._pending_failures: list[tuple[int, str, str]] = []
         self.resumed_from: dict[str, Any] | None = None  # a checkpoint, on resume
+        self.tracker = make_tracker(config.get("tracking"), self.out_dir, config)
         if not resuming:  # a resumed run keeps its records (see restore)
             self._init_csv("rounds.csv", self.round_fields)
             self._init_csv("clients.csv", self.client_fields)
@@ -322,6 +328,8 @@ class RunRecorder:
         if self._pending_failures:
             self._write_failures(server_round)
         self._append("rounds.csv", self.round_fields, [row])
+        if self.tracker is not None:
+            self.tracker.log_round(row)
         self.rows.append(row)
         self._pending_train, self._pending_eval, self._bytes = {}, [], [0, 0]
         self._pending_extra, self._pending_values = {}, {}
@@ -345,6 +353,7 @@ class RunRecorder:
         return {
             "rows": [dict(r) for r in self.rows],
             "elapsed": time.time() - self.start,
+            "summary": dict(self._extra_summary),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -377,7 +386,13 @@ class RunRecorder:
             writer.writerows(kept)
 
     def write_summary(self, status: str, error: str | None = None) -> None:
-        """Rewrite ``summary.json`` (atomically) with final and best figures."""
+        """Rewrite ``summary.json`` (atomically) with final and best figures.
+
+        Any status but ``running`` ends the run: the tracker, if any, is closed.
+        """
+        if status != "running" and self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
         evaluated = [r for r in self.rows if "test_acc_mean" in r]
         summary: dict[str, Any] = {
             "status": status,

@@ -8,8 +8,11 @@ partition-id, sampling them with a seeded generator.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -53,12 +56,60 @@ def client_device(num_gpus: float) -> torch.device:
 
 
 def quiet_logging(verbose: bool) -> None:
-    """Keep Flower's per-round INFO lines out of the terminal unless asked."""
-    level = logging.INFO if verbose else logging.WARNING
+    """Keep Flower's log lines out of the driver's terminal unless asked.
+
+    Quiet, only errors pass; this hides Flower's per-round INFO lines and the
+    ``run_simulation`` deprecation banner (a WARNING). Verbose keeps INFO.
+    """
+    level = logging.INFO if verbose else logging.ERROR
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(level)
     flwr_logger.propagate = False  # it has its own console handler
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# Ray's driver warns at every ``ray.init`` that a future release will stop hiding
+# GPUs from actors with ``num_gpus=0``; ``client_device`` decides from the config,
+# so the change cannot matter here.
+RAY_GPU_TIP = r"Tip: In future versions of Ray"
+# Read by Flower's logger when a Ray worker imports it: quiet, the workers log
+# errors only (no "Manually terminating ClientAppActor" at shutdown).
+WORKER_LOG_LEVEL = ("FLWR_LOG_LEVEL", "ERROR")
+
+
+@contextmanager
+def quiet_simulation(verbose: bool) -> Iterator[None]:
+    """Silence Flower's and Ray's routine messages for one simulation.
+
+    Quiet (``verbose=False``): Flower logs errors only in the driver and in
+    the Ray workers (which inherit this process's environment when Ray
+    starts; a ``FLWR_LOG_LEVEL`` the user set is kept), and Ray's GPU
+    FutureWarning is ignored. Errors, and whatever a client prints, still
+    reach the terminal. The environment is restored afterwards. Verbose:
+    nothing is changed beyond Flower's INFO level.
+    """
+    quiet_logging(verbose)
+    key, level = WORKER_LOG_LEVEL
+    if verbose or key in os.environ:
+        with _ignore_ray_gpu_tip(not verbose):
+            yield
+        return
+    os.environ[key] = level
+    try:
+        with _ignore_ray_gpu_tip(True):
+            yield
+    finally:
+        os.environ.pop(key, None)
+
+
+@contextmanager
+def _ignore_ray_gpu_tip(ignore: bool) -> Iterator[None]:
+    with warnings.catch_warnings():
+        if ignore:
+            warnings.filterwarnings(
+                "ignore", message=RAY_GPU_TIP, category=FutureWarning
+            )
+        yield
 
 
 def derive_seed(*parts: int) -> int:
@@ -192,7 +243,8 @@ def run_federation(
         ``num_cpus`` and ``num_gpus`` per client; a GPU fraction below 1 packs
         several clients on one GPU.
     verbose : bool
-        Keep Flower's INFO logging.
+        Keep Flower's INFO logging and Flower's and Ray's warnings (see
+        :func:`quiet_simulation`).
     """
     from flwr.simulation import run_simulation
 
@@ -200,15 +252,15 @@ def run_federation(
         "num_cpus": float(client_resources.get("num_cpus", 1)),
         "num_gpus": float(client_resources.get("num_gpus", 0.0)),
     }
-    quiet_logging(verbose)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=num_clients,
-        backend_name="ray",
-        backend_config={
-            "client_resources": resources,
-            "init_args": {"logging_level": "WARNING", "log_to_driver": True},
-        },
-        verbose_logging=verbose,
-    )
+    with quiet_simulation(verbose):
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_clients,
+            backend_name="ray",
+            backend_config={
+                "client_resources": resources,
+                "init_args": {"logging_level": "WARNING", "log_to_driver": True},
+            },
+            verbose_logging=verbose,
+        )

@@ -56,4 +56,18 @@ def test_a_later_stage_estimates_from_its_own_rounds_and_shows_prefix_and_note()
     )
     assert lines[0].startswith("[reptile round  1/10]")
     assert "(not evaluated yet) (before 0.1)" in lines[0]
-    assert "elapsed 8:30" in lines[0] and "left ~1:30" in lines[0]  # 9 rounds x 10 s
+    assert "elapsed 8:30" in lines[0] and "left ~?" in lines[0]
+    clock.now = 530.0
+    progress.update(3, {"time_s": 530.0, "train_loss": 0.5})
+    assert "left ~1:10" in lines[1]  # rounds 2-3 took 10 s each; 7 rounds left
+
+
+def test_the_start_up_in_round_one_is_not_extrapolated():
+    clock, lines = FakeClock(), []
+    progress = ProgressPrinter(10, min_interval_s=0, clock=clock, write=lines.append)
+    clock.now = 60.0  # Ray and the clients start during round 1
+    progress.update(1, {"time_s": 60.0, "train_loss": 0.5})
+    clock.now = 64.0  # then 1 s per round
+    progress.update(5, {"time_s": 64.0, "train_loss": 0.5})
+    assert lines[0].endswith("elapsed 1:00  left ~?")
+    assert lines[1].endswith("elapsed 1:04  left ~0:05")  # 5 rounds x 1 s, not x 12.8 s

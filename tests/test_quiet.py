@@ -1,0 +1,62 @@
+"""What ``quiet_simulation`` changes for one simulation, and that it undoes it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import pytest
+
+from pflcore.simulation import quiet_simulation
+
+RAY_TIP = "Tip: In future versions of Ray, Ray will no longer override accelerator"
+
+
+@pytest.fixture(autouse=True)
+def keep_flower_logger():
+    logger = logging.getLogger("flwr")
+    level, propagate = logger.level, logger.propagate
+    yield
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def warn_like_ray() -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(RAY_TIP, FutureWarning, stacklevel=1)
+        warnings.warn("something else", FutureWarning, stacklevel=1)
+    return caught
+
+
+def test_quiet_sets_the_workers_level_hides_the_tip_and_restores(monkeypatch):
+    monkeypatch.delenv("FLWR_LOG_LEVEL", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_simulation(verbose=False):
+            assert os.environ["FLWR_LOG_LEVEL"] == "ERROR"
+            assert logging.getLogger("flwr").level == logging.ERROR
+            warnings.warn(RAY_TIP, FutureWarning, stacklevel=1)
+            warnings.warn("something else", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
+    assert "FLWR_LOG_LEVEL" not in os.environ
+    assert len(warn_like_ray()) == 2  # the filter is gone afterwards
+
+
+def test_a_level_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("FLWR_LOG_LEVEL", "DEBUG")
+    with quiet_simulation(verbose=False):
+        assert os.environ["FLWR_LOG_LEVEL"] == "DEBUG"
+    assert os.environ["FLWR_LOG_LEVEL"] == "DEBUG"
+
+
+def test_verbose_changes_nothing_but_flowers_info_level(monkeypatch):
+    monkeypatch.delenv("FLWR_LOG_LEVEL", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_simulation(verbose=True):
+            assert "FLWR_LOG_LEVEL" not in os.environ
+            assert logging.getLogger("flwr").level == logging.INFO
+            warnings.warn(RAY_TIP, FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [RAY_TIP]

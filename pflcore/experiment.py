@@ -132,7 +132,9 @@ def run_rounds(
     ArrayRecord
         The global arrays after round ``last``.
     """
+    flower_log = logging.getLogger("flwr")  # shown with verbose=true, as Flower's
     for server_round in range(first, last + 1):
+        flower_log.info("[ROUND %d/%d]", server_round, last)
         replies = grid.send_and_receive(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
             timeout=timeout,

@@ -30,6 +30,7 @@ from fedper.models import (
     personal_keys,
 )
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism, place_model
 from pflcore.federated import ModelRuntime
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
@@ -98,8 +99,10 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     dataset = config["dataset"]
     fed = federated_data(dataset, config["num_clients"], config["seed"])
     device = client_device(float(config["client_resources"]["num_gpus"]))
-    model = initial_model(config, fed.data.num_classes, fed.data.channels)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_determinism(bool(config.get("deterministic", True)), device)
+    model, initial = place_model(
+        initial_model(config, fed.data.num_classes, fed.data.channels), device
+    )
     personal = personal_keys(
         model,
         config["algorithm"],
@@ -119,7 +122,7 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     )
     return ClientRuntime(
         data=fed,
-        model=model.to(device),
+        model=model,
         initial_state=initial,
         transform=transform,
         device=device,
@@ -149,7 +152,7 @@ def sgd_on_client(
     seed: int,
 ) -> TrainStats:
     """SGD over ``params`` on client ``pid``'s training split (fresh optimizer)."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     optimizer = make_sgd(params, lr, config["momentum"], config["weight_decay"])
     return train_epochs(
         runtime.model,

@@ -38,6 +38,7 @@ from torch import nn
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism, place_model
 from pflcore.federated import ClientData, ModelRuntime
 from pflcore.finetune import (
     FinetuneSpec,
@@ -247,8 +248,8 @@ def _runtime(config_json: str) -> ClientRuntime:
         dataset, config["partition"], config["num_clients"], config["seed"]
     )
     device = client_device(float(config["client_resources"]["num_gpus"]))
-    model = initial_model(config, data)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_determinism(bool(config.get("deterministic", True)), device)
+    model, initial = place_model(initial_model(config, data), device)
     mean, std = data.data.channel_stats()
     transform = BatchTransform(
         mean,
@@ -257,7 +258,7 @@ def _runtime(config_json: str) -> ClientRuntime:
         crop_padding=dataset["crop_padding"],
         flip=dataset["flip"],
     )
-    return ClientRuntime(data, model.to(device), initial, transform, device)
+    return ClientRuntime(data, model, initial, transform, device)
 
 
 def get_runtime(config: dict[str, Any]) -> ClientRuntime:
@@ -283,7 +284,7 @@ def local_sgd(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """FedAvg's local update: ``local_steps`` SGD steps, or ``local_epochs`` if 0."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     model = runtime.model
     optimizer = make_sgd(
         model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
@@ -318,7 +319,7 @@ def meta_train(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """Per-FedAvg's local update on client ``pid`` (FO or HF by ``algorithm``)."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     return perfedavg_update(
         runtime.model,
         x,
@@ -340,7 +341,7 @@ def reptile_train(
 ) -> TrainStats:
     """Jiang et al.'s Reptile stage: ``inner_epochs`` of Adam (beta1 = 0 by default)."""
     reptile = config["jiang"]["reptile"]
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     optimizer = torch.optim.Adam(
         runtime.model.parameters(),
         lr=float(reptile["lr"]),
@@ -363,11 +364,10 @@ def adapted_counts(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> tuple[EvalStats, EvalStats]:
     """Test the loaded model, adapt a copy on the *training* split, test the copy."""
-    x, y, x_test, y_test = runtime.data.client(pid)
     return finetune_copy_and_evaluate(
         runtime.model,
-        (x, y),
-        (x_test, y_test),
+        runtime.train_split(pid),
+        runtime.test_split(pid),
         runtime.transform,
         finetune_spec(config),
         eval_batch_size=config["eval_batch_size"],

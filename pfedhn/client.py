@@ -36,6 +36,7 @@ from torch import nn
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
     add_partition_query,
@@ -104,6 +105,7 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     torch.set_num_threads(max(1, int(config["client_resources"]["num_cpus"])))
     data = cached_data(config)
     device = client_device(float(config["client_resources"]["num_gpus"]))
+    apply_determinism(bool(config.get("deterministic", True)), device)
     model = target_model(config, data).to(device)
     head = None
     if config["algorithm"] == "pfedhn_pc":

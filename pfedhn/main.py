@@ -31,6 +31,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.devices import apply_determinism
 from pflcore.experiment import guarded, hydra_output_dir, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
@@ -238,6 +239,7 @@ def build_strategy(
         hypernetwork_parameters=sum(p.numel() for p in hn.parameters())
     )
     h = config["hn"]
+    apply_determinism(bool(config.get("deterministic", True)), config["server_device"])
     strategy = PFedHN(
         recorder,
         hn,

@@ -165,10 +165,16 @@ def inner_train(
     n = x.shape[0]
     total = torch.zeros((), device=runtime.device)
     steps = int(config["local_steps"])
-    for _ in range(steps):
-        idx = torch.randperm(n, generator=generator)[: config["batch_size"]]
-        idx = idx.to(runtime.device)
-        inputs = runtime.transform(x[idx], train=False)  # the paper: no augmentation
+    # Every step's batch, drawn up front in step order and moved in one copy
+    # (local_steps >= 1, checked before the run).
+    indices = torch.stack(
+        [
+            torch.randperm(n, generator=generator)[: config["batch_size"]]
+            for _ in range(steps)
+        ]
+    ).to(runtime.device)
+    for idx in indices:
+        inputs = runtime.transform.apply(x[idx], None)  # the paper: no augmentation
         loss = nn.functional.cross_entropy(runtime.forward(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         if head_optimizer is not None:

@@ -36,3 +36,12 @@ def restore_flags(monkeypatch):
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2:4]
     torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``cuda`` tests where PyTorch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available())")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -39,6 +39,7 @@ from fedfomo.dataset import FomoData, fomo_data
 from fedfomo.models import build_model
 from pflcore.baselines import Workbench, evaluate_on_test, local_round
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism, place_model, state_on
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import add_partition_query, client_device, partition_id
 from pflcore.training import evaluate
@@ -78,13 +79,16 @@ def model_distance(a: State, b: State, norm: str = "l1") -> float:
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    total = 0.0
+    # Summed tensor by tensor in float64 on the tensors' device, read once.
+    device = next(iter(a.values())).device if a else torch.device("cpu")
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for key, value in a.items():
         if not torch.is_floating_point(value):
             continue
         diff = value.detach().double() - b[key].detach().double()
-        total += float(diff.abs().sum() if norm == "l1" else diff.square().sum())
-    return total**0.5 if norm == "l2" else total
+        total += diff.abs().sum() if norm == "l1" else diff.square().sum()
+    distance = float(total)
+    return distance**0.5 if norm == "l2" else distance
 
 
 def fomo_weights(
@@ -134,9 +138,13 @@ class FomoRuntime:
     data: FomoData
 
     def val_loss(self, weights: State, pid: int, batch_size: int) -> float:
-        """Mean cross-entropy of ``weights`` on client ``pid``'s validation split."""
+        """Mean cross-entropy of ``weights`` on client ``pid``'s validation split.
+
+        The split moves to the device once and stays there for the other
+        candidates (:class:`pflcore.devices.SplitCache`).
+        """
         self.bench.load(weights)
-        x, y = self.data.val_data(pid)
+        x, y = self.bench.splits.get(pid, "val", lambda: self.data.val_data(pid))
         stats = evaluate(
             self.bench.model,
             x,
@@ -154,10 +162,18 @@ def _runtime_from(config: dict[str, Any]) -> FomoRuntime:
         dataset, config["partition"], config["num_clients"], config["seed"]
     )
     device = client_device(float(config["client_resources"]["num_gpus"]))
-    model = build_model(
-        config["seed"], data.data.num_classes, data.data.channels, dataset["image_size"]
+    apply_determinism(bool(config.get("deterministic", True)), device)
+    # The initial state is taken on the device: a client with no baseline yet
+    # weighs the candidates against it.
+    model, initial = place_model(
+        build_model(
+            config["seed"],
+            data.data.num_classes,
+            data.data.channels,
+            dataset["image_size"],
+        ),
+        device,
     )
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
     mean, std = data.data.channel_stats()
     transform = BatchTransform(
         mean,
@@ -167,7 +183,7 @@ def _runtime_from(config: dict[str, Any]) -> FomoRuntime:
         flip=dataset["flip"],
     )
     bench = Workbench(
-        model.to(device), initial, transform, device, data.train_data, data.test_data
+        model, initial, transform, device, data.train_data, data.test_data
     )
     return FomoRuntime(bench, data)
 
@@ -188,7 +204,7 @@ def get_workbench(config: dict[str, Any]) -> Workbench:
 
 
 def _state_of(record: ArrayRecord, device: torch.device) -> State:
-    return {k: v.to(device) for k, v in record.to_torch_state_dict().items()}
+    return state_on(record, device)
 
 
 def fomo_step(

@@ -29,6 +29,7 @@ from fedper.models import (
     personal_keys,
 )
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism, place_model
 from pflcore.federated import ModelRuntime
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
@@ -97,8 +98,10 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     dataset = config["dataset"]
     fed = federated_data(dataset, config["num_clients"], config["seed"])
     device = client_device(float(config["client_resources"]["num_gpus"]))
-    model = initial_model(config, fed.data.num_classes, fed.data.channels)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_determinism(bool(config.get("deterministic", True)), device)
+    model, initial = place_model(
+        initial_model(config, fed.data.num_classes, fed.data.channels), device
+    )
     personal = personal_keys(
         model,
         config["algorithm"],
@@ -118,7 +121,7 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     )
     return ClientRuntime(
         data=fed,
-        model=model.to(device),
+        model=model,
         initial_state=initial,
         transform=transform,
         device=device,
@@ -148,7 +151,7 @@ def sgd_on_client(
     seed: int,
 ) -> TrainStats:
     """SGD over ``params`` on client ``pid``'s training split (fresh optimizer)."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     optimizer = make_sgd(params, lr, config["momentum"], config["weight_decay"])
     return train_epochs(
         runtime.model,

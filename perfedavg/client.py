@@ -37,11 +37,12 @@ from torch import nn
 
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
+from pflcore.batching import step_plan
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism, place_model
 from pflcore.federated import ClientData, ModelRuntime
 from pflcore.finetune import (
     FinetuneSpec,
-    draw_batch,
     finetune_copy_and_evaluate,
     train_steps,
 )
@@ -76,12 +77,15 @@ def loss_and_grad(
     params: Sequence[torch.Tensor],
     batch: Batch,
     loss_fn: LossFn = nn.functional.cross_entropy,
-) -> tuple[float, list[torch.Tensor]]:
-    """The loss (cross-entropy by default) on ``batch`` and its gradient."""
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The loss (cross-entropy by default) on ``batch``, detached, and its gradient.
+
+    The loss stays on the model's device (no host sync).
+    """
     inputs, targets = batch
     loss = loss_fn(model(inputs), targets)
     grads = torch.autograd.grad(loss, list(params))
-    return float(loss.detach()), [g.detach() for g in grads]
+    return loss.detach(), [g.detach() for g in grads]
 
 
 @torch.no_grad()
@@ -111,6 +115,44 @@ def hvp_finite_difference(
     _, minus = loss_and_grad(model, params, batch, loss_fn)
     assign(params, point)
     return [(a - b) / (2 * delta) for a, b in zip(plus, minus, strict=True)]
+
+
+def meta_step_on_device(
+    model: nn.Module,
+    batches: tuple[Batch, Batch, Batch],
+    *,
+    alpha: float,
+    beta: float,
+    variant: str,
+    delta: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`meta_step` without its host sync: the losses stay on the device.
+
+    Returns
+    -------
+    loss, adapted_loss : torch.Tensor
+        The loss at w_{t-1} on D and at w~ on D'; the caller checks that they
+        are finite (the weights are not finite if they are not).
+    """
+    if variant not in ("fo", "hf"):
+        raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    loss, grad_d = loss_and_grad(model, params, batches[0], loss_fn)
+    assign(params, [w - alpha * g for w, g in zip(start, grad_d, strict=True)])
+    adapted_loss, g = loss_and_grad(model, params, batches[1], loss_fn)
+    if variant == "hf":
+        h = hvp_finite_difference(model, params, start, g, batches[2], delta, loss_fn)
+        g = [gi - alpha * hi for gi, hi in zip(g, h, strict=True)]
+    assign(params, [w - beta * gi for w, gi in zip(start, g, strict=True)])
+    return loss, adapted_loss
+
+
+def _non_finite(loss: float, adapted_loss: float) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"Per-FedAvg loss became {loss} (adapted: {adapted_loss}); lower alpha or beta"
+    )
 
 
 def meta_step(
@@ -149,25 +191,23 @@ def meta_step(
     Raises
     ------
     NonFiniteLossError
-        If a loss or the new weights are not finite.
+        If a loss is not finite; the weights are then restored to w_{t-1}.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
-    loss, grad_d = loss_and_grad(model, params, batches[0], loss_fn)
-    assign(params, [w - alpha * g for w, g in zip(start, grad_d, strict=True)])
-    adapted_loss, g = loss_and_grad(model, params, batches[1], loss_fn)
+    losses = meta_step_on_device(
+        model,
+        batches,
+        alpha=alpha,
+        beta=beta,
+        variant=variant,
+        delta=delta,
+        loss_fn=loss_fn,
+    )
+    loss, adapted_loss = torch.stack(losses).cpu().tolist()
     if not (math.isfinite(loss) and math.isfinite(adapted_loss)):
         assign(params, start)
-        raise NonFiniteLossError(
-            f"Per-FedAvg loss became {loss} (adapted: {adapted_loss}); lower alpha "
-            "or beta"
-        )
-    if variant == "hf":
-        h = hvp_finite_difference(model, params, start, g, batches[2], delta, loss_fn)
-        g = [gi - alpha * hi for gi, hi in zip(g, h, strict=True)]
-    elif variant != "fo":
-        raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
-    assign(params, [w - beta * gi for w, gi in zip(start, g, strict=True)])
+        raise _non_finite(loss, adapted_loss)
     return loss
 
 
@@ -186,23 +226,43 @@ def perfedavg_update(
     generator: torch.Generator,
     device: torch.device,
 ) -> TrainStats:
-    """``steps`` Per-FedAvg meta-steps, each on three freshly drawn batches."""
+    """``steps`` Per-FedAvg meta-steps, each on three freshly drawn batches.
+
+    The batches and their augmentations are drawn before the first step (in
+    the order a per-step loop draws them) and moved to ``device`` in one copy;
+    the losses are read from the device once, after the last step.
+
+    Raises
+    ------
+    NonFiniteLossError
+        If a step's loss was not finite (the weights are then not finite).
+    """
     model.train()
     x, y = x.to(device), y.to(device)
-    total = 0.0
-    for _ in range(steps):
+    plan = step_plan(x.shape[0], 3 * steps, batch_size, generator, transform)
+    plan = plan.to(device)
+    losses: list[torch.Tensor] = []
+    for step in range(steps):
         batches = []
-        for _ in range(3):
-            idx = draw_batch(x.shape[0], batch_size, generator).to(device)
-            batches.append((transform(x[idx], train=True, generator=generator), y[idx]))
-        total += meta_step(
-            model,
-            (batches[0], batches[1], batches[2]),
-            alpha=alpha,
-            beta=beta,
-            variant=variant,
-            delta=delta,
+        for i in range(3 * step, 3 * step + 3):
+            idx, draws = plan.batch(i)
+            batches.append((transform.apply(x[idx], draws), y[idx]))
+        losses.extend(
+            meta_step_on_device(
+                model,
+                (batches[0], batches[1], batches[2]),
+                alpha=alpha,
+                beta=beta,
+                variant=variant,
+                delta=delta,
+            )
         )
+    values = torch.stack(losses).cpu().tolist() if losses else []  # the one host sync
+    total = 0.0
+    for loss, adapted_loss in zip(values[::2], values[1::2], strict=True):
+        if not (math.isfinite(loss) and math.isfinite(adapted_loss)):
+            raise _non_finite(loss, adapted_loss)
+        total += loss
     return TrainStats(total / steps, 3 * steps * batch_size, steps)
 
 
@@ -261,8 +321,8 @@ def _runtime(config_json: str) -> ClientRuntime:
         dataset, config["partition"], config["num_clients"], config["seed"]
     )
     device = client_device(float(config["client_resources"]["num_gpus"]))
-    model = initial_model(config, data)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_determinism(bool(config.get("deterministic", True)), device)
+    model, initial = place_model(initial_model(config, data), device)
     mean, std = input_scaling(data, bool(dataset.get("normalize", True)))
     transform = BatchTransform(
         mean,
@@ -271,7 +331,7 @@ def _runtime(config_json: str) -> ClientRuntime:
         crop_padding=dataset["crop_padding"],
         flip=dataset["flip"],
     )
-    return ClientRuntime(data, model.to(device), initial, transform, device)
+    return ClientRuntime(data, model, initial, transform, device)
 
 
 def get_runtime(config: dict[str, Any]) -> ClientRuntime:
@@ -297,7 +357,7 @@ def local_sgd(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """FedAvg's local update: ``local_steps`` SGD steps, or ``local_epochs`` if 0."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     model = runtime.model
     optimizer = make_sgd(
         model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
@@ -332,7 +392,7 @@ def meta_train(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """Per-FedAvg's local update on client ``pid`` (FO or HF by ``algorithm``)."""
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     return perfedavg_update(
         runtime.model,
         x,
@@ -360,7 +420,7 @@ def reptile_train(
     at ``client_lr``.
     """
     reptile = config["jiang"]["reptile"]
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.train_split(pid)
     optimizer: torch.optim.Optimizer
     if reptile.get("optimizer", "client_adam") == "server_adam":
         optimizer = make_sgd(
@@ -389,11 +449,10 @@ def adapted_counts(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> tuple[EvalStats, EvalStats]:
     """Test the loaded model, adapt a copy on the *training* split, test the copy."""
-    x, y, x_test, y_test = runtime.data.client(pid)
     return finetune_copy_and_evaluate(
         runtime.model,
-        (x, y),
-        (x_test, y_test),
+        runtime.train_split(pid),
+        runtime.test_split(pid),
         runtime.transform,
         finetune_spec(config),
         eval_batch_size=config["eval_batch_size"],

@@ -36,6 +36,7 @@ from torch import nn
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pflcore.data import BatchTransform
+from pflcore.devices import apply_determinism
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
     add_partition_query,
@@ -105,6 +106,7 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     torch.set_num_threads(max(1, int(config["client_resources"]["num_cpus"])))
     data = cached_data(config)
     device = client_device(float(config["client_resources"]["num_gpus"]))
+    apply_determinism(bool(config.get("deterministic", True)), device)
     model = target_model(config, data).to(device)
     head = None
     if config["algorithm"] == "pfedhn_pc":
@@ -164,10 +166,16 @@ def inner_train(
     n = x.shape[0]
     total = torch.zeros((), device=runtime.device)
     steps = int(config["local_steps"])
-    for _ in range(steps):
-        idx = torch.randperm(n, generator=generator)[: config["batch_size"]]
-        idx = idx.to(runtime.device)
-        inputs = runtime.transform(x[idx], train=False)  # the paper: no augmentation
+    # Every step's batch, drawn up front in step order and moved in one copy
+    # (local_steps >= 1, checked before the run).
+    indices = torch.stack(
+        [
+            torch.randperm(n, generator=generator)[: config["batch_size"]]
+            for _ in range(steps)
+        ]
+    ).to(runtime.device)
+    for idx in indices:
+        inputs = runtime.transform.apply(x[idx], None)  # the paper: no augmentation
         loss = nn.functional.cross_entropy(runtime.forward(inputs), y[idx])
         optimizer.zero_grad(set_to_none=True)
         if head_optimizer is not None:

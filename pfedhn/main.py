@@ -32,6 +32,7 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.devices import apply_determinism
 from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
@@ -247,6 +248,7 @@ def build_strategy(
         hypernetwork_parameters=sum(p.numel() for p in hn.parameters())
     )
     h = config["hn"]
+    apply_determinism(bool(config.get("deterministic", True)), config["server_device"])
     strategy = PFedHN(
         recorder,
         hn,

@@ -24,7 +24,7 @@ learning rate is ``lr * lr_decay ** (round - 1)``, floored at ``lr_min``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from pflcore.data import BatchTransform
+from pflcore.devices import Split, SplitCache
 from pflcore.replies import eval_metrics, train_metrics
 from pflcore.simulation import (
     add_partition_query,
@@ -55,13 +56,16 @@ class Workbench:
     model : torch.nn.Module
         The network, on ``device``.
     initial_state : dict
-        The run's common initial weights (identical in every process).
+        The run's common initial weights (identical in every process), on
+        ``device`` (see :func:`pflcore.devices.place_model`).
     transform : BatchTransform
         Batch normalisation and augmentation.
     device : torch.device
         Training device.
     train_data, test_data : callable
-        ``pid -> (x, y)``: a client's training and test split.
+        ``pid -> (x, y)``: a client's training and test split (on the CPU).
+    splits : SplitCache
+        The most recently used clients' splits, on ``device``.
     """
 
     model: torch.nn.Module
@@ -70,6 +74,18 @@ class Workbench:
     device: torch.device
     train_data: DataFn
     test_data: DataFn
+    splits: SplitCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.splits = SplitCache(self.device)
+
+    def train_split(self, pid: int) -> Split:
+        """Client ``pid``'s training split, on the device (moved once)."""
+        return self.splits.get(pid, "train", lambda: self.train_data(pid))
+
+    def test_split(self, pid: int) -> Split:
+        """Client ``pid``'s test split, on the device (moved once)."""
+        return self.splits.get(pid, "test", lambda: self.test_data(pid))
 
     def load(self, weights: ArrayRecord | dict[str, torch.Tensor] | None) -> None:
         """Load ``weights`` (the initial weights when ``None``) into the model."""
@@ -103,7 +119,7 @@ def sgd_epochs(
     seed: int,
 ) -> TrainStats:
     """SGD on all parameters over client ``pid``'s train split (fresh optimizer)."""
-    x, y = bench.train_data(pid)
+    x, y = bench.train_split(pid)
     optimizer = make_sgd(
         bench.model.parameters(), lr, config["momentum"], config["weight_decay"]
     )
@@ -136,7 +152,7 @@ def local_round(
 
 def evaluate_on_test(bench: Workbench, config: dict[str, Any], pid: int) -> EvalStats:
     """Evaluate the loaded model on client ``pid``'s test split."""
-    x, y = bench.test_data(pid)
+    x, y = bench.test_split(pid)
     return evaluate(
         bench.model,
         x,
@@ -187,7 +203,7 @@ def make_baseline_client_app(
             context.state[LOCAL_STATE_KEY] = bench.weights()
         else:
             arrays = bench.weights()
-        metrics = train_metrics(pid, stats.loss, bench.train_data(pid)[1].numel())
+        metrics = train_metrics(pid, stats.loss, bench.train_split(pid)[1].numel())
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
     @app.evaluate()

@@ -127,6 +127,12 @@ def check_common(config: dict[str, Any], algorithms: tuple[str, ...]) -> None:
         is_number(fraction) and 0 < fraction <= 1,
         f"dataset.subset_fraction must lie in (0, 1], got {fraction!r}",
     )
+    # GPU determinism (pflcore.devices.set_deterministic)
+    deterministic = config.get("deterministic", True)
+    require(
+        isinstance(deterministic, bool),
+        f"deterministic must be true or false, got {deterministic!r}",
+    )
     check_resources(config["client_resources"])
     from pflcore.tracking import check_tracking  # here: tracking imports this module
 

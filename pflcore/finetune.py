@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pflcore.batching import step_plan
 from pflcore.data import BatchTransform
 from pflcore.training import (
     EvalStats,
@@ -27,37 +28,6 @@ from pflcore.training import (
 )
 
 FINETUNE_UNITS = ("steps", "epochs")
-
-
-def draw_batch(
-    num_samples: int, batch_size: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Indices of one minibatch: no repeats within it, independent of other batches.
-
-    Parameters
-    ----------
-    num_samples : int
-        Size of the split the batch is drawn from.
-    batch_size : int
-        Batch size; must not exceed ``num_samples``.
-    generator : torch.Generator
-        CPU generator of the draw.
-
-    Returns
-    -------
-    torch.Tensor
-        ``int64`` indices, shape ``(batch_size,)``.
-
-    Raises
-    ------
-    ValueError
-        If the split is smaller than one batch.
-    """
-    if not 1 <= batch_size <= num_samples:
-        raise ValueError(
-            f"cannot draw a batch of {batch_size} from {num_samples} samples"
-        )
-    return torch.randperm(num_samples, generator=generator)[:batch_size]
 
 
 def train_steps(
@@ -87,7 +57,8 @@ def train_steps(
     steps, batch_size : int
         Number of steps and minibatch size (at most ``len(x)``).
     generator : torch.Generator
-        CPU generator for the batch draws and augmentations.
+        CPU generator for the batch draws and augmentations (all drawn before
+        the first step and moved to ``device`` in one copy).
     device : torch.device
         Training device.
 
@@ -99,24 +70,28 @@ def train_steps(
     Raises
     ------
     NonFiniteLossError
-        At the first NaN or infinite loss.
+        Naming the first step whose loss was NaN or infinite (the losses are
+        read from the device once, after the last step).
     """
     model.train()
     x, y = x.to(device), y.to(device)
-    total = 0.0
-    for step in range(steps):
-        idx = draw_batch(x.shape[0], batch_size, generator).to(device)
-        inputs = transform(x[idx], train=True, generator=generator)
+    plan = step_plan(x.shape[0], steps, batch_size, generator, transform).to(device)
+    losses = []
+    for idx, draws in plan:
+        inputs = transform.apply(x[idx], draws)
         loss = nn.functional.cross_entropy(model(inputs), y[idx])
-        value = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    values = torch.stack(losses).cpu().tolist() if losses else []  # the one host sync
+    total = 0.0
+    for step, value in enumerate(values):
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"training loss became {value} at step {step + 1} of {steps}; lower "
                 "the learning rate or check the data"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         total += value
     return TrainStats(
         loss=total / steps if steps else 0.0,
@@ -232,6 +207,7 @@ def finetune_copy_and_evaluate(
     before, after : EvalStats
         Test counts of the received model and of the adapted copy.
     """
+    test = (test[0].to(device), test[1].to(device))  # tested twice, moved once
     before = evaluate(
         model, *test, transform, batch_size=eval_batch_size, device=device
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pflcore.batching import epoch_plan
 from pflcore.data import BatchTransform
 
 
@@ -102,14 +103,17 @@ def train_epochs(
     epochs, batch_size : int
         Number of passes and minibatch size (the last batch may be smaller).
     generator : torch.Generator
-        CPU generator for shuffles and augmentations.
+        CPU generator for shuffles and augmentations (all drawn before the
+        first step, in the order a per-batch loop draws them, and moved to
+        ``device`` in one copy).
     device : torch.device
         Training device.
 
     Returns
     -------
     TrainStats
-        Mean loss, samples and steps.
+        Mean loss, samples and steps (the loss is read from the device once,
+        at the end).
 
     Raises
     ------
@@ -118,23 +122,20 @@ def train_epochs(
     """
     model.train()
     x, y = x.to(device), y.to(device)
-    n = x.shape[0]
+    # A one-sample trailing batch is left out (BatchNorm cannot train on one
+    # sample); it is seen next epoch.
+    plan = epoch_plan(x.shape[0], epochs, batch_size, transform, generator).to(device)
     total_loss = torch.zeros((), device=device)
     steps = samples = 0
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            if idx.numel() == 1 and n > 1:
-                continue  # BatchNorm cannot train on one sample; it is seen next epoch
-            inputs = transform(x[idx], train=True, generator=generator)
-            loss = nn.functional.cross_entropy(model(inputs), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach() * idx.numel()
-            steps += 1
-            samples += idx.numel()
+    for idx, draws in plan:
+        inputs = transform.apply(x[idx], draws)
+        loss = nn.functional.cross_entropy(model(inputs), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * idx.numel()
+        steps += 1
+        samples += idx.numel()
     mean_loss = float(total_loss) / samples if samples else 0.0
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(
@@ -161,7 +162,7 @@ def evaluate(
     model : torch.nn.Module
         Model on ``device``.
     x, y : torch.Tensor
-        uint8 images and labels.
+        uint8 images and labels (moved to ``device`` once, if not there).
     transform : BatchTransform
         Normalisation (no augmentation is applied).
     batch_size : int
@@ -175,12 +176,15 @@ def evaluate(
         Counts over the whole split.
     """
     model.eval()
+    x, y = x.to(device), y.to(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, x.shape[0], batch_size):
-        inputs = transform(x[start : start + batch_size].to(device), train=False)
-        targets = y[start : start + batch_size].to(device)
+        inputs = transform.apply(x[start : start + batch_size], None)
+        targets = y[start : start + batch_size]
         logits = model(inputs)
         loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
         correct += (logits.argmax(dim=1) == targets).sum()
-    return EvalStats(int(correct), float(loss_sum), int(x.shape[0]))
+    # One host sync for both counts (float64 holds both exactly).
+    counts = torch.stack([correct.double(), loss_sum.double()]).cpu().tolist()
+    return EvalStats(int(counts[0]), counts[1], int(x.shape[0]))

@@ -17,6 +17,7 @@ from flwr.app import (
 )
 from hydra import compose, initialize_config_dir
 
+import pflcore.batching
 import pflcore.finetune
 from perfedavg.client import get_runtime, initial_model, make_client_app
 from perfedavg.main import build_strategy
@@ -84,7 +85,7 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
         return real_train_steps(model, x, y, optimizer, transform, **kwargs)
 
     drawn = []
-    real_draw = pflcore.finetune.draw_batch
+    real_draw = pflcore.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         idx = real_draw(n, batch_size, generator)
@@ -92,7 +93,7 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
         return idx
 
     monkeypatch.setattr(pflcore.finetune, "train_steps", spy)
-    monkeypatch.setattr(pflcore.finetune, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
     arrays = global_arrays(config)
     reply = make_client_app(config)(message(MessageType.EVALUATE, arrays), context(pid))
     metrics = reply.content.metric_records["metrics"]
@@ -134,15 +135,13 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
 def test_training_takes_tau_meta_steps_of_three_batches(config, monkeypatch):
     config = dict(config, algorithm="perfedavg_fo")
     drawn = []
-    import perfedavg.client
-
-    real_draw = perfedavg.client.draw_batch
+    real_draw = pflcore.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         drawn.append((n, batch_size))
         return real_draw(n, batch_size, generator)
 
-    monkeypatch.setattr(perfedavg.client, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
     pid = 0
     reply = make_client_app(config)(
         message(MessageType.TRAIN, global_arrays(config)), context(pid)

@@ -28,6 +28,7 @@ from pflcore.plots import (
     title_of,
     varying_keys,
 )
+from pflcore.results import effective_status
 
 COLUMNS = (
     "setting",
@@ -131,10 +132,12 @@ def build_rows(
     for label, members in groups.items():
         summaries = [_summary(r) for r in members]
         values = [v for s in summaries if (v := lookup(s, metric)) is not None]
-        unfinished = sum(s.get("status") != "completed" for s in summaries)
+        statuses = [effective_status(s) for s in summaries]
+        unfinished = sum(status != "completed" for status in statuses)
         ours = _percent(values) if values else "not recorded"
         if unfinished:
-            ours += f" ({unfinished} of {len(members)} runs unfinished)"
+            kinds = ", ".join(sorted({st for st in statuses if st != "completed"}))
+            ours += f" ({unfinished} of {len(members)} runs unfinished: {kinds})"
         rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
         machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
         rules = sorted({averaging_of(s) for s in summaries})

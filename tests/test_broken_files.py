@@ -194,3 +194,18 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
         write_checkpoint(tmp_path, {"round": 2, "config": {}})
     monkeypatch.undo()
     assert read_checkpoint(tmp_path)["round"] == 1
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "wrong type", "corrupt"])
+def test_a_damaged_flickr_image_is_one_line_naming_it(tmp_path, how):
+    from PIL import Image
+
+    from pflcore.data import decode_images
+
+    path = tmp_path / "farm1_1_1.jpg"
+    Image.new("RGB", (12, 10), (200, 30, 30)).save(path)
+    assert decode_images([path], 8).shape == (1, 3, 8, 8)
+    damage(path, how)
+    with pytest.raises(DataFormatError) as info:
+        decode_images([path], 8)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -54,7 +54,7 @@ def test_rows_pool_seeds_and_sit_beside_the_paper_number(tmp_path):
     assert by_method["fedper"]["seeds"] == "0, 1"
     assert by_method["fedper"]["paper"] == "85.0 (Fig. 2)"
     assert by_method["fedper"]["wall_time"] == "2.5 min"  # median of 2 and 3 min
-    assert by_method["fedavg"]["ours"] == "25.00 (1 of 1 runs unfinished)"
+    assert by_method["fedavg"]["ours"] == "25.00 (1 of 1 runs unfinished: failed)"
     assert by_method["fedavg"]["paper"] == "-"
     markdown = out.read_text()
     assert "`python -m fedper.main --multirun x=1`" in markdown
@@ -132,3 +132,28 @@ def test_labels_name_settings_by_their_shortest_unambiguous_key(tmp_path):
     assert keys == ["algorithm", "head.lr", "hn.lr"]
     assert label_of(runs[1], keys) == "pfedhn_pc, head.lr=0.2, hn.lr=0.05"
     assert label_of(runs[0], ["algorithm", "model.target"]) == "pfedhn, target=cnn"
+
+
+def test_a_killed_run_shows_as_interrupted(tmp_path):
+    import socket
+
+    write_run(tmp_path / "k", "fedper", 0, 0.5, status="running")
+    path = tmp_path / "k" / "summary.json"
+    summary = json.loads(path.read_text())
+    # this host, a process id that no longer exists (the maximum pid is far below)
+    summary.update(host=socket.gethostname(), pid=2**22 + 12345)
+    path.write_text(json.dumps(summary))
+    out = tmp_path / "t.md"
+    tables_main(
+        [
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--metric",
+            "final.test_acc_mean",
+            "--command",
+            "c",
+        ]
+    )
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert rows[0]["ours"] == "50.00 (1 of 1 runs unfinished: interrupted)"

@@ -34,7 +34,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 
-from pflcore.config import ConfigError
+from pflcore.config import ConfigError, flatten
 from pflcore.data import DataFormatError
 
 CHECKPOINT_FILE = "checkpoint.pkl"
@@ -206,18 +206,6 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
 
 
 # -- resuming -------------------------------------------------------------------
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as ``{dotted.key: value}``."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def changed_setting(old: dict[str, Any], new: dict[str, Any]) -> str | None:

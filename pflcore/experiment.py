@@ -23,13 +23,12 @@ from pflcore.checkpoint import (
     arrays_to_plain,
     check_resumable,
     fetch_client_states,
-    flatten,
     plain_to_arrays,
     read_checkpoint,
     restore_client_states,
     write_checkpoint,
 )
-from pflcore.config import ConfigError, to_plain
+from pflcore.config import ConfigError, flatten, to_plain
 from pflcore.faults import with_faults
 from pflcore.results import RunRecorder, effective_status
 from pflcore.simulation import build_server_app, run_federation

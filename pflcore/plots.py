@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from pflcore.config import flatten
+
 # One colour per method, the same in every figure.
 METHOD_COLOURS = {
     "fedavg": "#1f77b4",
@@ -61,17 +63,6 @@ class Run:
     clients: pd.DataFrame
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def find_runs(folders: list[str | Path]) -> list[Run]:
     """Every run folder below ``folders`` that has recorded at least one round.
 
@@ -95,7 +86,7 @@ def find_runs(folders: list[str | Path]) -> list[Run]:
                 pd.read_csv(clients_file) if clients_file.is_file() else pd.DataFrame()
             )
             config = json.loads(summary_file.read_text()).get("config", {})
-            runs.append(Run(run_dir, _flatten(config), rounds, clients))
+            runs.append(Run(run_dir, flatten(config), rounds, clients))
     if not runs:
         raise NoResultsError(
             f"no run results (rounds.csv with at least one round, and summary.json) "

@@ -169,7 +169,7 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     config = composed(
         "fedfomo",
         "experiment=fedfomo/quick",
-        "num_clients=4",
+        "num_clients=5",  # 10 shards: at least one per class
         "partition.pool_fraction=0.2",
         "local_epochs=1",
         "fomo.num_candidates=3",
@@ -207,7 +207,7 @@ def test_fedfomo_baselines(on_stand_in, algorithm):
         "fedfomo",
         "experiment=fedfomo/quick",
         f"algorithm={algorithm}",
-        "num_clients=4",
+        "num_clients=5",  # 10 shards: at least one per class
         "partition.pool_fraction=0.2",
         "local_epochs=1",
     )

@@ -36,8 +36,8 @@ import os
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # read when flwr is imported
 
 import argparse
-import importlib
 import json
+import runpy
 import statistics
 import subprocess
 import sys
@@ -128,17 +128,19 @@ def child(module: str, overrides: list[str]) -> None:
     """Run ``module``'s main with its ClientApp wrapped (in the child process)."""
     import pflcore.experiment
 
+    # Imported, not this __main__'s class: Ray's workers unpickle it by name.
+    from bench.gpu_speed import MeasuredClientApp as Measured
+
     log_dir = os.environ[LOG_ENV]
     original = pflcore.experiment.run_federation
 
     def measured(server_app, client_app, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return original(
-            server_app, MeasuredClientApp(client_app, log_dir), *args, **kwargs
-        )
+        return original(server_app, Measured(client_app, log_dir), *args, **kwargs)
 
     pflcore.experiment.run_federation = measured  # type: ignore[assignment]
     sys.argv = [module, *overrides]
-    importlib.import_module(module).main()
+    # As ``python -m module``: Hydra finds ../conf next to the file it runs.
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def samples_per_message(config: dict[str, Any], num_examples: int) -> int:

@@ -14,8 +14,9 @@ client's own seconds and ``torch.cuda.max_memory_allocated`` /
 * client samples/s: samples one train message processes / its seconds
   (median over the messages of rounds 2..R);
 * round samples/s: the samples of all of a round's train messages / the
-  round's wall time (``round_s`` of ``rounds.csv``; median over rounds 2..R;
-  round 1 also loads the data and builds the model in every actor);
+  round's wall time (``round_s`` of ``rounds.csv``; median over rounds
+  2..R-1: round 1 also loads the data and builds the model in every actor,
+  round R also evaluates every client);
 * peak GPU memory per actor: the largest ``max_memory_allocated`` (tensors) and
   ``max_memory_reserved`` (what PyTorch's caching allocator holds) over the
   actors; the CUDA context of each process comes on top and is not included;
@@ -36,8 +37,8 @@ import os
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # read when flwr is imported
 
 import argparse
-import importlib
 import json
+import runpy
 import statistics
 import subprocess
 import sys
@@ -128,17 +129,19 @@ def child(module: str, overrides: list[str]) -> None:
     """Run ``module``'s main with its ClientApp wrapped (in the child process)."""
     import pflcore.experiment
 
+    # Imported, not this __main__'s class: Ray's workers unpickle it by name.
+    from bench.gpu_speed import MeasuredClientApp as Measured
+
     log_dir = os.environ[LOG_ENV]
     original = pflcore.experiment.run_federation
 
     def measured(server_app, client_app, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return original(
-            server_app, MeasuredClientApp(client_app, log_dir), *args, **kwargs
-        )
+        return original(server_app, Measured(client_app, log_dir), *args, **kwargs)
 
     pflcore.experiment.run_federation = measured  # type: ignore[assignment]
     sys.argv = [module, *overrides]
-    importlib.import_module(module).main()
+    # As ``python -m module``: Hydra finds ../conf next to the file it runs.
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def samples_per_message(config: dict[str, Any], num_examples: int) -> int:
@@ -181,10 +184,11 @@ def summarise(run_dir: Path, log_dir: Path, module: str) -> dict[str, Any]:
         per_round[int(e["round"])] = per_round.get(int(e["round"]), 0) + samples
         if int(e["round"]) >= 2:
             client_rates.append(samples / e["seconds"])
+    last = int(rounds["round"].max())  # it also evaluates every client
     round_rates = [
         per_round[int(r.round)] / r.round_s
         for r in rounds.itertuples()
-        if int(r.round) >= 2 and int(r.round) in per_round and r.round_s > 0
+        if 2 <= int(r.round) < last and int(r.round) in per_round and r.round_s > 0
     ]
     pids = {e["pid"] for e in entries}
     allocated = max((e["peak_allocated"] for e in entries), default=0)
@@ -194,7 +198,7 @@ def summarise(run_dir: Path, log_dir: Path, module: str) -> dict[str, Any]:
         "rounds": len(rounds),
         "client_samples_per_s": median(client_rates),
         "round_samples_per_s": median(round_rates),
-        "median_round_s": median(rounds["round_s"].iloc[1:].tolist()),
+        "median_round_s": median(rounds["round_s"].iloc[1:-1].tolist()),
         "actors": len(pids),
         "peak_allocated_mib": allocated / 2**20,
         "peak_reserved_mib": reserved / 2**20,
@@ -308,7 +312,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument(
         "--gpus",
         default="1,0.5,0.25",
@@ -347,7 +351,12 @@ def main() -> None:
     modes = ["true", "false"] if args.deterministic == "both" else [args.deterministic]
     device = torch.cuda.get_device_name(0) if shares else "none (CPU runs only)"
     print(f"GPU: {device}; {os.cpu_count()} CPU cores; torch {torch.__version__}")
-    print(f"{args.rounds} rounds per run, medians over rounds 2..{args.rounds}")
+    if args.rounds < 3:
+        parser.error("--rounds must be >= 3 (round 1 builds, the last one evaluates)")
+    print(
+        f"{args.rounds} rounds per run; client rates: median over rounds "
+        f"2..{args.rounds}, round rates: rounds 2..{args.rounds - 1}"
+    )
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -234,24 +234,23 @@ def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
     config, monkeypatch
 ):
     """With alpha = 0, FO's step w - beta * grad f(w - 0 * g; D') is SGD on D'."""
-    import perfedavg.client
-
     config = dict(config, algorithm="perfedavg_fo", alpha=0.0, beta=0.05)
     drawn = []
-    real_draw = perfedavg.client.draw_batch
+    real_draw = pflcore.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         idx = real_draw(n, batch_size, generator)
         drawn.append(idx.clone())
         return idx
 
-    monkeypatch.setattr(perfedavg.client, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
     pid, arrays = 1, global_arrays(config)
     reply = make_client_app(config)(message(MessageType.TRAIN, arrays), context(pid))
     sent = reply.content.array_records["arrays"]
 
     runtime = get_runtime(config)
     x, y, _, _ = runtime.data.client(pid)
+    assert len(drawn) == 3 * config["local_steps"]
     model = initial_model(config, runtime.data)
     model.load_state_dict(arrays.to_torch_state_dict())
     for step in range(config["local_steps"]):

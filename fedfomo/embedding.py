@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pflcore.data import DataFormatError, channel_stats
+from pflcore.latent import canonical_labels
 from pflcore.partition import PartitionError
 
 
@@ -225,17 +226,7 @@ def reduce_and_cluster(
     labels = KMeans(
         n_clusters=num_clusters, n_init=5, max_iter=100, random_state=seed
     ).fit_predict(reduced)
-    sizes = np.bincount(labels, minlength=num_clusters)
-    first = np.array(
-        [
-            np.flatnonzero(labels == c)[0] if sizes[c] else labels.size
-            for c in range(num_clusters)
-        ]
-    )
-    rank = np.lexsort((first, -sizes))
-    relabel = np.empty(num_clusters, dtype=np.int64)
-    relabel[rank] = np.arange(num_clusters)
-    return relabel[labels]
+    return canonical_labels(labels, num_clusters)
 
 
 def label_report(

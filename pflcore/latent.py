@@ -157,14 +157,20 @@ def kmeans(features: np.ndarray, k: int, seed: int, iterations: int = 50) -> np.
             members = assign == j
             if members.any():
                 c[j] = pts[members].mean(axis=0)
-    sizes = np.bincount(assign, minlength=k)
+    return canonical_labels(assign, k)
+
+
+def canonical_labels(labels: np.ndarray, k: int) -> np.ndarray:
+    """Cluster ids renumbered by decreasing size (ties by smallest member index)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels, minlength=k)
     first = np.array(
-        [np.flatnonzero(assign == j)[0] if sizes[j] else n for j in range(k)]
+        [np.flatnonzero(labels == j)[0] if sizes[j] else labels.size for j in range(k)]
     )
     rank = np.lexsort((first, -sizes))
     relabel = np.empty(k, dtype=np.int64)
     relabel[rank] = np.arange(k)
-    return relabel[assign]
+    return relabel[labels]
 
 
 def distribution_parts(

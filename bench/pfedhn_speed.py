@@ -14,7 +14,8 @@
 2. Plain loop: the same client update (``pfedhn.client.train_client``) and
    the same server step (``PFedHN.weights_record`` + ``hn_step``, one forward
    pass kept for the VJP as in the strategy) in one
-   process, same seeds, the client at 1 torch thread as a 1-CPU actor.
+   process, same seeds, the client at the simulation client's torch threads
+   (``client_threads``: ``auto`` gives the one client of a round every core).
 
 Data: the real files under ``--data-root`` (default ``$PFL_DATA_ROOT``) when
 present (MNIST idx files; CIFAR-10 from ``cifar10/cifar10_train.npz``), else
@@ -51,6 +52,7 @@ from pflcore.config import to_plain
 from pflcore.experiment import run_experiment
 from pflcore.results import RunRecorder
 from pflcore.strategy import scalar
+from pflcore.threads import train_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,6 +108,9 @@ def strategy_for(
         num_rounds=config["num_rounds"],
         eval_every=0,
         seed=config["seed"],
+        train_threads=train_threads(
+            config["client_threads"], 1, config["client_resources"]["num_cpus"]
+        ),
     )
 
 
@@ -149,7 +154,7 @@ def plain_run(
         start = time.perf_counter()
         (pid,) = strategy.train_partitions(server_round)
         arrays = strategy.weights_record(pid, keep_graph=True)
-        torch.set_num_threads(1)
+        torch.set_num_threads(strategy.train_threads)
         c0 = time.perf_counter()
         delta, _ = train_client(
             runtime,
@@ -169,6 +174,7 @@ def plain_run(
         "rounds_measured": len(times),
         "round_s_median": statistics.median(times),
         "client_s_median": statistics.median(client_t),
+        "client_threads": strategy.train_threads,
         "round_s": times,
     }
 
@@ -217,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--data-root", default=os.environ.get("PFL_DATA_ROOT", ""))
     p.add_argument("--generated", action="store_true", help="force generated data")
+    p.add_argument(
+        "--client-threads",
+        default=None,
+        help="client_threads of the simulation and the plain loop (default: preset's)",
+    )
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     results: dict[str, Any] = {
@@ -238,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
                 root = work / "data"
                 write_generated(dataset, root)
             config = compose_config(dataset, root, generated, args.rounds)
+            if args.client_threads is not None:
+                threads = args.client_threads
+                config["client_threads"] = "auto" if threads == "auto" else int(threads)
             data = build_data(
                 config["dataset"],
                 config["partition"],
@@ -261,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
             f"[server {sim['server_s_median'] * 1e3:.1f}, "
             f"client {sim['client_s_median'] * 1e3:.1f}, "
             f"Flower {sim['flower_s_median'] * 1e3:.1f} = {sim['flower_share']:.0%}]; "
-            f"plain {plain['round_s_median'] * 1e3:7.1f} ms/round; "
+            f"plain {plain['round_s_median'] * 1e3:7.1f} ms/round "
+            f"({plain['client_threads']} client threads); "
             f"sim/plain {entry['sim_over_plain']:.2f}",
             flush=True,
         )

@@ -203,6 +203,23 @@ class ClientSampler:
         return sorted(rng.choice(self.num_clients, size=count, replace=False).tolist())
 
 
+PULL_INTERVAL_S = 0.005
+
+
+def poll_quickly(grid: Grid) -> None:
+    """Let the in-memory grid look for replies every 5 ms instead of 100 ms.
+
+    ``InMemoryGrid.send_and_receive`` sleeps ``pull_interval`` between looks,
+    so every round with replies waits up to that long after its last reply
+    (about 0.05 s on average, 0.1 s at worst, twice in an evaluated round);
+    for pFedHN on MNIST that was a third of a round. A look is a dictionary
+    query under a lock, so 200 a second cost nothing measurable. Grids
+    without the attribute (deployment) are left alone.
+    """
+    if hasattr(grid, "pull_interval"):
+        grid.pull_interval = PULL_INTERVAL_S
+
+
 def build_server_app(
     main_loop: Callable[[Grid, dict[int, int]], None], num_clients: int
 ) -> ServerApp:
@@ -219,6 +236,7 @@ def build_server_app(
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
+        poll_quickly(grid)
         main_loop(grid, discover_partitions(grid, num_clients))
 
     return app

@@ -62,6 +62,8 @@ from fedper.client import (
 from fedper.main import PREPARATION_ERRORS, Prepared, prepare
 from fedper.strategy import FedPer
 from pflcore.experiment import guarded
+from pflcore.protocol import NUM_EXAMPLES as WEIGHT_KEY
+from pflcore.protocol import scalar
 from pflcore.results import RunRecorder
 from pflcore.simulation import (
     PARTITION_KEY,
@@ -70,7 +72,7 @@ from pflcore.simulation import (
     partition_id,
     run_federation,
 )
-from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg
+from pflcore.strategy import PartitionFedAvg
 from pflcore.training import make_sgd, train_epochs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +150,7 @@ class TimedRounds(PartitionFedAvg):
             if reply.has_error():
                 continue  # the parent raises with the client's partition-id
             metrics = next(iter(reply.content.metric_records.values()))
-            samples += int(metrics[WEIGHT_KEY]) * self.local_epochs  # type: ignore[arg-type]
+            samples += int(scalar(metrics, WEIGHT_KEY)) * self.local_epochs
             if "actor-pid" in metrics:
                 self.log.actor_pids.add(int(metrics["actor-pid"]))  # type: ignore[arg-type]
                 self.log.actor_omp_threads.add(int(metrics["omp-threads"]))  # type: ignore[arg-type]

@@ -48,11 +48,11 @@ from pfedhn.client import _runtime_from, make_client_app, train_client
 from pfedhn.dataset import build_data
 from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
+from pfedhn.threads import train_threads
 from pflcore.config import to_plain
 from pflcore.experiment import run_experiment
+from pflcore.protocol import scalar
 from pflcore.results import RunRecorder
-from pflcore.strategy import scalar
-from pflcore.threads import train_threads
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
 from fedfomo.dataset import FomoData, fomo_data
@@ -40,22 +40,24 @@ from fedfomo.models import build_model
 from pflcore.baselines import Workbench, evaluate_on_test, local_round
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model, state_on
-from pflcore.replies import eval_metrics, train_metrics
+from pflcore.protocol import (
+    EVALUATE_FLAG,
+    FOMO_FLAG,
+    PARTITION_KEY,
+    candidate_id,
+    config_flag,
+    eval_metrics,
+    fomo_weights_metrics,
+    instruction_of,
+    is_candidate_key,
+    reply,
+    server_round_of,
+    train_metrics,
+)
 from pflcore.simulation import add_partition_query, client_device, partition_id
 from pflcore.training import evaluate
 
 BASELINE_KEY = "fomo-baseline"
-CANDIDATE_PREFIX = "candidate-"
-GLOBAL_KEY = "global-average"
-CLUSTER_PREFIX = "cluster-"
-GLOBAL_ID = -1  # the global model's id in replies (adds nothing to P)
-
-
-def cluster_id(k: int) -> int:
-    """Cluster model ``k``'s id in replies: -2, -3, ... (adds nothing to P)."""
-    return -2 - k
-
-
 NORMS = ("l1", "l2", "l2_squared")
 DISTANCE_FLOOR = 1e-12
 
@@ -221,7 +223,8 @@ def fomo_step(
     new_baseline : dict
         The updated model (a copy of ``baseline`` when no weight is positive).
     ids : list of int
-        The candidates' partition-ids (``GLOBAL_ID`` for the global average).
+        The candidates' ids: partition-ids, ``pflcore.protocol.GLOBAL_ID`` for the
+        global average, ``cluster_id(k)`` for cluster k.
     weights : numpy.ndarray
         The raw (signed) weights, in the order of ``ids``.
     """
@@ -247,50 +250,43 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         bench = runtime.bench
         bench.load(context.state.array_records.get(BASELINE_KEY))
-        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-        stats = local_round(bench, config, pid, server_round)
+        stats = local_round(bench, config, pid, server_round_of(msg))
         metrics = train_metrics(pid, stats.loss, runtime.data.train[pid].size)
-        content = RecordDict({"arrays": bench.weights(), "metrics": metrics})
-        return Message(content=content, reply_to=msg)
+        return reply(msg, arrays=bench.weights(), metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
         bench = runtime.bench
-        instruction = msg.content.config_records["config"]
+        instruction = instruction_of(msg)
         saved = context.state.array_records.get(BASELINE_KEY)
         baseline = (
             _state_of(saved, bench.device) if saved is not None else bench.initial_state
         )
         metrics = MetricRecord()
-        if int(instruction["fomo"]):  # type: ignore[arg-type]
-            candidates = []
-            for key, record in msg.content.array_records.items():
-                if key.startswith(CANDIDATE_PREFIX):
-                    cid = int(key[len(CANDIDATE_PREFIX) :])
-                    candidates.append((cid, _state_of(record, bench.device)))
-                elif key.startswith(CLUSTER_PREFIX):
-                    k = int(key[len(CLUSTER_PREFIX) :])
-                    candidates.append((cluster_id(k), _state_of(record, bench.device)))
-                elif key == GLOBAL_KEY:
-                    candidates.append((GLOBAL_ID, _state_of(record, bench.device)))
+        if config_flag(instruction, FOMO_FLAG):
+            candidates = [
+                (candidate_id(key), _state_of(record, bench.device))
+                for key, record in msg.content.array_records.items()
+                if is_candidate_key(key)
+            ]
             if candidates:
                 baseline, ids, weights = fomo_step(
                     runtime, config, pid, baseline, candidates
                 )
-                metrics["fomo-candidates"] = ids
-                metrics["fomo-weights"] = [float(w) for w in weights]
+                for key, value in fomo_weights_metrics(ids, list(weights)).items():
+                    metrics[key] = value
             context.state[BASELINE_KEY] = ArrayRecord(
                 {k: v.detach().cpu() for k, v in baseline.items()}
             )
-        if int(instruction["evaluate"]):  # type: ignore[arg-type]
+        if config_flag(instruction, EVALUATE_FLAG):
             bench.load(baseline)
             for key, value in eval_metrics(
                 pid, evaluate_on_test(bench, config, pid)
             ).items():
                 metrics[key] = value
-        metrics["partition-id"] = pid
-        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+        metrics[PARTITION_KEY] = pid
+        return reply(msg, metrics=metrics)
 
     return app

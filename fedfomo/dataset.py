@@ -4,10 +4,10 @@ Both start from one pool of images (the training set, optionally with the
 official test set) and give each client a disjoint share of it:
 
 * ``pathological``: LG-FedAvg-style shards (``shards_per_client`` shards per
-  client, each cut within one class; :func:`pflcore.splits.shard_parts`).
+  client, each cut within one class; :func:`fedfomo.splits.shard_parts`).
 * ``latent``: the pool is clustered into ``num_distributions`` distributions
   and each distribution is split evenly among ``num_clients /
-  num_distributions`` clients (:mod:`pflcore.latent`). The clustering
+  num_distributions`` clients (:mod:`fedfomo.latent`). The clustering
   features are ``trained`` (the penultimate layer of a network trained here
   on the pooled training images, PCA to ``pca_dim`` and k-means as the
   authors: :mod:`fedfomo.embedding`), ``pca`` (top principal components of
@@ -44,25 +44,25 @@ from fedfomo.embedding import (
     label_report,
     reduce_and_cluster,
 )
+from fedfomo.latent import (
+    distribution_parts,
+    kmeans,
+    load_embedding,
+    pixel_pca_features,
+)
+from fedfomo.splits import (
+    cut_shards,
+    shard_classes,
+    shard_parts,
+    split_validation,
+)
 from pflcore.data import (
     DataFormatError,
     DatasetNotFoundError,
     ImageData,
     load_dataset,
 )
-from pflcore.latent import (
-    distribution_parts,
-    kmeans,
-    load_embedding,
-    pixel_pca_features,
-)
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
-from pflcore.splits import (
-    cut_shards,
-    shard_classes,
-    shard_parts,
-    split_validation,
-)
 
 PARTITION_KINDS = ("pathological", "latent")
 LATENT_FEATURES = ("trained", "pca", "labels", "embedding")

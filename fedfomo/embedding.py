@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedfomo.latent import canonical_labels
 from pflcore.data import DataFormatError, channel_stats
-from pflcore.latent import canonical_labels
 from pflcore.partition import PartitionError
 
 

@@ -34,15 +34,30 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from fedfomo.client import CANDIDATE_PREFIX, CLUSTER_PREFIX, GLOBAL_KEY
 from pflcore.checkpoint import arrays_to_plain, plain_to_arrays
-from pflcore.results import ClientEval, RunRecorder
-from pflcore.simulation import PARTITION_KEY, derive_seed
+from pflcore.protocol import (
+    ARRAYS,
+    CONFIG,
+    EVALUATE_FLAG,
+    FOMO_FLAG,
+    GLOBAL_KEY,
+    NUM_EXAMPLES,
+    TRAIN_LOSS,
+    candidate_key,
+    cluster_key,
+    fomo_weights_of,
+    has_eval,
+    instruction,
+    metrics_of,
+    reply_partition,
+    scalar,
+)
+from pflcore.results import RunRecorder
+from pflcore.simulation import derive_seed
 from pflcore.strategy import (
-    WEIGHT_KEY,
     PartitionFedAvg,
     averaging_weights,
-    scalar,
+    client_eval,
     weighted_average,
 )
 
@@ -291,17 +306,17 @@ class FedFomo(PartitionFedAvg):
         if not contents:  # every client failed (tolerated): nothing to keep
             self.recorder.log_train(float("nan"), 0)
             return ArrayRecord(), None
-        metrics = [c.metric_records["metrics"] for c in contents]
-        pids = [int(scalar(m, PARTITION_KEY)) for m in metrics]
-        arrays = [c.array_records["arrays"] for c in contents]
-        sizes = [scalar(m, WEIGHT_KEY) for m in metrics]
+        metrics = [metrics_of(c) for c in contents]
+        pids = [reply_partition(m) for m in metrics]
+        arrays = [c.array_records[ARRAYS] for c in contents]
+        sizes = [scalar(m, NUM_EXAMPLES) for m in metrics]
         for pid, record, n in zip(pids, arrays, sizes, strict=True):
             self.uploads[pid] = record
             self.sizes[pid] = n
         self.last_uploaders = pids
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
-            scalar(m, "train-loss") * n for m, n in zip(metrics, sizes, strict=True)
+            scalar(m, TRAIN_LOSS) * n for m, n in zip(metrics, sizes, strict=True)
         )
         loss /= sum(sizes)
         self.recorder.log_train(loss, len(contents))
@@ -363,9 +378,9 @@ class FedFomo(PartitionFedAvg):
             self.rng,
         )
         ids = ([client] if client in self.uploads else []) + chosen
-        content = {f"{CANDIDATE_PREFIX}{i}": self.uploads[i] for i in ids}
+        content = {candidate_key(i): self.uploads[i] for i in ids}
         for k, model in enumerate(self.cluster_averages):
-            content[f"{CLUSTER_PREFIX}{k}"] = model
+            content[cluster_key(k)] = model
         if self.global_candidate and self.global_average is not None:
             content[GLOBAL_KEY] = self.global_average
         return content
@@ -386,12 +401,9 @@ class FedFomo(PartitionFedAvg):
             if pid in fomo:
                 records.update(self.candidate_content(pid, server_round))
             self.recorder.add_bytes(sent=sum(r.count_bytes() for r in records.values()))
-            records["config"] = ConfigRecord(
-                {
-                    "server-round": server_round,
-                    "fomo": int(pid in fomo),
-                    "evaluate": int(pid in tested),
-                }
+            records[CONFIG] = instruction(
+                server_round,
+                **{FOMO_FLAG: int(pid in fomo), EVALUATE_FLAG: int(pid in tested)},
             )
             messages.append(
                 Message(
@@ -411,21 +423,12 @@ class FedFomo(PartitionFedAvg):
         )
         evals = []
         for content in contents:
-            m = content.metric_records["metrics"]
-            pid = int(scalar(m, PARTITION_KEY))
-            if "fomo-weights" in m:
-                ids = [int(i) for i in m["fomo-candidates"]]  # type: ignore[union-attr]
-                weights = [float(w) for w in m["fomo-weights"]]  # type: ignore[union-attr]
-                update_affinity(self.affinity, pid, ids, weights)
-            if "correct" in m:
-                evals.append(
-                    ClientEval(
-                        partition_id=pid,
-                        correct=int(scalar(m, "correct")),
-                        loss_sum=scalar(m, "loss-sum"),
-                        num_samples=int(scalar(m, WEIGHT_KEY)),
-                    )
-                )
+            m = metrics_of(content)
+            weighed = fomo_weights_of(m)
+            if weighed is not None:
+                update_affinity(self.affinity, reply_partition(m), *weighed)
+            if has_eval(m):
+                evals.append(client_eval(m))
         self.write_affinity()
         if not evals:
             return None

@@ -31,7 +31,7 @@ from fedper.models import (
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
 from pflcore.federated import ModelRuntime
-from pflcore.replies import eval_metrics, train_metrics
+from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -264,27 +264,25 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records["arrays"], context.state)
-        server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
+        runtime.load(msg.content.array_records[ARRAYS], context.state)
+        server_round = server_round_of(msg)
         finetune_head(runtime, config, pid, server_round)
         loss, n = local_train(runtime, config, pid, server_round)
         if runtime.personal:
             context.state[STATE_KEY] = runtime.part(runtime.personal)
         metrics = train_metrics(pid, loss, n)
-        content = RecordDict({"arrays": runtime.part(runtime.base), "metrics": metrics})
-        return Message(content=content, reply_to=msg)
+        return reply(msg, arrays=runtime.part(runtime.base), metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records["arrays"], context.state)
+        runtime.load(msg.content.array_records[ARRAYS], context.state)
         if config["algorithm"] == "fedavg_ft":
-            server_round = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-            finetune_global_copy(runtime, config, pid, server_round)
+            finetune_global_copy(runtime, config, pid, server_round_of(msg))
         metrics = eval_metrics(
             pid, runtime.evaluate_test(pid, config["eval_batch_size"])
         )
-        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+        return reply(msg, metrics=metrics)
 
     return app

@@ -139,14 +139,6 @@ def check_flickr(dataset: dict[str, Any]) -> None:
         )
 
 
-def initial_arrays(
-    config: dict[str, Any], fed: FederatedData
-) -> tuple[ArrayRecord, list[str]]:
-    """The base the server starts from, and the personal keys clients keep."""
-    base, personal, _ = _initial(config, fed)
-    return base, personal
-
-
 def _initial(
     config: dict[str, Any], fed: FederatedData
 ) -> tuple[ArrayRecord, list[str], dict[str, Any] | None]:

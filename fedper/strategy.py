@@ -12,8 +12,8 @@ from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from pflcore.protocol import ARRAYS, ClientError
 from pflcore.results import RunRecorder
-from pflcore.simulation import ClientError
 from pflcore.strategy import PartitionFedAvg
 
 
@@ -45,7 +45,7 @@ class FedPer(PartitionFedAvg):
         for reply in replies:
             if reply.has_error():
                 continue  # reported by the parent with the client's partition-id
-            keys = list(reply.content.array_records["arrays"].keys())
+            keys = list(reply.content.array_records[ARRAYS].keys())
             if keys != self.base_keys:
                 extra = sorted(set(keys) - set(self.base_keys))
                 raise ClientError(

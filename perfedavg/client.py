@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from torch import nn
 
@@ -46,7 +46,7 @@ from pflcore.finetune import (
     finetune_copy_and_evaluate,
     train_steps,
 )
-from pflcore.replies import eval_metrics, train_metrics
+from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -464,10 +464,6 @@ def adapted_counts(
 # -- the ClientApp ---------------------------------------------------------------
 
 
-def _round(msg: Message) -> int:
-    return int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-
-
 def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
     """The seed of this client's work in this round, also seeding torch's global RNG.
 
@@ -475,7 +471,7 @@ def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
     which a worker shares among the clients it serves in any order, so it is
     reseeded here: one seed reproduces one run.
     """
-    seed = derive_seed(config["seed"], pid, _round(msg), *tags)
+    seed = derive_seed(config["seed"], pid, server_round_of(msg), *tags)
     torch.manual_seed(seed)
     return seed
 
@@ -484,9 +480,7 @@ def _train_reply(
     msg: Message, arrays: ArrayRecord, stats: TrainStats, n: int, pid: int
 ) -> Message:
     metrics = train_metrics(pid, stats.loss, n)
-    return Message(
-        content=RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg
-    )
+    return reply(msg, arrays=arrays, metrics=metrics)
 
 
 def _eval_reply(
@@ -497,7 +491,7 @@ def _eval_reply(
         if before is None
         else eval_metrics(pid, after, before=before)
     )
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    return reply(msg, metrics=metrics)
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:
@@ -524,7 +518,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             stats = local_sgd(runtime, config, pid, seed)
             context.state[STATE_KEY] = runtime.arrays()
             return _train_reply(msg, ArrayRecord(), stats, n, pid)
-        runtime.load(msg.content.array_records["arrays"])
+        runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in META:
             stats = meta_train(runtime, config, pid, seed)
         else:  # fedavg, fedavg_ft and the FedAvg stage of jiang
@@ -535,7 +529,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train_reptile(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records["arrays"])
+        runtime.load(msg.content.array_records[ARRAYS])
         stats = reptile_train(runtime, config, pid, _seeded(config, pid, msg, 3))
         n = int(runtime.data.split.train[pid].size)
         return _train_reply(msg, runtime.arrays(), stats, n, pid)
@@ -552,7 +546,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             return _eval_reply(
                 msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
             )
-        runtime.load(msg.content.array_records["arrays"])
+        runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in ADAPTING:
             seed = _seeded(config, pid, msg, 1)
             before, after = adapted_counts(runtime, config, pid, seed)
@@ -565,7 +559,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def personalize(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records["arrays"])
+        runtime.load(msg.content.array_records[ARRAYS])
         seed = _seeded(config, pid, msg, 4)
         before, after = adapted_counts(runtime, config, pid, seed)
         return _eval_reply(msg, pid, after, before)

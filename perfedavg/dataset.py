@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from perfedavg.emnist import load_emnist
 from pflcore.data import ImageData, load_dataset
-from pflcore.emnist import load_emnist
 from pflcore.federated import ClientData
 from pflcore.partition import (
     ClientSplit,
@@ -40,7 +40,7 @@ PARTITIONS = ("fallah", "dirichlet")
 
 
 def load_image_data(dataset: dict[str, Any]) -> ImageData:
-    """Load the configured dataset (EMNIST through :mod:`pflcore.emnist`)."""
+    """Load the configured dataset (EMNIST through :mod:`perfedavg.emnist`)."""
     if dataset["name"] == "emnist":
         return load_emnist(
             dataset["root"],

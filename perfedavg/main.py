@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from perfedavg.client import ADAPTING, META, initial_model, make_client_app
 from perfedavg.dataset import PARTITIONS, build_client_data
+from perfedavg.emnist import EMNIST_CLASSES, ORIENTATIONS
 from perfedavg.jiang import REPTILE_OPTIMIZERS, heldout_partitions, jiang_main_loop
 from perfedavg.models import MODEL_NAMES, count_parameters
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
@@ -30,7 +31,6 @@ from pflcore.config import (
     to_plain,
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.emnist import EMNIST_CLASSES, ORIENTATIONS
 from pflcore.experiment import (
     guarded,
     open_recorder,

@@ -31,9 +31,17 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from pflcore.protocol import (
+    ARRAYS,
+    CONFIG,
+    SERVER_ROUND,
+    eval_counts,
+    has_eval,
+    metrics_of,
+)
 from pflcore.results import ClientEval, RunRecorder
-from pflcore.simulation import PARTITION_KEY, ClientSampler
-from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
+from pflcore.simulation import ClientSampler
+from pflcore.strategy import PartitionFedAvg, client_eval
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
@@ -180,8 +188,8 @@ class PersonalizedFedAvg(PartitionFedAvg):
     ) -> Iterable[Message]:
         """Send the global arrays to the round's sample of training clients."""
         partitions = self.train_partitions(server_round)
-        config["server-round"] = server_round + self.round_offset
-        content = RecordDict({"arrays": arrays, "config": config})
+        config[SERVER_ROUND] = server_round + self.round_offset
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
         self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
         self._expected = len(partitions)
         self._current = arrays
@@ -253,8 +261,8 @@ class PersonalizedFedAvg(PartitionFedAvg):
         """Evaluate the ``eval_partitions`` on evaluation rounds."""
         if not self.is_eval_round(server_round):
             return []
-        config["server-round"] = server_round + self.round_offset
-        content = RecordDict({"arrays": arrays, "config": config})
+        config[SERVER_ROUND] = server_round + self.round_offset
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
         self.recorder.add_bytes(sent=arrays.count_bytes() * len(self.eval_partitions))
         return self._messages(content, self.eval_partitions, self.eval_message)
 
@@ -295,24 +303,16 @@ def parse_evaluations(
     after: list[ClientEval] = []
     before: list[ClientEval] = []
     for content in contents:
-        m = content.metric_records["metrics"]
-        pid = int(scalar(m, PARTITION_KEY))
-        n = int(scalar(m, WEIGHT_KEY))
-        after.append(
-            ClientEval(
-                partition_id=pid,
-                correct=int(scalar(m, "correct")),
-                loss_sum=scalar(m, "loss-sum"),
-                num_samples=n,
-            )
-        )
-        if "before-correct" in m:
+        m = metrics_of(content)
+        after.append(client_eval(m))
+        if has_eval(m, BEFORE):
+            correct, loss_sum, _ = eval_counts(m, BEFORE)
             before.append(
                 ClientEval(
-                    partition_id=pid,
-                    correct=int(scalar(m, "before-correct")),
-                    loss_sum=scalar(m, "before-loss-sum"),
-                    num_samples=n,
+                    partition_id=after[-1].partition_id,
+                    correct=correct,
+                    loss_sum=loss_sum,
+                    num_samples=after[-1].num_samples,  # the same test split
                 )
             )
     return after, before if len(before) == len(after) else []

@@ -35,16 +35,24 @@ from torch import nn
 
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
+from pfedhn.threads import use_threads
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism
-from pflcore.replies import eval_metrics, train_metrics
+from pflcore.protocol import (
+    ARRAYS,
+    SERVER_ROUND,
+    config_int,
+    eval_metrics,
+    instruction_of,
+    reply,
+    train_metrics,
+)
 from pflcore.simulation import (
     add_partition_query,
     client_device,
     derive_seed,
     partition_id,
 )
-from pflcore.threads import use_threads
 from pflcore.training import EvalStats, NonFiniteLossError, evaluate
 
 HEAD_KEY = "head"
@@ -340,16 +348,16 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        instruction = msg.content.config_records["config"]
+        instruction = instruction_of(msg)
         use_threads(instruction, default=cpus)
-        server_round = int(instruction["server-round"])  # type: ignore[arg-type]
+        server_round = config_int(instruction, SERVER_ROUND)
         start = time.perf_counter()
         arrays, loss = train_client(
             runtime,
             config,
             pid,
             server_round,
-            msg.content.array_records["arrays"],
+            msg.content.array_records[ARRAYS],
             context.state,
         )
         metrics = train_metrics(
@@ -359,17 +367,17 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             # the client's own compute, for locating a round's time (bench/)
             client_s=time.perf_counter() - start,
         )
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        return reply(msg, arrays=arrays, metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        use_threads(msg.content.config_records["config"], default=cpus)
+        use_threads(instruction_of(msg), default=cpus)
         stats = eval_client(
-            runtime, config, pid, msg.content.array_records["arrays"], context.state
+            runtime, config, pid, msg.content.array_records[ARRAYS], context.state
         )
         metrics = eval_metrics(pid, stats["test"], val=stats["val"])
-        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+        return reply(msg, metrics=metrics)
 
     return app

@@ -22,6 +22,7 @@ from pfedhn.client import initial_target, make_client_app, target_model
 from pfedhn.dataset import PFedHNData, build_data
 from pfedhn.models import TARGETS, HyperNetwork, embedding_dim, target_shapes
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
+from pfedhn.threads import train_threads
 from pflcore.config import (
     ConfigError,
     absolute_data_root,
@@ -37,7 +38,6 @@ from pflcore.experiment import guarded, open_recorder, resumed_config, run_exper
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
-from pflcore.threads import train_threads
 
 ALGORITHMS = ("pfedhn", "pfedhn_pc", "fedavg", "local")
 HN_LR = {"pfedhn": 1e-2, "pfedhn_pc": 5e-2}  # the authors' defaults

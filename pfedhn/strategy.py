@@ -42,10 +42,19 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from pfedhn.models import HyperNetwork
-from pflcore.results import ClientEval, RunRecorder, summarize_clients
-from pflcore.simulation import PARTITION_KEY, ClientError
-from pflcore.strategy import WEIGHT_KEY, PartitionFedAvg, scalar
-from pflcore.threads import THREADS_KEY
+from pflcore.protocol import (
+    ARRAYS,
+    CONFIG,
+    THREADS_KEY,
+    TRAIN_LOSS,
+    ClientError,
+    instruction,
+    metrics_of,
+    reply_partition,
+    scalar,
+)
+from pflcore.results import RunRecorder, summarize_clients
+from pflcore.strategy import PartitionFedAvg, client_eval
 
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
 
@@ -74,24 +83,9 @@ class BestValidation:
         """Record one evaluation; return the mean test accuracy."""
         test, val = [], []
         for content in contents:
-            m = content.metric_records["metrics"]
-            pid = int(scalar(m, PARTITION_KEY))
-            test.append(
-                ClientEval(
-                    partition_id=pid,
-                    correct=int(scalar(m, "correct")),
-                    loss_sum=scalar(m, "loss-sum"),
-                    num_samples=int(scalar(m, WEIGHT_KEY)),
-                )
-            )
-            val.append(
-                ClientEval(
-                    partition_id=pid,
-                    correct=int(scalar(m, "val-correct")),
-                    loss_sum=scalar(m, "val-loss-sum"),
-                    num_samples=int(scalar(m, "val-num-examples")),
-                )
-            )
+            m = metrics_of(content)
+            test.append(client_eval(m))
+            val.append(client_eval(m, "val"))
         self.recorder.log_eval(test)
         t, v = summarize_clients(test), summarize_clients(val)
         self.recorder.log_extra(
@@ -301,11 +295,11 @@ class PFedHN(PartitionFedAvg):
         )
         for pid in partitions:
             arrays = self.weights_record(pid, keep_graph)
-            config = ConfigRecord({"server-round": server_round})
+            config = instruction(server_round)
             if message_type == MessageType.TRAIN:
                 config[THREADS_KEY] = self.train_threads
             self.recorder.add_bytes(sent=arrays.count_bytes())
-            content = RecordDict({"arrays": arrays, "config": config})
+            content = RecordDict({ARRAYS: arrays, CONFIG: config})
             messages.append(
                 Message(
                     content, dst_node_id=self.node_of[pid], message_type=message_type
@@ -333,8 +327,8 @@ class PFedHN(PartitionFedAvg):
         contents = self.check_replies(replies, self._expected, "training", server_round)
         deltas: list[tuple[int, dict[str, torch.Tensor]]] = []
         for content in contents:
-            pid = int(scalar(content.metric_records["metrics"], PARTITION_KEY))
-            record = content.array_records["arrays"]
+            pid = reply_partition(metrics_of(content))
+            record = content.array_records[ARRAYS]
             self.recorder.add_bytes(received=record.count_bytes())
             deltas.append((pid, self._delta(record, pid, server_round)))
         if not deltas:  # the round's client failed (tolerated): no step
@@ -345,8 +339,8 @@ class PFedHN(PartitionFedAvg):
         else:
             for pid, delta in deltas:
                 self.embedding_step(pid, delta)
-        metrics = [c.metric_records["metrics"] for c in contents]
-        loss = float(np.mean([scalar(m, "train-loss") for m in metrics]))
+        metrics = [metrics_of(c) for c in contents]
+        loss = float(np.mean([scalar(m, TRAIN_LOSS) for m in metrics]))
         self.recorder.log_train(loss, len(contents))
         return None, MetricRecord({"train-loss": loss})
 

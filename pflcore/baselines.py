@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from pflcore.data import BatchTransform
 from pflcore.devices import Split, SplitCache
-from pflcore.replies import eval_metrics, train_metrics
+from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.simulation import (
     add_partition_query,
     derive_seed,
@@ -163,10 +163,6 @@ def evaluate_on_test(bench: Workbench, config: dict[str, Any], pid: int) -> Eval
     )
 
 
-def _server_round(msg: Message) -> int:
-    return int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
-
-
 def make_baseline_client_app(
     config: dict[str, Any], bench_of: Callable[[dict[str, Any]], Workbench]
 ) -> ClientApp:
@@ -196,15 +192,15 @@ def make_baseline_client_app(
             saved = context.state.array_records.get(LOCAL_STATE_KEY)
             bench.load(saved)
         else:
-            bench.load(msg.content.array_records["arrays"])
-        stats = local_round(bench, config, pid, _server_round(msg))
+            bench.load(msg.content.array_records[ARRAYS])
+        stats = local_round(bench, config, pid, server_round_of(msg))
         arrays = ArrayRecord()
         if algorithm == "local":
             context.state[LOCAL_STATE_KEY] = bench.weights()
         else:
             arrays = bench.weights()
         metrics = train_metrics(pid, stats.loss, bench.train_split(pid)[1].numel())
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        return reply(msg, arrays=arrays, metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
@@ -213,7 +209,7 @@ def make_baseline_client_app(
         if algorithm == "local":
             bench.load(context.state.array_records.get(LOCAL_STATE_KEY))
         else:
-            bench.load(msg.content.array_records["arrays"])
+            bench.load(msg.content.array_records[ARRAYS])
         if algorithm == "fedavg_ft":
             sgd_epochs(
                 bench,
@@ -221,9 +217,9 @@ def make_baseline_client_app(
                 pid,
                 lr=float(config["finetune"]["lr"]),
                 epochs=int(config["finetune"]["epochs"]),
-                seed=derive_seed(config["seed"], pid, _server_round(msg), 1),
+                seed=derive_seed(config["seed"], pid, server_round_of(msg), 1),
             )
         metrics = eval_metrics(pid, evaluate_on_test(bench, config, pid))
-        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+        return reply(msg, metrics=metrics)
 
     return app

@@ -19,6 +19,7 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from pflcore.protocol import SERVER_ROUND, config_int, instruction_of
 from pflcore.simulation import partition_id
 
 POLICIES = ("stop", "tolerate")
@@ -57,8 +58,8 @@ class FaultInjectingApp(ClientApp):
             self.fault["partition"]
         ):
             return False
-        config = message.content.config_records.get("config")
-        server_round = config.get("server-round") if config is not None else None
+        instruction = instruction_of(message)
+        server_round = config_int(instruction, SERVER_ROUND, default=-1)
         return server_round == int(self.fault["round"])
 
     def __call__(self, message: Message, context: Context) -> Message:

@@ -178,40 +178,6 @@ def split_train_test(
     return ClientSplit(train=train, test=test)
 
 
-def dirichlet_parts(
-    labels: np.ndarray, num_clients: int, alpha: float, seed: int
-) -> list[list[np.ndarray]]:
-    """Split each class among all clients with Dirichlet(alpha) proportions.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        Label of every pooled sample.
-    num_clients : int
-        Number of clients.
-    alpha : float
-        Concentration; small values give skewed label mixes.
-    seed : int
-        Seed.
-
-    Returns
-    -------
-    list of list of numpy.ndarray
-        ``parts[j]`` lists client ``j``'s index arrays, one per class.
-    """
-    if alpha <= 0:
-        raise PartitionError(f"Dirichlet alpha must be positive, got {alpha}")
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        shares = rng.dirichlet(np.full(num_clients, alpha))
-        cuts = (np.cumsum(shares)[:-1] * members.size).astype(np.int64)
-        for client, chunk in enumerate(np.split(members, cuts)):
-            parts[client].append(chunk)
-    return parts
-
-
 def check_min_samples(
     split: ClientSplit, min_train: int = 2, min_test: int = 1
 ) -> None:

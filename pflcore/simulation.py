@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import (
-    ConfigRecord,
     Context,
     Message,
     MessageType,
@@ -28,17 +27,12 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from pflcore.checkpoint import add_checkpoint_handlers
+from pflcore.protocol import PARTITION_KEY, ClientError, identity_of, identity_reply
 
 log = logging.getLogger(__name__)
 # Flower's state database imports alembic lazily, before ``quiet_logging`` can run,
 # and alembic logs one INFO line per plugin on import; silence it up front.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-
-PARTITION_KEY = "partition-id"
-
-
-class ClientError(RuntimeError):
-    """A client replied with an error or did not reply."""
 
 
 def partition_id(context: Context) -> int:
@@ -131,10 +125,7 @@ def add_partition_query(app: ClientApp) -> None:
 
     @app.query()
     def _query(msg: Message, context: Context) -> Message:
-        content = RecordDict(
-            {"identity": ConfigRecord({PARTITION_KEY: partition_id(context)})}
-        )
-        return Message(content=content, reply_to=msg)
+        return identity_reply(msg, partition_id(context))
 
 
 def discover_partitions(
@@ -171,7 +162,7 @@ def discover_partitions(
             raise ClientError(
                 f"node {reply.metadata.src_node_id}: {reply.error.reason}"
             )
-        pid = int(reply.content.config_records["identity"][PARTITION_KEY])  # type: ignore[arg-type]
+        pid = identity_of(reply.content)
         mapping[pid] = reply.metadata.src_node_id
     if sorted(mapping) != list(range(num_nodes)):
         raise ClientError(

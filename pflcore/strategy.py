@@ -27,12 +27,23 @@ from flwr.serverapp.strategy import FedAvg
 
 from pflcore.config import AVERAGING_RULES
 from pflcore.progress import ProgressPrinter
+from pflcore.protocol import (
+    ARRAYS,
+    CONFIG,
+    NUM_EXAMPLES,
+    PARTITION_KEY,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    ClientError,
+    eval_counts,
+    metrics_of,
+    reply_partition,
+    scalar,
+)
 from pflcore.results import ClientEval, RunRecorder
-from pflcore.simulation import PARTITION_KEY, ClientError, ClientSampler
+from pflcore.simulation import ClientSampler
 
 log = logging.getLogger(__name__)
-
-WEIGHT_KEY = "num-examples"
 
 
 def averaging_weights(sample_counts: list[float], rule: str) -> list[float]:
@@ -105,18 +116,19 @@ def _sender(reply: Message, pid_of: dict[int, int]) -> int:
     if not reply.has_error():
         metrics = reply.content.metric_records.get("metrics")
         if metrics is not None and PARTITION_KEY in metrics:
-            return int(metrics[PARTITION_KEY])  # type: ignore[arg-type]
+            return reply_partition(metrics)
     return -1
 
 
-def scalar(record: MetricRecord, key: str) -> float:
-    """A scalar metric as float, with a clear error when it is missing."""
-    if key not in record:
-        raise ClientError(f"a client reply lacks the metric {key!r}")
-    value = record[key]
-    if isinstance(value, list):
-        raise ClientError(f"metric {key!r} must be a scalar, got a list")
-    return float(value)
+def client_eval(metrics: MetricRecord, name: str = "") -> ClientEval:
+    """A client's evaluation ``name`` (see :func:`pflcore.protocol.eval_counts`)."""
+    correct, loss_sum, num_samples = eval_counts(metrics, name)
+    return ClientEval(
+        partition_id=reply_partition(metrics),
+        correct=correct,
+        loss_sum=loss_sum,
+        num_samples=num_samples,
+    )
 
 
 class PartitionFedAvg(FedAvg):
@@ -169,7 +181,7 @@ class PartitionFedAvg(FedAvg):
             min_train_nodes=clients_per_round,
             min_evaluate_nodes=num_clients,
             min_available_nodes=num_clients,
-            weighted_by_key=WEIGHT_KEY,
+            weighted_by_key=NUM_EXAMPLES,
         )
         self.recorder = recorder
         self.progress = ProgressPrinter(num_rounds, min_interval_s=progress_every_s)
@@ -286,8 +298,8 @@ class PartitionFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Send the global arrays to the seeded sample of partitions."""
         partitions = self.train_partitions(server_round)
-        config["server-round"] = server_round
-        content = RecordDict({"arrays": arrays, "config": config})
+        config[SERVER_ROUND] = server_round
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
         self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
         self._expected = len(partitions)
         return self._messages(content, partitions, MessageType.TRAIN)
@@ -300,14 +312,14 @@ class PartitionFedAvg(FedAvg):
         if not contents:  # every client failed (tolerated): keep the global model
             self.recorder.log_train(float("nan"), 0)
             return None, None
-        arrays = [c.array_records["arrays"] for c in contents]
-        metrics = [c.metric_records["metrics"] for c in contents]
+        arrays = [c.array_records[ARRAYS] for c in contents]
+        metrics = [metrics_of(c) for c in contents]
         weights = averaging_weights(
-            [scalar(m, WEIGHT_KEY) for m in metrics], self.averaging
+            [scalar(m, NUM_EXAMPLES) for m in metrics], self.averaging
         )
         self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
-            scalar(m, "train-loss") * w for m, w in zip(metrics, weights, strict=True)
+            scalar(m, TRAIN_LOSS) * w for m, w in zip(metrics, weights, strict=True)
         )
         self.recorder.log_train(loss / sum(weights), len(contents))
         aggregated = (
@@ -329,8 +341,8 @@ class PartitionFedAvg(FedAvg):
         """Evaluate every client on its own test split, on evaluation rounds."""
         if not self.is_eval_round(server_round):
             return []
-        config["server-round"] = server_round
-        content = RecordDict({"arrays": arrays, "config": config})
+        config[SERVER_ROUND] = server_round
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
         self.recorder.add_bytes(sent=arrays.count_bytes() * self.num_clients)
         return self._messages(
             content, list(range(self.num_clients)), MessageType.EVALUATE
@@ -345,17 +357,7 @@ class PartitionFedAvg(FedAvg):
         contents = self.check_replies(
             replies, self.num_clients, "evaluation", server_round
         )
-        evals = []
-        for content in contents:
-            m = content.metric_records["metrics"]
-            evals.append(
-                ClientEval(
-                    partition_id=int(scalar(m, PARTITION_KEY)),
-                    correct=int(scalar(m, "correct")),
-                    loss_sum=scalar(m, "loss-sum"),
-                    num_samples=int(scalar(m, WEIGHT_KEY)),
-                )
-            )
+        evals = [client_eval(metrics_of(content)) for content in contents]
         self.recorder.log_eval(evals)
         acc = [e.accuracy for e in evals]
         return MetricRecord({"accuracy-mean": float(np.mean(acc))})

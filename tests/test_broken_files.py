@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedfomo.latent import load_embedding
+from perfedavg.emnist import load_emnist
 from pflcore.data import DataFormatError, load_dataset, read_ratings_csv
-from pflcore.emnist import load_emnist
-from pflcore.latent import load_embedding
 from tests.fake_emnist import write_emnist_idx, write_emnist_npz
 from tests.fakedata import write_cifar10, write_cifar100, write_mnist
 from tests.mainrun import run_module
@@ -122,6 +122,7 @@ def test_a_damaged_file_is_one_line_naming_it(tmp_path, fmt, how):
     assert str(path) in message and "\n" not in message, message
 
 
+@pytest.mark.slow
 def test_main_stops_with_one_line_on_a_damaged_file(tmp_path):
     write_mnist(tmp_path, train=60, test=20)
     path = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
@@ -142,6 +143,7 @@ def test_main_stops_with_one_line_on_a_damaged_file(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_unwritable_run_folder_is_reported_before_any_work(tmp_path):
     from pflcore.output_check import unwritable_reason
 

@@ -159,12 +159,8 @@ def on_accelerator(model: nn.Module) -> bool:
 
 def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     """A client's first FOMO update weighs the candidates against the initial state."""
-    from fedfomo.client import (
-        CANDIDATE_PREFIX,
-        GLOBAL_KEY,
-        get_runtime,
-        make_client_app,
-    )
+    from fedfomo.client import get_runtime, make_client_app
+    from pflcore.protocol import CANDIDATE_PREFIX, GLOBAL_KEY
 
     config = composed(
         "fedfomo",

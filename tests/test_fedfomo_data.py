@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedfomo.dataset import build_fomo_data
-from pflcore.latent import distribution_parts, kmeans, pixel_pca_features
+from fedfomo.latent import distribution_parts, kmeans, pixel_pca_features
+from fedfomo.splits import shard_classes, shard_parts, split_validation
 from pflcore.partition import PartitionError
-from pflcore.splits import shard_classes, shard_parts, split_validation
 from tests.fakedata import write_cifar10
 
 

@@ -18,7 +18,6 @@ from pflcore.partition import (
     PartitionError,
     assign_class_sets,
     check_min_samples,
-    dirichlet_parts,
     split_classes_among_holders,
     split_train_test,
 )
@@ -369,49 +368,6 @@ def test_class_without_holder_stays_unused():
     parts = split_classes_among_holders(labels, [np.array([0]), np.array([0])], seed=1)
     used = sorted(np.concatenate(parts[0] + parts[1]).tolist())
     assert used == [0, 5]
-
-
-# --------------------------------------------------------------------------
-# Dirichlet
-# --------------------------------------------------------------------------
-
-
-@FAST
-@given(
-    st.lists(st.integers(0, 6), min_size=1, max_size=200),
-    st.integers(1, 12),
-    st.sampled_from([0.05, 0.3, 1.0, 10.0]),
-    st.integers(0, 2**31 - 1),
-)
-def test_dirichlet_parts_disjoint_covering_deterministic(
-    label_list, clients, alpha, seed
-):
-    labels = np.asarray(label_list, dtype=np.int64)
-    parts = dirichlet_parts(labels, clients, alpha, seed)
-    assert len(parts) == clients
-    flat = [i for client_parts in parts for p in client_parts for i in p.tolist()]
-    assert sorted(flat) == list(range(labels.size))  # disjoint and covering
-    for client_parts in parts:
-        for p in client_parts:
-            assert len(set(labels[p].tolist())) <= 1  # one class per part
-
-    again = dirichlet_parts(labels, clients, alpha, seed)
-    for a, b in zip(parts, again, strict=True):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_array_equal(x, y)
-
-
-def test_dirichlet_differs_across_seeds_and_rejects_bad_alpha():
-    labels = np.arange(300) % 3
-    a = dirichlet_parts(labels, 5, 0.5, seed=0)
-    b = dirichlet_parts(labels, 5, 0.5, seed=1)
-    sizes_a = [sum(p.size for p in c) for c in a]
-    sizes_b = [sum(p.size for p in c) for c in b]
-    assert sizes_a != sizes_b
-    for alpha in (0.0, -1.0):
-        with pytest.raises(PartitionError, match="alpha"):
-            dirichlet_parts(labels, 5, alpha, seed=0)
 
 
 # --------------------------------------------------------------------------

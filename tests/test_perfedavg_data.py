@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from perfedavg.dataset import partition_dirichlet, partition_fallah
+from perfedavg.emnist import load_emnist
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.emnist import load_emnist
 from pflcore.partition import PartitionError
 from tests.fake_emnist import write_emnist_idx, write_emnist_npz
 

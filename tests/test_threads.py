@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from pflcore.threads import THREADS_KEY, train_threads, use_threads
+from pfedhn.threads import THREADS_KEY, train_threads, use_threads
 
 
 def test_a_lone_client_gets_every_core_and_many_share_them():

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-THREADS_KEY = "num-threads"
+from pflcore.protocol import THREADS_KEY
 
 
 def train_threads(setting: Any, clients_per_round: int, num_cpus: float) -> int:

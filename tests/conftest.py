@@ -1,6 +1,8 @@
 """Shared test setup."""
 
+import contextlib
 import os
+import sys
 
 import pytest
 import torch
@@ -38,10 +40,87 @@ def restore_flags(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip the ``cuda`` tests where PyTorch sees no CUDA device."""
-    if torch.cuda.is_available():
-        return
+    """Mark tests not marked ``slow`` as ``fast``; skip ``cuda`` tests without CUDA."""
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available())")
     for item in items:
-        if "cuda" in item.keywords:
+        if "slow" not in item.keywords:
+            item.add_marker(pytest.mark.fast)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+
+
+class SlowWorkInFastTierError(RuntimeError):
+    """A test of the fast tier tried to start Ray or a subprocess."""
+
+
+_refused: list[str] = []
+
+
+def _refuse(what: str):
+    def refuse(*args, **kwargs):
+        _refused.append(what)
+        raise SlowWorkInFastTierError(f"{what} in a test not marked slow")
+
+    return refuse
+
+
+def _popen_refusing_programs(popen):
+    """``Popen`` that refuses Python interpreters and shells (the suite's runs).
+
+    Libraries' own small probes (joblib asking ``lscpu`` for the core count)
+    stay allowed: they are not the work the fast tier leaves out.
+    """
+
+    def guarded_popen(args, *rest, **kwargs):
+        program = args if isinstance(args, str) else str(next(iter(args)))
+        name = os.path.basename(program.split()[0]) if program else ""
+        if program == sys.executable or "python" in name or name in ("bash", "sh"):
+            _refused.append(f"subprocess {name}")
+            raise SlowWorkInFastTierError(f"subprocess {name} in a fast test")
+        return popen(args, *rest, **kwargs)
+
+    return guarded_popen
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """Refuse Ray and subprocesses while a fast test (and its fixtures) set up."""
+    with _fast_tier_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Refuse Ray and subprocesses while a fast test runs.
+
+    Refusals are also checked after the test, so code that catches the error
+    (a main that records a failed run) cannot hide it.
+    """
+    with _fast_tier_guard(item):
+        result = yield
+    if "slow" not in item.keywords and _refused:
+        what = _refused[0]
+        _refused.clear()
+        pytest.fail(
+            f"{what} in a test not marked slow: mark it @pytest.mark.slow "
+            "(the fast tier runs no Ray and no subprocess)"
+        )
+    return result
+
+
+@contextlib.contextmanager
+def _fast_tier_guard(item):
+    if "slow" in item.keywords:
+        yield
+        return
+    import subprocess
+
+    import flwr.simulation
+    import ray
+
+    _refused.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flwr.simulation, "run_simulation", _refuse("run_simulation"))
+        patch.setattr(ray, "init", _refuse("ray.init"))
+        patch.setattr(subprocess, "Popen", _popen_refusing_programs(subprocess.Popen))
+        yield

@@ -52,6 +52,7 @@ def sampled_in_round_2() -> int:
     return int(sorted(rng.choice(4, size=3, replace=False).tolist())[0])
 
 
+@pytest.mark.slow
 def test_by_default_the_run_stops_naming_client_round_stage_and_error(
     data_root, tmp_path
 ):
@@ -74,6 +75,7 @@ def test_by_default_the_run_stops_naming_client_round_stage_and_error(
     assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 1  # round 1 kept
 
 
+@pytest.mark.slow
 def test_tolerant_runs_finish_and_record_the_failure(data_root, tmp_path):
     pid = sampled_in_round_2()
     result = run_module(
@@ -99,6 +101,7 @@ def test_tolerant_runs_finish_and_record_the_failure(data_root, tmp_path):
     assert "injected failure" in failures["error"][0]
 
 
+@pytest.mark.slow
 def test_a_client_past_the_timeout_is_named(data_root, tmp_path):
     pid = sampled_in_round_2()
     result = run_module(

@@ -48,6 +48,7 @@ def sweep(data_root, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
     partitions = []
     for algorithm in ("fedfomo", "fedavg", "local"):
@@ -62,6 +63,7 @@ def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
     pd.testing.assert_frame_equal(partitions[0], partitions[2])
 
 
+@pytest.mark.slow
 def test_fedfomo_sends_m_models_per_client_and_learns_affinities(sweep):
     rounds, _, _ = read_run(sweep / "fedfomo")
     model_bytes = ArrayRecord(TFCNN(10).state_dict()).count_bytes()
@@ -77,6 +79,7 @@ def test_fedfomo_sends_m_models_per_client_and_learns_affinities(sweep):
     assert not np.isclose(np.diag(p), 0.1).any()
 
 
+@pytest.mark.slow
 def test_local_sends_nothing_and_fedavg_sends_the_model(sweep):
     local, _, _ = read_run(sweep / "local")
     assert local["bytes_sent"].sum() == 0 and local["bytes_received"].sum() == 0
@@ -85,6 +88,7 @@ def test_local_sends_nothing_and_fedavg_sends_the_model(sweep):
     assert fedavg["bytes_received"].tolist() == [6 * model_bytes] * 2
 
 
+@pytest.mark.slow
 def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
     # distributions from a precomputed embedding: label parity, 2 groups of 3
     from pflcore.data import load_dataset
@@ -153,6 +157,7 @@ def test_bad_settings_are_rejected_with_a_clear_message(overrides, expected):
     assert expected in str(info.value)
 
 
+@pytest.mark.slow
 def test_bad_input_stops_before_ray_with_one_line(data_root, tmp_path):
     result = run_main(
         f"dataset.root={data_root}",

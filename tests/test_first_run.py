@@ -78,6 +78,7 @@ def sweep(data_root, tmp_path_factory):
     return result, folder
 
 
+@pytest.mark.slow
 def test_a_quiet_sweep_prints_progress_results_and_summary_only(sweep):
     result, _ = sweep
     output = result.stdout + result.stderr
@@ -90,6 +91,7 @@ def test_a_quiet_sweep_prints_progress_results_and_summary_only(sweep):
     assert sum(x.startswith("[round ") for x in lines) >= 4  # first and last, twice
 
 
+@pytest.mark.slow
 def test_the_summary_matches_the_records_and_chance_is_one_over_k(sweep):
     result, folder = sweep
     lines = result.stdout.splitlines()
@@ -105,6 +107,7 @@ def test_the_summary_matches_the_records_and_chance_is_one_over_k(sweep):
     assert lines[-1] == "figure: accuracy.png"  # relative to where the user ran
 
 
+@pytest.mark.slow
 def test_tensorboard_mirrors_every_round_of_each_run(sweep):
     from tensorboard.backend.event_processing.event_accumulator import (
         EventAccumulator,
@@ -124,6 +127,7 @@ def test_tensorboard_mirrors_every_round_of_each_run(sweep):
             )
 
 
+@pytest.mark.slow
 def test_verbose_brings_the_messages_back(data_root, tmp_path):
     result = run_module(
         "fedper.main",

@@ -238,6 +238,7 @@ def test_dataset_name_flickr_on_another_group_is_explained(tmp_path):
         check_fedper(config)
 
 
+@pytest.mark.slow
 def test_main_runs_two_rounds_on_flickr_end_to_end(tmp_path):
     """One real Ray simulation: FLICKR raters, head fine-tuning, a linear base."""
     root = tmp_path / "data"

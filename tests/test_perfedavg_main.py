@@ -57,6 +57,7 @@ def sweep(data_root, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_terminal_shows_progress_lines_and_no_library_chatter(sweep):
     terminal = (sweep / "terminal.txt").read_text()
     assert "[round " in terminal and "elapsed" in terminal
@@ -64,6 +65,7 @@ def test_the_terminal_shows_progress_lines_and_no_library_chatter(sweep):
     assert "setup plugin" not in terminal and "alembic" not in terminal
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["perfedavg_fo", "perfedavg_hf"])
 def test_per_fedavg_records_adapted_and_unadapted_accuracy(sweep, algorithm):
     rounds, clients, summary = read_run(sweep / algorithm)
@@ -78,6 +80,7 @@ def test_per_fedavg_records_adapted_and_unadapted_accuracy(sweep, algorithm):
     assert "before_acc_mean" in summary["final"]
 
 
+@pytest.mark.slow
 def test_jiang_pipeline_runs_its_three_stages(sweep):
     rounds, clients, summary = read_run(sweep / "jiang")
     # 2 FedAvg rounds, 1 Reptile round, 1 personalization row
@@ -178,6 +181,7 @@ def test_the_cnn_on_emnist_letters_npz(data_root):
     assert prepared.initial["classifier.4.weight"].shape == (26, 1024)
 
 
+@pytest.mark.slow
 def test_a_bad_setting_exits_with_one_line_and_no_ray(data_root, tmp_path):
     result = run_module(
         "perfedavg.main",

@@ -54,6 +54,7 @@ def runs(data_root, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_pfedhn_with_a_novel_client(runs):
     rounds, clients, summary = read_run(runs["pfedhn"])
     assert summary["status"] == "completed" and rounds["round"].tolist() == [
@@ -100,6 +101,7 @@ def test_pfedhn_with_a_novel_client(runs):
     )
 
 
+@pytest.mark.slow
 def test_pfedhn_pc_sends_the_body_only(runs):
     rounds, clients, summary = read_run(runs["pfedhn_pc"])
     assert summary["status"] == "completed" and len(rounds) == 4
@@ -110,11 +112,13 @@ def test_pfedhn_pc_sends_the_body_only(runs):
     assert sorted(clients[clients["round"] == 4]["partition_id"]) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_pc_and_pfedhn_share_the_partition(runs):
     same = [pd.read_csv(runs[a] / "partition.csv") for a in ("pfedhn", "pfedhn_pc")]
     pd.testing.assert_frame_equal(*same)
 
 
+@pytest.mark.slow
 def test_bad_config_exits_2_before_ray(data_root, tmp_path):
     result = run_main(
         f"dataset.root={data_root}",

@@ -56,6 +56,7 @@ def test_this_interpreter_passes():
     assert python_too_old() is None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OLD_PYTHONS, reason="no Python older than 3.11 on this machine")
 @pytest.mark.parametrize("module", ["fedper.main", "pfedhn.main", "pflcore.plots"])
 def test_an_old_interpreter_running_an_entry_point_gets_one_line(tmp_path, module):

@@ -117,6 +117,7 @@ def records(folder: Path) -> tuple[pd.DataFrame, str]:
     return rounds, (folder / "clients.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_killed_and_resumed_run_equals_the_straight_run(roots, tmp_path, case):
     module, data, overrides = CASES[case]
@@ -150,6 +151,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(roots, tmp_path, case):
     assert clients_a == clients_b
 
 
+@pytest.mark.slow
 def test_resuming_with_a_changed_setting_is_refused_in_one_line(roots, tmp_path):
     module, data, overrides = CASES["perfedavg_momentum"]
     common = [f"dataset.root={roots[data]}", "checkpoint_every=2", *overrides]
@@ -171,6 +173,7 @@ def test_resuming_with_a_changed_setting_is_refused_in_one_line(roots, tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_the_same_command_again_finishes_an_interrupted_run(roots, tmp_path):
     """What run_figures.sh relies on: rerun the command, the run continues."""
     module, data, overrides = CASES["perfedavg_momentum"]

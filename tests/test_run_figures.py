@@ -30,6 +30,7 @@ def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_list_and_unknown_figure():
     listed = run_script("--list")
     assert listed.returncode == 0
@@ -40,6 +41,7 @@ def test_list_and_unknown_figure():
     assert "unknown figure 'no_such_figure'" in unknown.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1500)  # about 3 minutes on an idle 2-core machine
 def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
     out, sweeps, data = tmp_path / "static", tmp_path / "sweeps", tmp_path / "data"
@@ -89,6 +91,7 @@ def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
     assert (out / "pfedhn_mnist_tiny.png").is_file()
 
 
+@pytest.mark.slow
 def test_plot_and_table_commands_reject_a_folder_without_results(tmp_path):
     (tmp_path / "empty").mkdir()
     for module, extra in (

@@ -134,6 +134,7 @@ def test_real_wandb_writes_an_offline_run(tmp_path, monkeypatch):
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_a_bad_tracking_setting_stops_the_main_before_ray(tmp_path):
     result = run_module(
         "fedper.main",

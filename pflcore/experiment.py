@@ -344,6 +344,20 @@ def open_recorder(config: dict[str, Any], **kwargs: Any) -> RunRecorder:
     return recorder
 
 
+def stopped_by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a run ends when SIGINT or SIGTERM stops it.
+
+    Ctrl-C raises ``KeyboardInterrupt``; Ray's driver turns SIGTERM into
+    ``SystemExit(15)``. Such a run did not fail: its rounds and its last
+    checkpoint are intact, and the same command resumes it.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    # not bare SIGINT (2): exit status 2 is also a clean error exit (stop_with)
+    stops = {signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
+    return isinstance(exc, SystemExit) and exc.code in stops
+
+
 def run_main_loop(
     main_loop: Callable[[Grid, dict[int, int]], None],
     recorder: RunRecorder,
@@ -385,7 +399,8 @@ def run_main_loop(
                 " <- "
                 + "".join(traceback.format_exception_only(type(cause), cause)).strip()
             )
-        recorder.write_summary(status="failed", error=detail)
+        status = "interrupted" if stopped_by_signal(exc) else "failed"
+        recorder.write_summary(status=status, error=detail)
         stop_with(
             f"run failed after {len(recorder.rows)} recorded rounds "
             f"(kept in {recorder.out_dir}): {detail}"

@@ -340,7 +340,7 @@ def plain_run(config: dict[str, Any], rounds: int, threads: int) -> PlainRun:
         for server_round in range(1, rounds + 1):
             start, count = time.perf_counter(), 0
             for pid in range(config["num_clients"]):
-                runtime.load(initial, empty)
+                runtime.load_client(initial, empty)
                 _, n = local_train(runtime, config, pid, server_round)
                 count += n * config["local_epochs"]
             round_s.append(time.perf_counter() - start)
@@ -353,7 +353,7 @@ def plain_run(config: dict[str, Any], rounds: int, threads: int) -> PlainRun:
 
 def _warm_up(runtime: ClientRuntime, config: dict[str, Any]) -> None:
     """Two training steps, so one-off allocations stay out of the timing."""
-    x, y, _, _ = runtime.data.client(0)
+    x, y = runtime.data.split_of(0, "train")
     n = min(x.shape[0], 2 * config["batch_size"])
     train_epochs(
         runtime.model,

@@ -44,7 +44,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from hydra import compose, initialize_config_dir
 
-from pfedhn.client import _runtime_from, make_client_app, train_client
+from pfedhn.client import build_runtime, make_client_app, train_client
 from pfedhn.dataset import build_data
 from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
@@ -144,7 +144,7 @@ def plain_run(
 ) -> dict[str, Any]:
     """The same client update and server step in one process."""
     strategy = strategy_for(config, data, work / "plain", PFedHN)
-    runtime = _runtime_from(config)
+    runtime = build_runtime(config)
     server_threads = torch.get_num_threads()
     states: dict[int, Any] = {}
     times, client_t = [], []

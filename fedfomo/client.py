@@ -25,9 +25,6 @@ the server as a candidate.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -35,9 +32,9 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
-from fedfomo.dataset import FomoData, fomo_data
+from fedfomo.dataset import fomo_data
 from fedfomo.models import build_model
-from pflcore.baselines import Workbench, evaluate_on_test, local_round
+from pflcore.baselines import evaluate_on_test, local_round
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model, state_on
 from pflcore.protocol import (
@@ -54,8 +51,8 @@ from pflcore.protocol import (
     server_round_of,
     train_metrics,
 )
+from pflcore.runtime import WorkerRuntime, cached_runtime
 from pflcore.simulation import add_partition_query, client_device, partition_id
-from pflcore.training import evaluate
 
 BASELINE_KEY = "fomo-baseline"
 NORMS = ("l1", "l2", "l2_squared")
@@ -132,33 +129,20 @@ def fomo_update(baseline: State, candidates: list[State], weights: np.ndarray) -
 # -- the worker's runtime ------------------------------------------------------
 
 
-@dataclass
-class FomoRuntime:
-    """A worker's model, data and transform, built once per process."""
+def val_loss(
+    runtime: WorkerRuntime, weights: State, pid: int, batch_size: int
+) -> float:
+    """Mean cross-entropy of ``weights`` on client ``pid``'s validation split.
 
-    bench: Workbench
-    data: FomoData
-
-    def val_loss(self, weights: State, pid: int, batch_size: int) -> float:
-        """Mean cross-entropy of ``weights`` on client ``pid``'s validation split.
-
-        The split moves to the device once and stays there for the other
-        candidates (:class:`pflcore.devices.SplitCache`).
-        """
-        self.bench.load(weights)
-        x, y = self.bench.splits.get(pid, "val", lambda: self.data.val_data(pid))
-        stats = evaluate(
-            self.bench.model,
-            x,
-            y,
-            self.bench.transform,
-            batch_size=batch_size,
-            device=self.bench.device,
-        )
-        return stats.loss
+    The split moves to the device once and stays there for the other
+    candidates (:class:`pflcore.devices.SplitCache`).
+    """
+    runtime.load(weights)
+    return runtime.evaluate(pid, "val", batch_size).loss
 
 
-def _runtime_from(config: dict[str, Any]) -> FomoRuntime:
+def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
+    """FedFomo's worker runtime (also its baselines'): one model, three splits."""
     dataset = config["dataset"]
     data = fomo_data(
         dataset, config["partition"], config["num_clients"], config["seed"]
@@ -184,25 +168,12 @@ def _runtime_from(config: dict[str, Any]) -> FomoRuntime:
         crop_padding=dataset["crop_padding"],
         flip=dataset["flip"],
     )
-    bench = Workbench(
-        model, initial, transform, device, data.train_data, data.test_data
-    )
-    return FomoRuntime(bench, data)
+    return WorkerRuntime(data, model, initial, transform, device)
 
 
-@lru_cache(maxsize=2)
-def _runtime(config_json: str) -> FomoRuntime:
-    return _runtime_from(json.loads(config_json))
-
-
-def get_runtime(config: dict[str, Any]) -> FomoRuntime:
+def get_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """The per-process runtime for ``config`` (built on first use)."""
-    return _runtime(json.dumps(config, sort_keys=True))
-
-
-def get_workbench(config: dict[str, Any]) -> Workbench:
-    """The runtime's workbench, for the baselines' ClientApp."""
-    return get_runtime(config).bench
+    return cached_runtime(build_runtime, config)
 
 
 def _state_of(record: ArrayRecord, device: torch.device) -> State:
@@ -210,7 +181,7 @@ def _state_of(record: ArrayRecord, device: torch.device) -> State:
 
 
 def fomo_step(
-    runtime: FomoRuntime,
+    runtime: WorkerRuntime,
     config: dict[str, Any],
     pid: int,
     baseline: State,
@@ -229,8 +200,8 @@ def fomo_step(
         The raw (signed) weights, in the order of ``ids``.
     """
     batch = config["eval_batch_size"]
-    base_loss = runtime.val_loss(baseline, pid, batch)
-    losses = np.array([runtime.val_loss(c, pid, batch) for _, c in candidates])
+    base_loss = val_loss(runtime, baseline, pid, batch)
+    losses = np.array([val_loss(runtime, c, pid, batch) for _, c in candidates])
     distances = np.array(
         [model_distance(c, baseline, config["fomo"]["norm"]) for _, c in candidates]
     )
@@ -248,17 +219,17 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        bench = runtime.bench
+        bench = runtime
         bench.load(context.state.array_records.get(BASELINE_KEY))
         stats = local_round(bench, config, pid, server_round_of(msg))
-        metrics = train_metrics(pid, stats.loss, runtime.data.train[pid].size)
+        metrics = train_metrics(pid, stats.loss, runtime.data.size(pid))
         return reply(msg, arrays=bench.weights(), metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        bench = runtime.bench
+        bench = runtime
         instruction = instruction_of(msg)
         saved = context.state.array_records.get(BASELINE_KEY)
         baseline = (

@@ -63,6 +63,7 @@ from pflcore.data import (
     load_dataset,
 )
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
+from pflcore.runtime import ClientData
 
 PARTITION_KINDS = ("pathological", "latent")
 LATENT_FEATURES = ("trained", "pca", "labels", "embedding")
@@ -70,59 +71,49 @@ TEST_SPLITS = ("carve", "official")
 
 
 @dataclass(frozen=True)
-class FomoData:
-    """The pooled samples and each client's train, validation and test indices.
+class FomoData(ClientData):
+    """FedFomo's clients: train, validation and test indices into one pool.
 
     Attributes
     ----------
-    data : ImageData
-        The loaded dataset.
-    x, y : torch.Tensor
-        Pooled uint8 images and int64 labels the indices point into.
-    train, val, test : list of numpy.ndarray
-        Per-client disjoint, sorted index arrays.
     distribution : list of int, optional
         The latent distribution of each client (``None`` for shards).
     """
 
-    data: ImageData
-    x: torch.Tensor
-    y: torch.Tensor
-    train: list[np.ndarray]
-    val: list[np.ndarray]
-    test: list[np.ndarray]
     distribution: list[int] | None = None
 
-    def _take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.from_numpy(idx)
-        return self.x[index], self.y[index]
+    @classmethod
+    def pooled(
+        cls,
+        data: ImageData,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        splits: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+        distribution: list[int] | None,
+    ) -> FomoData:
+        """The (train, val, test) index lists ``splits`` into the pool ``(x, y)``."""
+        indices = dict(zip(("train", "val", "test"), splits, strict=True))
+        return cls(data, cls.shared_pool(x, y, indices), indices, distribution)
 
-    def train_data(self, pid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s training images and labels."""
-        return self._take(self.train[pid])
+    @property
+    def y(self) -> torch.Tensor:
+        """The pooled labels every split indexes."""
+        return self.pools["train"][1]
 
-    def val_data(self, pid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s validation images and labels."""
-        return self._take(self.val[pid])
+    @property
+    def train(self) -> list[np.ndarray]:
+        """Per-client training indices."""
+        return self.indices["train"]
 
-    def test_data(self, pid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s test images and labels."""
-        return self._take(self.test[pid])
+    @property
+    def val(self) -> list[np.ndarray]:
+        """Per-client validation indices."""
+        return self.indices["val"]
 
-    def class_counts(self) -> np.ndarray:
-        """Per-client (train, test) class counts ``(clients, 2, classes)``."""
-        labels, c = self.y.numpy(), self.data.num_classes
-        return np.stack(
-            [
-                np.stack(
-                    [
-                        np.bincount(labels[tr], minlength=c),
-                        np.bincount(labels[te], minlength=c),
-                    ]
-                )
-                for tr, te in zip(self.train, self.test, strict=True)
-            ]
-        )
+    @property
+    def test(self) -> list[np.ndarray]:
+        """Per-client test indices."""
+        return self.indices["test"]
 
 
 def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
@@ -337,7 +328,7 @@ def build_fomo_data(
         float(partition["val_fraction"]),
         seed,
     )
-    return FomoData(data, x, y_t, train, val, test, distribution)
+    return FomoData.pooled(data, x, y_t, (train, val, test), distribution)
 
 
 def _distribution_of(partition: dict[str, Any], num_clients: int) -> list[int]:
@@ -407,7 +398,7 @@ def _official_test_split(
             )
     x = torch.cat([x_tr, x_te])
     y = torch.cat([y_tr, y_te])
-    return FomoData(data, x, y, train, val, test, distribution)
+    return FomoData.pooled(data, x, y, (train, val, test), distribution)
 
 
 @lru_cache(maxsize=2)

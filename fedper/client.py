@@ -12,9 +12,7 @@ linear map (see :func:`fedper.models.linearize_base`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -30,8 +28,8 @@ from fedper.models import (
 )
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
-from pflcore.federated import ModelRuntime
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
+from pflcore.runtime import WorkerRuntime, cached_runtime
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -70,7 +68,7 @@ def initial_model(
 
 
 @dataclass
-class ClientRuntime(ModelRuntime):
+class ClientRuntime(WorkerRuntime):
     """FedPer's worker runtime: the model split into personal and base layers.
 
     ``personal`` and ``base`` name the state-dict keys of each part.
@@ -80,7 +78,7 @@ class ClientRuntime(ModelRuntime):
     personal: list[str]
     base: list[str]
 
-    def load(self, base: ArrayRecord, state: RecordDict) -> None:
+    def load_client(self, base: ArrayRecord, state: RecordDict) -> None:
         """Load the received base and this client's personal layers into the model."""
         weights = dict(self.initial_state)
         weights.update(base.to_torch_state_dict())
@@ -94,7 +92,8 @@ class ClientRuntime(ModelRuntime):
         return ArrayRecord({k: state[k] for k in keys})
 
 
-def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
+def build_runtime(config: dict[str, Any]) -> ClientRuntime:
+    """FedPer's worker runtime for ``config``."""
     dataset = config["dataset"]
     fed = federated_data(dataset, config["num_clients"], config["seed"])
     device = client_device(float(config["client_resources"]["num_gpus"]))
@@ -130,14 +129,9 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
     )
 
 
-@lru_cache(maxsize=2)
-def _runtime(config_json: str) -> ClientRuntime:
-    return _runtime_from(json.loads(config_json))
-
-
 def get_runtime(config: dict[str, Any]) -> ClientRuntime:
     """The per-process runtime for ``config`` (built on first use)."""
-    return _runtime(json.dumps(config, sort_keys=True))
+    return cached_runtime(build_runtime, config)
 
 
 def sgd_on_client(
@@ -179,7 +173,7 @@ def local_train(
         epochs=config["local_epochs"],
         seed=derive_seed(config["seed"], pid, server_round),
     )
-    return stats.loss, int(runtime.data.split.train[pid].size)
+    return stats.loss, runtime.data.size(pid)
 
 
 def finetune_head(
@@ -264,7 +258,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records[ARRAYS], context.state)
+        runtime.load_client(msg.content.array_records[ARRAYS], context.state)
         server_round = server_round_of(msg)
         finetune_head(runtime, config, pid, server_round)
         loss, n = local_train(runtime, config, pid, server_round)
@@ -277,7 +271,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        runtime.load(msg.content.array_records[ARRAYS], context.state)
+        runtime.load_client(msg.content.array_records[ARRAYS], context.state)
         if config["algorithm"] == "fedavg_ft":
             finetune_global_copy(runtime, config, pid, server_round_of(msg))
         metrics = eval_metrics(

@@ -27,7 +27,6 @@ from pflcore.data import (
     load_dataset,
     read_flickr_ratings,
 )
-from pflcore.federated import ClientData
 from pflcore.partition import (
     ClientSplit,
     PartitionError,
@@ -39,6 +38,7 @@ from pflcore.partition import (
     split_train_test,
     stratified_subset,
 )
+from pflcore.runtime import ClientData
 
 FLICKR_CLASSES = 5  # scores 1..5
 
@@ -188,7 +188,9 @@ def build_flickr_data(
     x = images[torch.from_numpy(image_of.reshape(-1))]
     y = torch.from_numpy(ratings.scores[order] - 1)
     data = ImageData("flickr", x, y, None, None, FLICKR_CLASSES)
-    return FederatedData(data, x, y, split, tuple(str(w) for w in chosen))
+    return FederatedData.from_split(
+        data, x, y, split, client_names=tuple(str(w) for w in chosen)
+    )
 
 
 def build_federated_data(
@@ -235,7 +237,7 @@ def build_federated_data(
         seed,
         dataset["class_assignment"],
     )
-    return FederatedData(data, x, y, split)
+    return FederatedData.from_split(data, x, y, split)
 
 
 @lru_cache(maxsize=2)

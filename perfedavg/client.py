@@ -23,11 +23,8 @@ its personalization of held-out clients).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -40,13 +37,13 @@ from perfedavg.models import build_model
 from pflcore.batching import step_plan
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
-from pflcore.federated import ClientData, ModelRuntime
 from pflcore.finetune import (
     FinetuneSpec,
     finetune_copy_and_evaluate,
     train_steps,
 )
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
+from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -282,23 +279,6 @@ def initial_model(config: dict[str, Any], data: ClientData) -> nn.Module:
         )
 
 
-@dataclass
-class ClientRuntime(ModelRuntime):
-    """Per-FedAvg's worker runtime: one full model, loaded and saved whole."""
-
-    def load(self, arrays: ArrayRecord) -> None:
-        """Load ``arrays`` (the full model) into the network."""
-        self.model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
-
-    def load_initial(self) -> None:
-        """Reset the network to the run's initial weights."""
-        self.model.load_state_dict(self.initial_state, strict=True)
-
-    def arrays(self) -> ArrayRecord:
-        """The network's current weights."""
-        return ArrayRecord(self.model.state_dict())
-
-
 def input_scaling(
     data: ClientData, normalize: bool
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -313,9 +293,8 @@ def input_scaling(
     return (0.0,) * channels, (1.0,) * channels
 
 
-@lru_cache(maxsize=2)
-def _runtime(config_json: str) -> ClientRuntime:
-    config = json.loads(config_json)
+def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
+    """Per-FedAvg's worker runtime: one full model, loaded and saved whole."""
     dataset = config["dataset"]
     data = client_data(
         dataset, config["partition"], config["num_clients"], config["seed"]
@@ -331,12 +310,12 @@ def _runtime(config_json: str) -> ClientRuntime:
         crop_padding=dataset["crop_padding"],
         flip=dataset["flip"],
     )
-    return ClientRuntime(data, model, initial, transform, device)
+    return WorkerRuntime(data, model, initial, transform, device)
 
 
-def get_runtime(config: dict[str, Any]) -> ClientRuntime:
+def get_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """The per-process runtime for ``config`` (built on first use)."""
-    return _runtime(json.dumps(config, sort_keys=True))
+    return cached_runtime(build_runtime, config)
 
 
 def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
@@ -354,7 +333,7 @@ def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
 
 
 def local_sgd(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """FedAvg's local update: ``local_steps`` SGD steps, or ``local_epochs`` if 0."""
     x, y = runtime.train_split(pid)
@@ -389,7 +368,7 @@ def local_sgd(
 
 
 def meta_train(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """Per-FedAvg's local update on client ``pid`` (FO or HF by ``algorithm``)."""
     x, y = runtime.train_split(pid)
@@ -410,7 +389,7 @@ def meta_train(
 
 
 def reptile_train(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> TrainStats:
     """Jiang et al.'s Reptile stage on a client: ``inner_epochs`` of local steps.
 
@@ -446,7 +425,7 @@ def reptile_train(
 
 
 def adapted_counts(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
 ) -> tuple[EvalStats, EvalStats]:
     """Test the loaded model, adapt a copy on the *training* split, test the copy."""
     return finetune_copy_and_evaluate(
@@ -509,21 +488,21 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         seed = _seeded(config, pid, msg)
-        n = int(runtime.data.split.train[pid].size)
+        n = runtime.data.size(pid)
         if algorithm == "local":
             if STATE_KEY in context.state.array_records:
                 runtime.load(context.state.array_records[STATE_KEY])
             else:
-                runtime.load_initial()
+                runtime.load(None)
             stats = local_sgd(runtime, config, pid, seed)
-            context.state[STATE_KEY] = runtime.arrays()
+            context.state[STATE_KEY] = runtime.weights()
             return _train_reply(msg, ArrayRecord(), stats, n, pid)
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in META:
             stats = meta_train(runtime, config, pid, seed)
         else:  # fedavg, fedavg_ft and the FedAvg stage of jiang
             stats = local_sgd(runtime, config, pid, seed)
-        return _train_reply(msg, runtime.arrays(), stats, n, pid)
+        return _train_reply(msg, runtime.weights(), stats, n, pid)
 
     @app.train("reptile")
     def train_reptile(msg: Message, context: Context) -> Message:
@@ -531,8 +510,8 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
         stats = reptile_train(runtime, config, pid, _seeded(config, pid, msg, 3))
-        n = int(runtime.data.split.train[pid].size)
-        return _train_reply(msg, runtime.arrays(), stats, n, pid)
+        n = runtime.data.size(pid)
+        return _train_reply(msg, runtime.weights(), stats, n, pid)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
@@ -542,7 +521,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             if STATE_KEY in context.state.array_records:
                 runtime.load(context.state.array_records[STATE_KEY])
             else:
-                runtime.load_initial()
+                runtime.load(None)
             return _eval_reply(
                 msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
             )

@@ -28,13 +28,13 @@ import numpy as np
 
 from perfedavg.emnist import load_emnist
 from pflcore.data import ImageData, load_dataset
-from pflcore.federated import ClientData
 from pflcore.partition import (
     ClientSplit,
     PartitionError,
     check_min_samples,
     split_train_test,
 )
+from pflcore.runtime import ClientData
 
 PARTITIONS = ("fallah", "dirichlet")
 
@@ -240,7 +240,7 @@ def build_client_data(
             f"unknown partition {partition['name']!r}; choose one of {PARTITIONS}"
         )
     check_min_samples(split)
-    return ClientData(data, x, y, split)
+    return ClientData.from_split(data, x, y, split)
 
 
 @lru_cache(maxsize=2)

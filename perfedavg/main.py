@@ -38,10 +38,10 @@ from pflcore.experiment import (
     run_experiment,
     run_main_loop,
 )
-from pflcore.federated import ClientData
 from pflcore.finetune import FINETUNE_UNITS
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
+from pflcore.runtime import ClientData
 
 ALGORITHMS = ("perfedavg_fo", "perfedavg_hf", "fedavg", "fedavg_ft", "local", "jiang")
 PREPARATION_ERRORS = (
@@ -213,7 +213,7 @@ def check_jiang(config: dict[str, Any]) -> None:
 
 def check_batches(config: dict[str, Any], data: ClientData) -> None:
     """Batches drawn without replacement must fit in every client's training split."""
-    sizes = [int(t.size) for t in data.split.train]
+    sizes = data.sizes()["train"]
     smallest = min(sizes)
     who = sizes.index(smallest)
     uses_steps = config["algorithm"] in META or config["local_steps"] > 0

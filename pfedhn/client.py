@@ -21,11 +21,9 @@ Evaluation replies carry test counts under the shared names (``correct``,
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,8 +34,7 @@ from torch import nn
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.threads import use_threads
-from pflcore.data import BatchTransform
-from pflcore.devices import apply_determinism
+from pflcore.devices import apply_determinism, state_on
 from pflcore.protocol import (
     ARRAYS,
     SERVER_ROUND,
@@ -47,6 +44,7 @@ from pflcore.protocol import (
     reply,
     train_metrics,
 )
+from pflcore.runtime import WorkerRuntime, cached_runtime
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -79,30 +77,15 @@ def initial_target(config: dict[str, Any], data: PFedHNData) -> nn.Module:
 
 
 @dataclass
-class ClientRuntime:
-    """What a worker process builds once and reuses for every client it serves."""
+class ClientRuntime(WorkerRuntime):
+    """pFedHN's worker runtime: the target network and, for PC, a classifier.
+
+    The target receives each client's generated weights per message; the
+    classifier (``head``) is loaded from the client's own state.
+    """
 
     data: PFedHNData
-    model: nn.Module
-    head: nn.Linear | None
-    transform: BatchTransform
-    device: torch.device
-    _tensors: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict
-    )
-
-    def split(self, pid: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s uint8 images and labels in ``name``, on the device.
-
-        Kept per process: each client's data is gathered once (as uint8, a
-        quarter of the memory of normalised floats; batches are normalised
-        as they are drawn).
-        """
-        key = (pid, name)
-        if key not in self._tensors:
-            x, y = self.data.client(pid, name)
-            self._tensors[key] = (x.to(self.device), y.to(self.device))
-        return self._tensors[key]
+    head: nn.Linear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the target (and the personal classifier, for PC)."""
@@ -110,7 +93,8 @@ class ClientRuntime:
         return self.head(out) if self.head is not None else out
 
 
-def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
+def build_runtime(config: dict[str, Any]) -> ClientRuntime:
+    """PFedHN's worker runtime for ``config``."""
     torch.set_num_threads(max(1, int(config["client_resources"]["num_cpus"])))
     data = cached_data(config)
     device = client_device(float(config["client_resources"]["num_gpus"]))
@@ -121,17 +105,14 @@ def _runtime_from(config: dict[str, Any]) -> ClientRuntime:
         feat = int(model.feature_dim)  # type: ignore[arg-type]
         head = nn.Linear(feat, data.data.num_classes).to(device)
     transform = make_transform(data.data, config["dataset"], config["normalize"])
-    return ClientRuntime(data, model, head, transform, device)
-
-
-@lru_cache(maxsize=2)
-def _runtime(config_json: str) -> ClientRuntime:
-    return _runtime_from(json.loads(config_json))
+    # the baselines' common start; the generated weights replace it for pFedHN
+    initial = state_on(initial_target(config, data).state_dict(), device)
+    return ClientRuntime(data, model, initial, transform, device, head=head)
 
 
 def get_runtime(config: dict[str, Any]) -> ClientRuntime:
     """The per-process runtime for ``config`` (built on first use)."""
-    return _runtime(json.dumps(config, sort_keys=True))
+    return cached_runtime(build_runtime, config)
 
 
 def initial_head(

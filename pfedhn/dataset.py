@@ -27,6 +27,7 @@ import torch
 
 from pflcore.data import BatchTransform, ImageData, load_dataset
 from pflcore.partition import PartitionError
+from pflcore.runtime import ClientData
 
 SPLITS = ("train", "val", "test")
 
@@ -116,50 +117,16 @@ def cut_split(
 
 
 @dataclass(frozen=True)
-class PFedHNData:
-    """The three pooled splits and every client's share of each.
+class PFedHNData(ClientData):
+    """pFedHN's clients: train, validation and test pools, each cut per client.
 
     Attributes
     ----------
-    data : ImageData
-        The loaded dataset.
-    pools : dict
-        ``{split: (x uint8 (N, C, H, W), y int64)}``.
-    indices : dict
-        ``{split: [client j's indices into the pool]}``.
     assignment : ClassAssignment
-        Classes and shares.
+        Each client's classes and its share of each.
     """
 
-    data: ImageData
-    pools: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    indices: dict[str, list[np.ndarray]]
     assignment: ClassAssignment
-
-    @property
-    def num_clients(self) -> int:
-        """Number of clients."""
-        return len(self.assignment.classes)
-
-    def client(self, pid: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Client ``pid``'s (x, y) in ``split``."""
-        x, y = self.pools[split]
-        idx = torch.from_numpy(self.indices[split][pid])
-        return x[idx], y[idx]
-
-    def class_counts(self, splits: tuple[str, ...] = ("train", "test")) -> np.ndarray:
-        """Per-client class counts, shape ``(clients, len(splits), classes)``."""
-        c = self.data.num_classes
-        out = np.zeros((self.num_clients, len(splits), c), dtype=np.int64)
-        for s, split in enumerate(splits):
-            y = self.pools[split][1].numpy()
-            for j in range(self.num_clients):
-                out[j, s] = np.bincount(y[self.indices[split][j]], minlength=c)
-        return out
-
-    def sizes(self) -> dict[str, list[int]]:
-        """Samples per client in each split."""
-        return {s: [int(i.size) for i in self.indices[s]] for s in SPLITS}
 
 
 def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:

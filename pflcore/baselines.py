@@ -1,9 +1,9 @@
 """The comparison baselines every package runs: FedAvg, FedAvg + fine-tuning, Local.
 
-A package supplies a :class:`Workbench` (its model, the common initial
-weights, its data accessors and batch transform); :func:`make_baseline_client_app`
-turns it into a ClientApp that the plain :class:`pflcore.strategy.PartitionFedAvg`
-drives:
+A package supplies its :class:`pflcore.runtime.WorkerRuntime` (its model, the
+common initial weights, its clients' data and batch transform);
+:func:`make_baseline_client_app` turns it into a ClientApp that the plain
+:class:`pflcore.strategy.PartitionFedAvg` drives:
 
 * ``fedavg``: train the received global model for ``local_epochs`` and send
   all of it back; the server takes the sample-weighted mean; the global model
@@ -24,16 +24,14 @@ learning rate is ``lr * lr_decay ** (round - 1)``, floored at ``lr_min``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from pflcore.data import BatchTransform
-from pflcore.devices import Split, SplitCache
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
+from pflcore.runtime import WorkerRuntime
 from pflcore.simulation import (
     add_partition_query,
     derive_seed,
@@ -44,63 +42,6 @@ from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_ep
 BASELINES = ("fedavg", "fedavg_ft", "local")
 LOCAL_STATE_KEY = "local-model"
 
-DataFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class Workbench:
-    """What a worker process builds once and reuses for every client it serves.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The network, on ``device``.
-    initial_state : dict
-        The run's common initial weights (identical in every process), on
-        ``device`` (see :func:`pflcore.devices.place_model`).
-    transform : BatchTransform
-        Batch normalisation and augmentation.
-    device : torch.device
-        Training device.
-    train_data, test_data : callable
-        ``pid -> (x, y)``: a client's training and test split (on the CPU).
-    splits : SplitCache
-        The most recently used clients' splits, on ``device``.
-    """
-
-    model: torch.nn.Module
-    initial_state: dict[str, torch.Tensor]
-    transform: BatchTransform
-    device: torch.device
-    train_data: DataFn
-    test_data: DataFn
-    splits: SplitCache = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.splits = SplitCache(self.device)
-
-    def train_split(self, pid: int) -> Split:
-        """Client ``pid``'s training split, on the device (moved once)."""
-        return self.splits.get(pid, "train", lambda: self.train_data(pid))
-
-    def test_split(self, pid: int) -> Split:
-        """Client ``pid``'s test split, on the device (moved once)."""
-        return self.splits.get(pid, "test", lambda: self.test_data(pid))
-
-    def load(self, weights: ArrayRecord | dict[str, torch.Tensor] | None) -> None:
-        """Load ``weights`` (the initial weights when ``None``) into the model."""
-        if weights is None:
-            state = self.initial_state
-        elif isinstance(weights, ArrayRecord):
-            state = weights.to_torch_state_dict()
-        else:
-            state = weights
-        self.model.load_state_dict(state, strict=True)
-
-    def weights(self) -> ArrayRecord:
-        """The model's current state dict as an ArrayRecord."""
-        return ArrayRecord(self.model.state_dict())
-
 
 def round_lr(config: dict[str, Any], server_round: int) -> float:
     """``lr * lr_decay ** (server_round - 1)``, floored at ``lr_min``."""
@@ -110,7 +51,7 @@ def round_lr(config: dict[str, Any], server_round: int) -> float:
 
 
 def sgd_epochs(
-    bench: Workbench,
+    bench: WorkerRuntime,
     config: dict[str, Any],
     pid: int,
     *,
@@ -137,7 +78,7 @@ def sgd_epochs(
 
 
 def local_round(
-    bench: Workbench, config: dict[str, Any], pid: int, server_round: int
+    bench: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
 ) -> TrainStats:
     """One round's local training: ``local_epochs`` at the round's learning rate."""
     return sgd_epochs(
@@ -150,7 +91,9 @@ def local_round(
     )
 
 
-def evaluate_on_test(bench: Workbench, config: dict[str, Any], pid: int) -> EvalStats:
+def evaluate_on_test(
+    bench: WorkerRuntime, config: dict[str, Any], pid: int
+) -> EvalStats:
     """Evaluate the loaded model on client ``pid``'s test split."""
     x, y = bench.test_split(pid)
     return evaluate(
@@ -164,7 +107,7 @@ def evaluate_on_test(bench: Workbench, config: dict[str, Any], pid: int) -> Eval
 
 
 def make_baseline_client_app(
-    config: dict[str, Any], bench_of: Callable[[dict[str, Any]], Workbench]
+    config: dict[str, Any], bench_of: Callable[[dict[str, Any]], WorkerRuntime]
 ) -> ClientApp:
     """A ClientApp for ``config["algorithm"]`` in ``fedavg``, ``fedavg_ft``, ``local``.
 
@@ -176,7 +119,7 @@ def make_baseline_client_app(
         ``finetune.{epochs,lr}`` for ``fedavg_ft``; optional ``lr_decay``,
         ``lr_min``).
     bench_of : callable
-        ``config -> Workbench``, cached per process by the caller.
+        ``config -> WorkerRuntime``, cached per process by the caller.
     """
     algorithm = config["algorithm"]
     if algorithm not in BASELINES:

@@ -27,6 +27,7 @@ from torch import nn
 
 from pflcore.config import to_plain
 from pflcore.data import BatchTransform
+from pflcore.runtime import clear_runtimes
 from pflcore.training import evaluate, make_sgd, train_epochs
 from tests.fakeaccel import ACCELERATOR, OnAccelerator, fake_accelerator, host
 from tests.fakedata import write_cifar10
@@ -146,11 +147,10 @@ def on_stand_in(monkeypatch):
     modules = (fedfomo.client, fedper.client, perfedavg.client, pfedhn.client)
     for module in modules:
         monkeypatch.setattr(module, "client_device", lambda num_gpus: ACCELERATOR)
-        module._runtime.cache_clear()
+    clear_runtimes()
     with fake_accelerator() as mode:
         yield mode
-    for module in modules:
-        module._runtime.cache_clear()
+    clear_runtimes()
 
 
 def on_accelerator(model: nn.Module) -> bool:
@@ -176,7 +176,7 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     for pid, ctx in enumerate(contexts):
         reply = app(message(MessageType.TRAIN, 1), ctx)
         uploads[pid] = reply.content.array_records["arrays"]
-    assert on_accelerator(get_runtime(config).bench.model)
+    assert on_accelerator(get_runtime(config).model)
     candidates = {f"{CANDIDATE_PREFIX}{pid}": uploads[pid] for pid in range(3)}
     evaluation = message(
         MessageType.EVALUATE,
@@ -196,7 +196,7 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
 
 @pytest.mark.parametrize("algorithm", ["fedavg_ft", "local"])
 def test_fedfomo_baselines(on_stand_in, algorithm):
-    from fedfomo.client import get_workbench
+    from fedfomo.client import get_runtime as get_workbench
     from pflcore.baselines import make_baseline_client_app
 
     config = composed(

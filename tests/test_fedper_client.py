@@ -107,7 +107,7 @@ def test_evaluation_uses_received_base_and_stored_head(config):
     weights.update(ctx.state.array_records[STATE_KEY].to_torch_state_dict())
     model.load_state_dict(weights)
     runtime = get_runtime(config)
-    _, _, x_test, y_test = runtime.data.client(2)
+    x_test, y_test = runtime.data.split_of(2, "test")
     mean, std = runtime.data.data.channel_stats()
     stats = evaluate(
         model,
@@ -169,7 +169,7 @@ def test_head_finetune_phase_changes_only_the_personal_layers(config):
     tuned = dict(config, head_finetune_epochs=1)
     runtime = get_runtime(tuned)
     base, personal = base_of(config)
-    runtime.load(base, RecordDict())
+    runtime.load_client(base, RecordDict())
     before = {k: v.clone() for k, v in runtime.model.state_dict().items()}
     loss = finetune_head(runtime, tuned, pid=1, server_round=3)
     after = runtime.model.state_dict()
@@ -192,7 +192,7 @@ def test_head_finetune_zero_leaves_training_as_it_was(config):
     reply = make_client_app(config)(message(MessageType.TRAIN, base, 2), context(0))
     # Independent composition: load the received base, run the plain local update.
     runtime = get_runtime(config)
-    runtime.load(base, RecordDict())
+    runtime.load_client(base, RecordDict())
     local_train(runtime, config, 0, 2)
     expected = runtime.model.state_dict()
     sent = reply.content.array_records["arrays"].to_torch_state_dict()

@@ -121,19 +121,20 @@ def test_each_worker_is_split_80_20_disjoint_and_the_same_every_time(written):
     assert fed.client_names == again.client_names
     total = 0
     for j, worker in enumerate(fed.client_names):
-        train, test = fed.split.train[j], fed.split.test[j]
+        train, test = fed.indices["train"][j], fed.indices["test"][j]
         n = COUNTS[worker]
         assert not set(train) & set(test)
         assert train.size + test.size == n
         assert test.size == round(0.2 * n)
-        np.testing.assert_array_equal(train, again.split.train[j])
-        np.testing.assert_array_equal(test, again.split.test[j])
+        np.testing.assert_array_equal(train, again.indices["train"][j])
+        np.testing.assert_array_equal(test, again.indices["test"][j])
         total += n
-    assert fed.x.shape == (total, 3, 16, 16) and fed.y.shape == (total,)
+    assert fed.pools["train"][0].shape == (total, 3, 16, 16)
+    assert fed.pools["train"][1].shape == (total,)
     other = build_federated_data(config["dataset"], 3, seed=2)
     assert other.client_names != fed.client_names or any(
         not np.array_equal(a, b)
-        for a, b in zip(other.split.test, fed.split.test, strict=True)
+        for a, b in zip(other.indices["test"], fed.indices["test"], strict=True)
     )
 
 
@@ -144,7 +145,10 @@ def test_labels_are_the_workers_own_scores_minus_one(written):
     assert fed.data.num_classes == 5 and fed.data.channels == 3
     for j, worker in enumerate(fed.client_names):
         own = fake.ratings_of(worker)
-        x_train, y_train, x_test, y_test = fed.client(j)
+        (x_train, y_train), (x_test, y_test) = (
+            fed.split_of(j, "train"),
+            fed.split_of(j, "test"),
+        )
         seen = []
         for x, y in ((x_train, y_train), (x_test, y_test)):
             for image, label in zip(x.numpy(), y.tolist(), strict=True):
@@ -181,7 +185,7 @@ def test_images_are_found_wherever_the_zip_put_them(tmp_path):
     assert not (fake.folder / "40K").exists()
     config = flickr_config(tmp_path, "dataset.image_size=8")
     fed = build_federated_data(config["dataset"], 2, seed=0)
-    assert fed.x.shape[0] == 62 + 63
+    assert fed.pools["train"][0].shape[0] == 62 + 63
 
 
 def test_missing_files_name_the_path_and_what_to_do(tmp_path, written):

@@ -76,7 +76,8 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
     config = dict(config, algorithm="perfedavg_hf")
     runtime = get_runtime(config)
     pid = 3
-    x_train, y_train, x_test, y_test = runtime.data.client(pid)
+    x_train, y_train = runtime.data.split_of(pid, "train")
+    x_test, y_test = runtime.data.split_of(pid, "test")
     calls = []
     real_train_steps = pflcore.finetune.train_steps
 
@@ -146,7 +147,7 @@ def test_training_takes_tau_meta_steps_of_three_batches(config, monkeypatch):
     reply = make_client_app(config)(
         message(MessageType.TRAIN, global_arrays(config)), context(pid)
     )
-    n_train = get_runtime(config).data.split.train[pid].size
+    n_train = get_runtime(config).data.size(pid)
     assert drawn == [(n_train, config["batch_size"])] * (3 * config["local_steps"])
     metrics = reply.content.metric_records["metrics"]
     assert metrics["num-examples"] == n_train and metrics["partition-id"] == pid
@@ -249,7 +250,7 @@ def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
     sent = reply.content.array_records["arrays"]
 
     runtime = get_runtime(config)
-    x, y, _, _ = runtime.data.client(pid)
+    x, y = runtime.data.split_of(pid, "train")
     assert len(drawn) == 3 * config["local_steps"]
     model = initial_model(config, runtime.data)
     model.load_state_dict(arrays.to_torch_state_dict())
@@ -288,7 +289,7 @@ def test_the_server_aggregates_per_fedavg_exactly_as_fedavg(tmp_path, config, ru
 def test_unnormalised_inputs_are_raw_pixels_in_unit_range(config):
     raw = dict(config, dataset=dict(config["dataset"], normalize=False))
     runtime = get_runtime(raw)
-    x, _, _, _ = runtime.data.client(0)
+    x, _ = runtime.data.split_of(0, "train")
     out = runtime.transform(x[:5], train=False)
     torch.testing.assert_close(out, x[:5].to(torch.float32) / 255.0)
     (mean,), (std,) = runtime.data.data.channel_stats()

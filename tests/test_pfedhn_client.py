@@ -6,7 +6,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-from pfedhn.client import HEAD_KEY, _runtime_from, eval_client, train_client
+from pfedhn.client import HEAD_KEY, build_runtime, eval_client, train_client
 from tests.fakedata import write_mnist
 
 
@@ -63,7 +63,7 @@ def random_weights(runtime, seed: int) -> ArrayRecord:
 
 def test_pfedhn_returns_old_minus_new(root):
     config = config_for(root, "pfedhn")
-    runtime = _runtime_from(config)
+    runtime = build_runtime(config)
     sent = random_weights(runtime, 1)
     delta, loss = train_client(runtime, config, 2, 1, sent, RecordDict())
     old = sent.to_torch_state_dict()
@@ -88,7 +88,7 @@ def test_pfedhn_returns_old_minus_new(root):
 
 def test_pc_classifier_and_its_momentum_persist(root):
     config = config_for(root, "pfedhn_pc")
-    runtime = _runtime_from(config)
+    runtime = build_runtime(config)
     state = RecordDict()
     sent = random_weights(runtime, 2)
     assert "fc2.weight" not in sent  # the body only crosses the wire
@@ -121,7 +121,7 @@ def test_pc_classifier_and_its_momentum_persist(root):
 
 def test_local_keeps_its_model_and_sends_nothing(root):
     config = config_for(root, "local")
-    runtime = _runtime_from(config)
+    runtime = build_runtime(config)
     state = RecordDict()
     out, _ = train_client(runtime, config, 0, 1, ArrayRecord(), state)
     assert len(out) == 0
@@ -133,7 +133,7 @@ def test_local_keeps_its_model_and_sends_nothing(root):
 
 def test_fedavg_returns_the_trained_weights(root):
     config = config_for(root, "fedavg")
-    runtime = _runtime_from(config)
+    runtime = build_runtime(config)
     sent = random_weights(runtime, 3)
     out, _ = train_client(runtime, config, 0, 1, sent, RecordDict())
     new = runtime.model.state_dict()

@@ -89,7 +89,7 @@ def test_same_class_mix_in_train_val_and_test(tmp_path):
     for split in ("train", "val", "test"):
         everything = np.concatenate(data.indices[split])
         assert everything.size == np.unique(everything).size  # no sample twice
-    x, y = data.client(0, "val")
+    x, y = data.split_of(0, "val")
     assert (
         x.dtype == torch.uint8
         and x.shape[1:] == (1, 28, 28)

@@ -34,9 +34,10 @@ from flwr.clientapp import ClientApp
 
 from fedfomo.dataset import fomo_data
 from fedfomo.models import build_model
-from pflcore.baselines import evaluate_on_test, local_round
+from pflcore.baselines import LocalUpdate
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model, state_on
+from pflcore.finetune import FinetuneSpec
 from pflcore.protocol import (
     EVALUATE_FLAG,
     FOMO_FLAG,
@@ -52,7 +53,13 @@ from pflcore.protocol import (
     train_metrics,
 )
 from pflcore.runtime import WorkerRuntime, cached_runtime
-from pflcore.simulation import add_partition_query, client_device, partition_id
+from pflcore.simulation import (
+    add_partition_query,
+    client_device,
+    derive_seed,
+    partition_id,
+)
+from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
 
 BASELINE_KEY = "fomo-baseline"
 NORMS = ("l1", "l2", "l2_squared")
@@ -126,6 +133,91 @@ def fomo_update(baseline: State, candidates: list[State], weights: np.ndarray) -
     return out
 
 
+# -- local training (FedFomo's local update, also its baselines') ----------------
+
+
+def round_lr(config: dict[str, Any], server_round: int) -> float:
+    """``lr * lr_decay ** (server_round - 1)``, floored at ``lr_min``."""
+    decay = float(config.get("lr_decay", 1.0))
+    floor = float(config.get("lr_min", 0.0))
+    return max(float(config["lr"]) * decay ** (server_round - 1), floor)
+
+
+def sgd_epochs(
+    runtime: WorkerRuntime,
+    config: dict[str, Any],
+    pid: int,
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+) -> TrainStats:
+    """SGD on all parameters over client ``pid``'s train split (fresh optimizer)."""
+    x, y = runtime.train_split(pid)
+    optimizer = make_sgd(
+        runtime.model.parameters(), lr, config["momentum"], config["weight_decay"]
+    )
+    return train_epochs(
+        runtime.model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=epochs,
+        batch_size=config["batch_size"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
+
+
+def local_round(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> TrainStats:
+    """One round's local training: ``local_epochs`` at the round's learning rate."""
+    return sgd_epochs(
+        runtime,
+        config,
+        pid,
+        lr=round_lr(config, server_round),
+        epochs=config["local_epochs"],
+        seed=derive_seed(config["seed"], pid, server_round),
+    )
+
+
+def evaluate_on_test(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int
+) -> EvalStats:
+    """Evaluate the loaded model on client ``pid``'s test split."""
+    x, y = runtime.test_split(pid)
+    return evaluate(
+        runtime.model,
+        x,
+        y,
+        runtime.transform,
+        batch_size=config["eval_batch_size"],
+        device=runtime.device,
+    )
+
+
+def local_loss(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> float:
+    """:func:`local_round`'s mean loss (the baselines' local update)."""
+    return local_round(runtime, config, pid, server_round).loss
+
+
+def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
+    """How FedAvg + fine-tuning adapts: ``finetune.epochs`` at ``finetune.lr``."""
+    return FinetuneSpec(
+        unit="epochs",
+        amount=int(config["finetune"]["epochs"]),
+        lr=float(config["finetune"]["lr"]),
+        batch_size=int(config["batch_size"]),
+        momentum=float(config["momentum"]),
+        weight_decay=float(config["weight_decay"]),
+    )
+
+
 # -- the worker's runtime ------------------------------------------------------
 
 
@@ -174,6 +266,9 @@ def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
 def get_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """The per-process runtime for ``config`` (built on first use)."""
     return cached_runtime(build_runtime, config)
+
+
+BASELINE_UPDATE = LocalUpdate(get_runtime, local_loss, finetune=finetune_spec)
 
 
 def _state_of(record: ArrayRecord, device: torch.device) -> State:

@@ -16,7 +16,7 @@ import hydra
 from flwr.app import ArrayRecord
 from omegaconf import DictConfig
 
-from fedfomo.client import NORMS, get_runtime, make_client_app
+from fedfomo.client import BASELINE_UPDATE, NORMS, make_client_app
 from fedfomo.dataset import (
     LATENT_FEATURES,
     PARTITION_KINDS,
@@ -251,7 +251,7 @@ def main(cfg: DictConfig) -> None:
         return
     strategy = PartitionFedAvg(recorder, **common)
     initial = ArrayRecord() if algorithm == "local" else prepared.initial
-    client_app = make_baseline_client_app(config, get_runtime)
+    client_app = make_baseline_client_app(config, BASELINE_UPDATE)
     run_experiment(strategy, initial, client_app, config)
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
+from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
 from pflcore.batching import step_plan
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
@@ -58,7 +59,6 @@ from pflcore.training import (
     train_epochs,
 )
 
-STATE_KEY = "model"  # Local-only: the client's own model in context.state
 META = ("perfedavg_fo", "perfedavg_hf")
 ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation
 
@@ -473,12 +473,41 @@ def _eval_reply(
     return reply(msg, metrics=metrics)
 
 
+def _round_seed(config: dict[str, Any], pid: int, server_round: int, *tags: int) -> int:
+    """:func:`_seeded` for a round number (the baseline ClientApp's hooks)."""
+    seed = derive_seed(config["seed"], pid, server_round, *tags)
+    torch.manual_seed(seed)
+    return seed
+
+
+def fedavg_loss(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> float:
+    """FedAvg's (and Local's) local update of the loaded model: its mean loss."""
+    return local_sgd(runtime, config, pid, _round_seed(config, pid, server_round)).loss
+
+
+BASELINE_UPDATE = LocalUpdate(
+    get_runtime,
+    fedavg_loss,
+    finetune=finetune_spec,
+    adapt_seed=lambda config, pid, server_round: _round_seed(
+        config, pid, server_round, 1
+    ),
+    report_before=True,  # the paper's table is read after adaptation; both are kept
+)
+
+
 def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build the ClientApp for a resolved configuration.
 
-    The closure carries the plain config only; data and the model are built
-    in the worker process on first use and cached there.
+    FedAvg, FedAvg + update and Local run on the suite's baseline ClientApp
+    (:mod:`pflcore.baselines`) with :func:`fedavg_loss`; Per-FedAvg and Jiang
+    et al.'s pipeline on this one. The closure carries the plain config only;
+    data and the model are built in the worker process on first use.
     """
+    if config["algorithm"] in BASELINES:
+        return make_baseline_client_app(config, BASELINE_UPDATE)
     app = ClientApp()
     add_partition_query(app)
     algorithm = config["algorithm"]
@@ -489,18 +518,10 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         seed = _seeded(config, pid, msg)
         n = runtime.data.size(pid)
-        if algorithm == "local":
-            if STATE_KEY in context.state.array_records:
-                runtime.load(context.state.array_records[STATE_KEY])
-            else:
-                runtime.load(None)
-            stats = local_sgd(runtime, config, pid, seed)
-            context.state[STATE_KEY] = runtime.weights()
-            return _train_reply(msg, ArrayRecord(), stats, n, pid)
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in META:
             stats = meta_train(runtime, config, pid, seed)
-        else:  # fedavg, fedavg_ft and the FedAvg stage of jiang
+        else:  # the FedAvg stage of jiang
             stats = local_sgd(runtime, config, pid, seed)
         return _train_reply(msg, runtime.weights(), stats, n, pid)
 
@@ -517,14 +538,6 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     def evaluate_(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        if algorithm == "local":
-            if STATE_KEY in context.state.array_records:
-                runtime.load(context.state.array_records[STATE_KEY])
-            else:
-                runtime.load(None)
-            return _eval_reply(
-                msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
-            )
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in ADAPTING:
             seed = _seeded(config, pid, msg, 1)

@@ -34,6 +34,7 @@ from torch import nn
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.threads import use_threads
+from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
 from pflcore.devices import apply_determinism, state_on
 from pflcore.protocol import (
     ARRAYS,
@@ -54,7 +55,6 @@ from pflcore.simulation import (
 from pflcore.training import EvalStats, NonFiniteLossError, evaluate
 
 HEAD_KEY = "head"
-MODEL_KEY = "model"
 
 
 def target_model(config: dict[str, Any], data: PFedHNData) -> nn.Module:
@@ -233,24 +233,14 @@ def train_client(
     arrays: ArrayRecord,
     state: RecordDict,
 ) -> tuple[ArrayRecord, float]:
-    """One client update; returns (what to send back, mean loss)."""
-    algorithm = config["algorithm"]
+    """One pFedHN / pFedHN-PC client update: (the change to send back, mean loss).
+
+    The baselines (FedAvg, Local) train through :data:`BASELINE_UPDATE`.
+    """
     x, y = runtime.split(pid, "train")
     generator = torch.Generator().manual_seed(
         derive_seed(config["seed"], pid, server_round)
     )
-    if algorithm == "local":
-        weights = (
-            state.array_records[MODEL_KEY].to_torch_state_dict()
-            if MODEL_KEY in state.array_records
-            else initial_target(config, runtime.data).state_dict()
-        )
-        load_weights(runtime, weights)
-        loss = inner_train(runtime, config, x, y, generator)
-        state[MODEL_KEY] = ArrayRecord(
-            {k: v.detach().cpu().clone() for k, v in runtime.model.state_dict().items()}
-        )
-        return ArrayRecord(), loss
     old = arrays.to_torch_state_dict()
     load_weights(runtime, old)
     head_optimizer = (
@@ -262,8 +252,6 @@ def train_client(
     if head_optimizer is not None:
         _save_head(runtime, head_optimizer, state)
     new = {k: v.detach().cpu() for k, v in runtime.model.state_dict().items()}
-    if algorithm == "fedavg":
-        return ArrayRecord({k: v.clone() for k, v in new.items()}), loss
     return ArrayRecord({k: old[k] - new[k] for k in old}), loss
 
 
@@ -274,18 +262,17 @@ def eval_client(
     arrays: ArrayRecord,
     state: RecordDict,
 ) -> dict[str, EvalStats]:
-    """Evaluate client ``pid``'s model on its validation and test splits."""
-    if config["algorithm"] == "local":
-        weights = (
-            state.array_records[MODEL_KEY].to_torch_state_dict()
-            if MODEL_KEY in state.array_records
-            else initial_target(config, runtime.data).state_dict()
-        )
-    else:
-        weights = arrays.to_torch_state_dict()
-    load_weights(runtime, weights)
+    """Evaluate client ``pid``'s generated model on its validation and test splits."""
+    load_weights(runtime, arrays.to_torch_state_dict())
     if runtime.head is not None:
         _head_optimizer(runtime, config, pid, state)  # loads the classifier only
+    return test_val_and_test(runtime, config, pid)
+
+
+def test_val_and_test(
+    runtime: ClientRuntime, config: dict[str, Any], pid: int
+) -> dict[str, EvalStats]:
+    """The loaded model (with the client's classifier, for PC) on val and test."""
     out = {}
     for split in ("val", "test"):
         x, y = runtime.split(pid, split)
@@ -315,12 +302,46 @@ class _Forward(nn.Module):
         return self
 
 
+def baseline_loss(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> float:
+    """FedAvg's and Local's update: pFedHN's inner steps on the loaded target."""
+    assert isinstance(runtime, ClientRuntime)
+    x, y = runtime.split(pid, "train")
+    generator = torch.Generator().manual_seed(
+        derive_seed(config["seed"], pid, server_round)
+    )
+    return inner_train(runtime, config, x, y, generator)
+
+
+def baseline_update(config: dict[str, Any]) -> LocalUpdate:
+    """The baseline ClientApp's hooks: pFedHN's update, val and test reported."""
+    cpus = max(1, int(config["client_resources"]["num_cpus"]))
+
+    def tested(
+        runtime: WorkerRuntime, cfg: dict[str, Any], pid: int
+    ) -> dict[str, EvalStats]:
+        assert isinstance(runtime, ClientRuntime)
+        return test_val_and_test(runtime, cfg, pid)
+
+    return LocalUpdate(
+        get_runtime,
+        baseline_loss,
+        test=tested,
+        prepare=lambda msg: use_threads(instruction_of(msg), default=cpus),
+    )
+
+
 def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build the ClientApp for a resolved configuration.
 
-    The closure carries the plain config only; data and the model are built
-    in the worker process on first use and cached there.
+    FedAvg and Local run on the suite's baseline ClientApp
+    (:mod:`pflcore.baselines`) with pFedHN's inner update; pFedHN and
+    pFedHN-PC on this one. The closure carries the plain config only; data
+    and the model are built in the worker process on first use.
     """
+    if config["algorithm"] in BASELINES:
+        return make_baseline_client_app(config, baseline_update(config))
     app = ClientApp()
     add_partition_query(app)
     cpus = max(1, int(config["client_resources"]["num_cpus"]))

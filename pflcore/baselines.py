@@ -1,168 +1,178 @@
 """The comparison baselines every package runs: FedAvg, FedAvg + fine-tuning, Local.
 
-A package supplies its :class:`pflcore.runtime.WorkerRuntime` (its model, the
-common initial weights, its clients' data and batch transform);
-:func:`make_baseline_client_app` turns it into a ClientApp that the plain
-:class:`pflcore.strategy.PartitionFedAvg` drives:
+One ClientApp, :func:`make_baseline_client_app`, serves all three for every
+package; the package supplies only what differs (:class:`LocalUpdate`): its
+worker runtime, its local update, what it tests, and how FedAvg + fine-tuning
+adapts. The server side is the plain :class:`pflcore.strategy.PartitionFedAvg`
+(under the run's ``averaging`` rule).
 
-* ``fedavg``: train the received global model for ``local_epochs`` and send
-  all of it back; the server takes the sample-weighted mean; the global model
-  is tested on each client's test split.
-* ``fedavg_ft``: as ``fedavg``, but at evaluation a copy of the global model
-  is first fine-tuned (``finetune.epochs`` epochs at ``finetune.lr``) on the
-  client's train split; the copy is discarded.
+* ``fedavg``: train the received global model with the package's local
+  update and send all of it back; the global model is tested on each
+  client's test split.
+* ``fedavg_ft``: as ``fedavg``, but at evaluation a *copy* of the global model
+  is adapted on the client's training split and tested; the copy is
+  discarded (:func:`pflcore.finetune.finetune_copy_and_evaluate`).
 * ``local``: no communication; each client's full model lives in
-  ``context.state`` and trains ``local_epochs`` every round (the total budget
-  is therefore ``num_rounds x local_epochs`` epochs, the same as the
-  federated methods).
-
-The optimizer is re-created every round (no state carried over); its
-learning rate is ``lr * lr_decay ** (round - 1)``, floored at ``lr_min``
-(both optional keys; no decay by default).
+  ``context.state`` (:data:`LOCAL_STATE_KEY`), starts from the run's common
+  initial weights, and trains with the same local update every round (the
+  same budget as the federated methods).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from pflcore.finetune import (
+    FinetuneSpec,
+    finetune_copy_and_evaluate,
+    finetune_copy_and_test,
+)
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import WorkerRuntime
-from pflcore.simulation import (
-    add_partition_query,
-    derive_seed,
-    partition_id,
-)
-from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
+from pflcore.simulation import add_partition_query, derive_seed, partition_id
+from pflcore.training import EvalStats
 
 BASELINES = ("fedavg", "fedavg_ft", "local")
 LOCAL_STATE_KEY = "local-model"
 
-
-def round_lr(config: dict[str, Any], server_round: int) -> float:
-    """``lr * lr_decay ** (server_round - 1)``, floored at ``lr_min``."""
-    decay = float(config.get("lr_decay", 1.0))
-    floor = float(config.get("lr_min", 0.0))
-    return max(float(config["lr"]) * decay ** (server_round - 1), floor)
+Config = dict[str, Any]
 
 
-def sgd_epochs(
-    bench: WorkerRuntime,
-    config: dict[str, Any],
+def test_split_only(
+    runtime: WorkerRuntime, config: Config, pid: int
+) -> dict[str, EvalStats]:
+    """The default test: the loaded model on client ``pid``'s test split."""
+    return {"test": runtime.evaluate_test(pid, config["eval_batch_size"])}
+
+
+def adaptation_seed(config: Config, pid: int, server_round: int) -> int:
+    """The default seed of FedAvg + fine-tuning's batches (stream 1 of the round)."""
+    return derive_seed(config["seed"], pid, server_round, 1)
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What a package gives the baseline ClientApp.
+
+    Attributes
+    ----------
+    runtime : callable
+        ``config -> WorkerRuntime``: the worker's runtime (cached per process).
+    train : callable
+        ``(runtime, config, pid, server_round) -> mean loss``: the package's
+        local update of the loaded model (it seeds its own batches).
+    finetune : callable, optional
+        ``config -> FinetuneSpec``: how ``fedavg_ft`` adapts its copy
+        (required for ``fedavg_ft``).
+    test : callable
+        ``(runtime, config, pid) -> {"test": EvalStats, name: EvalStats}``:
+        what an evaluation reports of the loaded model (other names are
+        sent prefixed, e.g. ``val-correct``).
+    adapt_seed : callable
+        ``(config, pid, server_round) -> seed`` of ``fedavg_ft``'s batches.
+    report_before : bool
+        ``fedavg_ft`` also reports the unadapted model's test counts
+        (``before-*``).
+    prepare : callable, optional
+        Called with every message before any work (pFedHN: torch threads).
+    """
+
+    runtime: Callable[[Config], WorkerRuntime]
+    train: Callable[[WorkerRuntime, Config, int, int], float]
+    finetune: Callable[[Config], FinetuneSpec] | None = None
+    test: Callable[[WorkerRuntime, Config, int], dict[str, EvalStats]] = test_split_only
+    adapt_seed: Callable[[Config, int, int], int] = adaptation_seed
+    report_before: bool = False
+    prepare: Callable[[Message], None] | None = None
+
+
+def _load(runtime: WorkerRuntime, local: bool, msg: Message, context: Context) -> None:
+    if local:  # the client's own model; the common initial weights at first
+        runtime.load(context.state.array_records.get(LOCAL_STATE_KEY))
+    else:
+        runtime.load(msg.content.array_records[ARRAYS])
+
+
+def _adapted_counts(
+    update: LocalUpdate,
+    runtime: WorkerRuntime,
+    config: Config,
     pid: int,
-    *,
-    lr: float,
-    epochs: int,
-    seed: int,
-) -> TrainStats:
-    """SGD on all parameters over client ``pid``'s train split (fresh optimizer)."""
-    x, y = bench.train_split(pid)
-    optimizer = make_sgd(
-        bench.model.parameters(), lr, config["momentum"], config["weight_decay"]
+    server_round: int,
+) -> dict[str, EvalStats]:
+    if update.finetune is None:
+        raise ValueError("fedavg_ft needs LocalUpdate.finetune")
+    seed = update.adapt_seed(config, pid, server_round)
+    args = (
+        runtime.model,
+        runtime.train_split(pid),
+        runtime.test_split(pid),
+        runtime.transform,
+        update.finetune(config),
     )
-    return train_epochs(
-        bench.model,
-        x,
-        y,
-        optimizer,
-        bench.transform,
-        epochs=epochs,
-        batch_size=config["batch_size"],
-        generator=torch.Generator().manual_seed(seed),
-        device=bench.device,
-    )
+    options: dict[str, Any] = {
+        "eval_batch_size": config["eval_batch_size"],
+        "generator": torch.Generator().manual_seed(seed),
+        "device": runtime.device,
+    }
+    if update.report_before:
+        before, after = finetune_copy_and_evaluate(*args, **options)
+        return {"test": after, "before": before}
+    return {"test": finetune_copy_and_test(*args, **options)}
 
 
-def local_round(
-    bench: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
-) -> TrainStats:
-    """One round's local training: ``local_epochs`` at the round's learning rate."""
-    return sgd_epochs(
-        bench,
-        config,
-        pid,
-        lr=round_lr(config, server_round),
-        epochs=config["local_epochs"],
-        seed=derive_seed(config["seed"], pid, server_round),
-    )
-
-
-def evaluate_on_test(
-    bench: WorkerRuntime, config: dict[str, Any], pid: int
-) -> EvalStats:
-    """Evaluate the loaded model on client ``pid``'s test split."""
-    x, y = bench.test_split(pid)
-    return evaluate(
-        bench.model,
-        x,
-        y,
-        bench.transform,
-        batch_size=config["eval_batch_size"],
-        device=bench.device,
-    )
-
-
-def make_baseline_client_app(
-    config: dict[str, Any], bench_of: Callable[[dict[str, Any]], WorkerRuntime]
-) -> ClientApp:
+def make_baseline_client_app(config: Config, update: LocalUpdate) -> ClientApp:
     """A ClientApp for ``config["algorithm"]`` in ``fedavg``, ``fedavg_ft``, ``local``.
 
     Parameters
     ----------
     config : dict
-        Resolved configuration (``algorithm``, ``seed``, ``lr``, ``momentum``,
-        ``weight_decay``, ``local_epochs``, ``batch_size``, ``eval_batch_size``,
-        ``finetune.{epochs,lr}`` for ``fedavg_ft``; optional ``lr_decay``,
-        ``lr_min``).
-    bench_of : callable
-        ``config -> WorkerRuntime``, cached per process by the caller.
+        Resolved configuration (``algorithm``, ``eval_batch_size``, ``seed``
+        and whatever the package's update reads).
+    update : LocalUpdate
+        The package's runtime, local update, test and adaptation.
     """
     algorithm = config["algorithm"]
     if algorithm not in BASELINES:
         raise ValueError(f"{algorithm!r} is not a baseline {BASELINES}")
+    local = algorithm == "local"
     app = ClientApp()
     add_partition_query(app)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        if update.prepare is not None:
+            update.prepare(msg)
         pid = partition_id(context)
-        bench = bench_of(config)
-        if algorithm == "local":
-            saved = context.state.array_records.get(LOCAL_STATE_KEY)
-            bench.load(saved)
-        else:
-            bench.load(msg.content.array_records[ARRAYS])
-        stats = local_round(bench, config, pid, server_round_of(msg))
+        runtime = update.runtime(config)
+        _load(runtime, local, msg, context)
+        loss = update.train(runtime, config, pid, server_round_of(msg))
         arrays = ArrayRecord()
-        if algorithm == "local":
-            context.state[LOCAL_STATE_KEY] = bench.weights()
+        if local:
+            context.state[LOCAL_STATE_KEY] = runtime.weights()
         else:
-            arrays = bench.weights()
-        metrics = train_metrics(pid, stats.loss, bench.train_split(pid)[1].numel())
+            arrays = runtime.weights()
+        metrics = train_metrics(pid, loss, runtime.data.size(pid))
         return reply(msg, arrays=arrays, metrics=metrics)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
+        if update.prepare is not None:
+            update.prepare(msg)
         pid = partition_id(context)
-        bench = bench_of(config)
-        if algorithm == "local":
-            bench.load(context.state.array_records.get(LOCAL_STATE_KEY))
-        else:
-            bench.load(msg.content.array_records[ARRAYS])
+        runtime = update.runtime(config)
+        _load(runtime, local, msg, context)
         if algorithm == "fedavg_ft":
-            sgd_epochs(
-                bench,
-                config,
-                pid,
-                lr=float(config["finetune"]["lr"]),
-                epochs=int(config["finetune"]["epochs"]),
-                seed=derive_seed(config["seed"], pid, server_round_of(msg), 1),
-            )
-        metrics = eval_metrics(pid, evaluate_on_test(bench, config, pid))
-        return reply(msg, metrics=metrics)
+            stats = _adapted_counts(update, runtime, config, pid, server_round_of(msg))
+        else:
+            stats = update.test(runtime, config, pid)
+        test = stats.pop("test")
+        return reply(msg, metrics=eval_metrics(pid, test, **stats))
 
     return app

@@ -211,9 +211,36 @@ def finetune_copy_and_evaluate(
     before = evaluate(
         model, *test, transform, batch_size=eval_batch_size, device=device
     )
-    adapted = copy.deepcopy(model)
-    finetune(adapted, *train, transform, spec, generator=generator, device=device)
-    after = evaluate(
-        adapted, *test, transform, batch_size=eval_batch_size, device=device
+    after = finetune_copy_and_test(
+        model,
+        train,
+        test,
+        transform,
+        spec,
+        eval_batch_size=eval_batch_size,
+        generator=generator,
+        device=device,
     )
     return before, after
+
+
+def finetune_copy_and_test(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    transform: BatchTransform,
+    spec: FinetuneSpec,
+    *,
+    eval_batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> EvalStats:
+    """Adapt a copy of ``model`` on the training split and test the copy.
+
+    As :func:`finetune_copy_and_evaluate` without testing ``model`` itself.
+    """
+    adapted = copy.deepcopy(model)
+    finetune(adapted, *train, transform, spec, generator=generator, device=device)
+    return evaluate(
+        adapted, *test, transform, batch_size=eval_batch_size, device=device
+    )

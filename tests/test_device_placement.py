@@ -196,7 +196,7 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
 
 @pytest.mark.parametrize("algorithm", ["fedavg_ft", "local"])
 def test_fedfomo_baselines(on_stand_in, algorithm):
-    from fedfomo.client import get_runtime as get_workbench
+    from fedfomo.client import BASELINE_UPDATE, get_runtime
     from pflcore.baselines import make_baseline_client_app
 
     config = composed(
@@ -207,15 +207,15 @@ def test_fedfomo_baselines(on_stand_in, algorithm):
         "partition.pool_fraction=0.2",
         "local_epochs=1",
     )
-    app = make_baseline_client_app(config, get_workbench)
+    app = make_baseline_client_app(config, BASELINE_UPDATE)
     ctx = context(1)
-    initial = ArrayRecord(get_workbench(config).initial_state)  # to the host
+    initial = ArrayRecord(get_runtime(config).initial_state)  # to the host
     sent = message(MessageType.TRAIN, 1, arrays=initial)
     trained = app(sent, ctx).content.array_records["arrays"]
     arrays = trained if algorithm == "fedavg_ft" else ArrayRecord()
     reply = app(message(MessageType.EVALUATE, 1, arrays=arrays), ctx)
     assert reply.content.metric_records["metrics"]["num-examples"] > 0
-    assert on_accelerator(get_workbench(config).model)
+    assert on_accelerator(get_runtime(config).model)
 
 
 @pytest.mark.parametrize(

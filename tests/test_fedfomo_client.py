@@ -11,9 +11,9 @@ from fedfomo.client import (
     fomo_weights,
     model_distance,
     normalized_positive,
+    round_lr,
 )
 from fedfomo.models import TFCNN, build_model
-from pflcore.baselines import round_lr
 
 
 def state(w, b):

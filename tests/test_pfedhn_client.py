@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    RecordDict,
+)
 
-from pfedhn.client import HEAD_KEY, build_runtime, eval_client, train_client
+from pfedhn.client import (
+    HEAD_KEY,
+    build_runtime,
+    eval_client,
+    get_runtime,
+    make_client_app,
+    train_client,
+)
+from pflcore.baselines import LOCAL_STATE_KEY
 from tests.fakedata import write_mnist
 
 
@@ -119,26 +134,45 @@ def test_pc_classifier_and_its_momentum_persist(root):
     )
 
 
+def baseline_call(app, kind: str, server_round: int, arrays: ArrayRecord, ctx):
+    content = RecordDict(
+        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
+    )
+    return app(Message(content, dst_node_id=1, message_type=kind), ctx)
+
+
+def node(pid: int) -> Context:
+    return Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": pid},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
 def test_local_keeps_its_model_and_sends_nothing(root):
     config = config_for(root, "local")
-    runtime = build_runtime(config)
-    state = RecordDict()
-    out, _ = train_client(runtime, config, 0, 1, ArrayRecord(), state)
-    assert len(out) == 0
-    first = state.array_records["model"].to_torch_state_dict()
-    train_client(runtime, config, 0, 2, ArrayRecord(), state)
-    second = state.array_records["model"].to_torch_state_dict()
+    app, ctx = make_client_app(config), node(0)
+    out = baseline_call(app, MessageType.TRAIN, 1, ArrayRecord(), ctx)
+    assert len(out.content.array_records["arrays"]) == 0
+    first = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
+    baseline_call(app, MessageType.TRAIN, 2, ArrayRecord(), ctx)
+    second = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
     assert not torch.equal(first["fc1.weight"], second["fc1.weight"])
+    evaluated = baseline_call(app, MessageType.EVALUATE, 2, ArrayRecord(), ctx)
+    metrics = evaluated.content.metric_records["metrics"]
+    assert metrics["num-examples"] > 0 and metrics["val-num-examples"] > 0
 
 
 def test_fedavg_returns_the_trained_weights(root):
     config = config_for(root, "fedavg")
-    runtime = build_runtime(config)
+    runtime = get_runtime(config)
     sent = random_weights(runtime, 3)
-    out, _ = train_client(runtime, config, 0, 1, sent, RecordDict())
+    out = baseline_call(make_client_app(config), MessageType.TRAIN, 1, sent, node(0))
     new = runtime.model.state_dict()
-    assert all(torch.equal(v, new[k]) for k, v in out.to_torch_state_dict().items())
+    returned = out.content.array_records["arrays"].to_torch_state_dict()
+    assert all(torch.equal(v, new[k].cpu()) for k, v in returned.items())
     assert not torch.equal(
-        out.to_torch_state_dict()["fc1.weight"],
-        sent.to_torch_state_dict()["fc1.weight"],
+        returned["fc1.weight"], sent.to_torch_state_dict()["fc1.weight"]
     )

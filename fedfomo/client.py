@@ -52,14 +52,14 @@ from pflcore.protocol import (
     server_round_of,
     train_metrics,
 )
-from pflcore.runtime import WorkerRuntime, cached_runtime
+from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
 from pflcore.simulation import (
     add_partition_query,
     client_device,
     derive_seed,
     partition_id,
 )
-from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
+from pflcore.training import EvalStats, TrainStats, evaluate
 
 BASELINE_KEY = "fomo-baseline"
 NORMS = ("l1", "l2", "l2_squared")
@@ -141,33 +141,6 @@ def round_lr(config: dict[str, Any], server_round: int) -> float:
     decay = float(config.get("lr_decay", 1.0))
     floor = float(config.get("lr_min", 0.0))
     return max(float(config["lr"]) * decay ** (server_round - 1), floor)
-
-
-def sgd_epochs(
-    runtime: WorkerRuntime,
-    config: dict[str, Any],
-    pid: int,
-    *,
-    lr: float,
-    epochs: int,
-    seed: int,
-) -> TrainStats:
-    """SGD on all parameters over client ``pid``'s train split (fresh optimizer)."""
-    x, y = runtime.train_split(pid)
-    optimizer = make_sgd(
-        runtime.model.parameters(), lr, config["momentum"], config["weight_decay"]
-    )
-    return train_epochs(
-        runtime.model,
-        x,
-        y,
-        optimizer,
-        runtime.transform,
-        epochs=epochs,
-        batch_size=config["batch_size"],
-        generator=torch.Generator().manual_seed(seed),
-        device=runtime.device,
-    )
 
 
 def local_round(

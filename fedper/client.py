@@ -29,14 +29,13 @@ from fedper.models import (
 from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
-from pflcore.runtime import WorkerRuntime, cached_runtime
+from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
 from pflcore.simulation import (
     add_partition_query,
     client_device,
     derive_seed,
     partition_id,
 )
-from pflcore.training import TrainStats, make_sgd, train_epochs
 
 STATE_KEY = "personal"
 
@@ -134,41 +133,14 @@ def get_runtime(config: dict[str, Any]) -> ClientRuntime:
     return cached_runtime(build_runtime, config)
 
 
-def sgd_on_client(
-    runtime: ClientRuntime,
-    config: dict[str, Any],
-    pid: int,
-    params: list[torch.nn.Parameter],
-    *,
-    lr: float,
-    epochs: int,
-    seed: int,
-) -> TrainStats:
-    """SGD over ``params`` on client ``pid``'s training split (fresh optimizer)."""
-    x, y = runtime.train_split(pid)
-    optimizer = make_sgd(params, lr, config["momentum"], config["weight_decay"])
-    return train_epochs(
-        runtime.model,
-        x,
-        y,
-        optimizer,
-        runtime.transform,
-        epochs=epochs,
-        batch_size=config["batch_size"],
-        generator=torch.Generator().manual_seed(seed),
-        device=runtime.device,
-    )
-
-
 def local_train(
     runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
 ) -> tuple[float, int]:
     """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
-    stats = sgd_on_client(
+    stats = sgd_epochs(
         runtime,
         config,
         pid,
-        list(runtime.model.parameters()),
         lr=config["lr"],
         epochs=config["local_epochs"],
         seed=derive_seed(config["seed"], pid, server_round),
@@ -207,11 +179,11 @@ def finetune_head(
     for p in frozen:
         p.requires_grad_(False)
     try:
-        stats = sgd_on_client(
+        stats = sgd_epochs(
             runtime,
             config,
             pid,
-            head,
+            params=head,
             lr=config["lr"],
             epochs=epochs,
             seed=derive_seed(config["seed"], pid, server_round, 2),
@@ -234,11 +206,10 @@ def finetune_global_copy(
     The adapted weights are used for this evaluation only: the next message
     reloads the model from the server's arrays, so nothing is kept.
     """
-    sgd_on_client(
+    sgd_epochs(
         runtime,
         config,
         pid,
-        list(runtime.model.parameters()),
         lr=config["finetune"]["lr"],
         epochs=config["finetune"]["epochs"],
         seed=derive_seed(config["seed"], pid, server_round, 1),

@@ -24,7 +24,7 @@ from torch import nn
 from pflcore.data import BatchTransform, ImageData
 from pflcore.devices import Split, SplitCache
 from pflcore.partition import ClientSplit
-from pflcore.training import EvalStats, evaluate
+from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -174,6 +174,38 @@ class WorkerRuntime:
     def evaluate_test(self, pid: int, batch_size: int) -> EvalStats:
         """Evaluate the loaded model on client ``pid``'s test split."""
         return self.evaluate(pid, "test", batch_size)
+
+
+def sgd_epochs(
+    runtime: WorkerRuntime,
+    config: dict[str, Any],
+    pid: int,
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+    params: list[nn.Parameter] | None = None,
+) -> TrainStats:
+    """Epochs of SGD on client ``pid``'s training split, with a fresh optimizer.
+
+    Trains ``params`` (default: all of the loaded model's) with the config's
+    ``momentum``, ``weight_decay`` and ``batch_size``; the batches are
+    shuffled by a generator seeded with ``seed``.
+    """
+    x, y = runtime.train_split(pid)
+    trained = list(runtime.model.parameters()) if params is None else params
+    optimizer = make_sgd(trained, lr, config["momentum"], config["weight_decay"])
+    return train_epochs(
+        runtime.model,
+        x,
+        y,
+        optimizer,
+        runtime.transform,
+        epochs=epochs,
+        batch_size=config["batch_size"],
+        generator=torch.Generator().manual_seed(seed),
+        device=runtime.device,
+    )
 
 
 RuntimeT = TypeVar("RuntimeT", bound=WorkerRuntime)

@@ -28,6 +28,19 @@ QUICK = {
     "perfedavg_quick": ("perfedavg.main", ["--multirun", "experiment=perfedavg/quick"]),
     "jiang_quick": ("perfedavg.main", ["experiment=perfedavg/jiang_quick"]),
     "fedfomo_quick": ("fedfomo.main", ["--multirun", "experiment=fedfomo/quick"]),
+    # the baselines the quick sweeps leave out
+    "pfedhn_baselines": (
+        "pfedhn.main",
+        ["--multirun", "experiment=pfedhn/quick", "algorithm=fedavg,local"],
+    ),
+    "perfedavg_baselines": (
+        "perfedavg.main",
+        ["--multirun", "experiment=perfedavg/quick", "algorithm=fedavg,local"],
+    ),
+    "fedfomo_fedavg_ft": (
+        "fedfomo.main",
+        ["--multirun", "experiment=fedfomo/quick", "algorithm=fedavg_ft"],
+    ),
 }
 REAL = {
     "fedper_cifar10": (

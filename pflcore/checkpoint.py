@@ -38,7 +38,10 @@ from pflcore.config import ConfigError, flatten
 from pflcore.data import DataFormatError
 
 CHECKPOINT_FILE = "checkpoint.pkl"
-FORMAT = "pfl-suite checkpoint 1"
+# 2: one Local state key for every package (pflcore.baselines.LOCAL_STATE_KEY);
+# a format-1 checkpoint's Local clients would silently restart from scratch.
+FORMAT = "pfl-suite checkpoint 2"
+FORMAT_PREFIX = "pfl-suite checkpoint "
 FETCH = "query.checkpoint"
 RESTORE = "query.restore"
 
@@ -200,7 +203,13 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
         raise DataFormatError(
             f"{path} is not a readable checkpoint ({type(exc).__name__}: {text})"
         ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(found, str) and found.startswith(FORMAT_PREFIX) and found != FORMAT:
+        raise DataFormatError(
+            f"{path} was written by another version of this suite ({found!r}; this "
+            f"one reads {FORMAT!r}): resume it with that version, or start the run anew"
+        )
+    if found != FORMAT:
         raise DataFormatError(f"{path} is not a checkpoint of this suite")
     return payload
 

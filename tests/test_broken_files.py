@@ -211,3 +211,19 @@ def test_a_damaged_flickr_image_is_one_line_naming_it(tmp_path, how):
     with pytest.raises(DataFormatError) as info:
         decode_images([path], 8)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_checkpoint_of_another_suite_version_is_refused_in_one_line(tmp_path):
+    import pickle
+
+    from pflcore.checkpoint import CHECKPOINT_FILE, FORMAT, read_checkpoint
+
+    path = tmp_path / CHECKPOINT_FILE
+    old = "pfl-suite checkpoint 1"
+    assert old != FORMAT
+    path.write_bytes(pickle.dumps({"format": old, "round": 4, "config": {}}))
+    with pytest.raises(DataFormatError) as info:
+        read_checkpoint(tmp_path)
+    message = str(info.value)
+    assert "another version of this suite" in message and old in message
+    assert str(path) in message and "\n" not in message

@@ -35,7 +35,6 @@ from flwr.clientapp import ClientApp
 from fedfomo.dataset import fomo_data
 from fedfomo.models import build_model
 from pflcore.baselines import LocalUpdate
-from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model, state_on
 from pflcore.finetune import FinetuneSpec
 from pflcore.protocol import (
@@ -60,6 +59,7 @@ from pflcore.simulation import (
     partition_id,
 )
 from pflcore.training import EvalStats, TrainStats, evaluate
+from pflcore.transforms import BatchTransform
 
 BASELINE_KEY = "fomo-baseline"
 NORMS = ("l1", "l2", "l2_squared")

@@ -56,12 +56,7 @@ from fedfomo.splits import (
     shard_parts,
     split_validation,
 )
-from pflcore.data import (
-    DataFormatError,
-    DatasetNotFoundError,
-    ImageData,
-    load_dataset,
-)
+from pflcore.data import DataFormatError, DatasetNotFoundError, ImageData, load_dataset
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
 from pflcore.runtime import ClientData
 

@@ -26,7 +26,6 @@ from fedper.models import (
     linearize_base,
     personal_keys,
 )
-from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
@@ -36,6 +35,7 @@ from pflcore.simulation import (
     derive_seed,
     partition_id,
 )
+from pflcore.transforms import BatchTransform
 
 STATE_KEY = "personal"
 

@@ -20,13 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pflcore.data import (
-    ImageData,
-    decode_images,
-    find_files,
-    load_dataset,
-    read_flickr_ratings,
-)
+from fedper.flickr import decode_images, find_files, read_flickr_ratings
+from pflcore.data import ImageData, load_dataset
 from pflcore.partition import (
     ClientSplit,
     PartitionError,

@@ -36,7 +36,6 @@ from perfedavg.dataset import client_data
 from perfedavg.models import build_model
 from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
 from pflcore.batching import step_plan
-from pflcore.data import BatchTransform
 from pflcore.devices import apply_determinism, place_model
 from pflcore.finetune import (
     FinetuneSpec,
@@ -58,6 +57,7 @@ from pflcore.training import (
     make_sgd,
     train_epochs,
 )
+from pflcore.transforms import BatchTransform
 
 META = ("perfedavg_fo", "perfedavg_hf")
 ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation

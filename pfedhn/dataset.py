@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pflcore.data import BatchTransform, ImageData, load_dataset
+from pflcore.data import ImageData, load_dataset
 from pflcore.partition import PartitionError
 from pflcore.runtime import ClientData
+from pflcore.transforms import BatchTransform
 
 SPLITS = ("train", "val", "test")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pflcore.data import BatchTransform
+from pflcore.transforms import BatchTransform
 
 
 def draw_batch(

@@ -1,16 +1,13 @@
-"""Datasets as in-memory uint8 tensors, and batch-wise transforms on the device.
+"""Datasets as in-memory uint8 tensors, read from their published on-disk formats.
 
-A dataset is read once per process (``load_dataset`` is cached) from its
-published on-disk format into ``uint8`` tensors of shape ``(N, C, H, W)``.
-Batches are normalised and augmented on the training device, never sample by
-sample through PIL.
+A dataset is read once per process (``load_dataset`` is cached) into
+``uint8`` tensors of shape ``(N, C, H, W)``; batches are normalised and
+augmented later, on the training device (:mod:`pflcore.transforms`).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import os
 import pickle
 import struct
 import zipfile
@@ -23,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 
 from pflcore.config import ConfigError
 
@@ -101,7 +97,8 @@ class ImageData:
         return channel_stats(self.x_train)
 
 
-def _missing(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
+def missing_dataset(name: str, looked_at: Path, how: str) -> DatasetNotFoundError:
+    """The one-line error for dataset ``name`` not found at ``looked_at``."""
     return DatasetNotFoundError(f"{name} not found: looked for {looked_at}. {how}")
 
 
@@ -217,7 +214,7 @@ def _load_cifar(name: str, root: Path, download: bool) -> ImageData:
         _download_torchvision(name, root)
         missing = [p for p in train_files + test_files if not p.is_file()]
     if missing:
-        raise _missing(
+        raise missing_dataset(
             name,
             missing[0],
             f"Extract the python version of {name} so that {folder} holds its "
@@ -274,7 +271,7 @@ def _load_mnist(root: Path, download: bool) -> ImageData:
         paths = [_find_idx(folder, s) for s in stems]
     if any(p is None for p in paths):
         absent = stems[[p is None for p in paths].index(True)]
-        raise _missing(
+        raise missing_dataset(
             "mnist",
             folder / f"{absent}[.gz]",
             f"Copy the four MNIST idx files into {folder}, or set "
@@ -300,7 +297,7 @@ def _infer_layout(x: np.ndarray) -> str:
 
 def _load_npz(name: str, path: Path) -> ImageData:
     if not path.is_file():
-        raise _missing(
+        raise missing_dataset(
             name,
             path,
             "Set dataset.path to an .npz file with x_train and y_train "
@@ -403,390 +400,3 @@ def load_dataset(
     if name == "mnist":
         return _load_mnist(base, download)
     return _load_digits()
-
-
-# --------------------------------------------------------------------------
-# Per-user ratings of image files (FLICKR-AES)
-# --------------------------------------------------------------------------
-
-FLICKR_HOW_TO = (
-    "Download FLICKR-AES-001.zip and FLICKR-AES_image_labeled_by_each_worker.csv "
-    "(https://github.com/alanspike/personalizedImageAesthetics), then "
-    "`unzip FLICKR-AES-001.zip -d {folder}` and move the .csv into {folder} "
-    "(the images may sit anywhere below it, e.g. in 40K/); or point "
-    "dataset.root / dataset.folder at an existing copy."
-)
-
-
-@dataclass(frozen=True)
-class Ratings:
-    """One row per (user, item) rating, in file order.
-
-    Attributes
-    ----------
-    users : numpy.ndarray
-        User (rater) id of each row, as strings.
-    items : numpy.ndarray
-        Rated item of each row (an image file name), as strings.
-    scores : numpy.ndarray
-        Integer score of each row (``int64``).
-    """
-
-    users: np.ndarray
-    items: np.ndarray
-    scores: np.ndarray
-
-
-def read_ratings_csv(
-    path: Path,
-    user_column: str = "worker",
-    item_column: str = "imagePair",
-    score_column: str = "score",
-) -> Ratings:
-    """Read a ratings table: one row per user, item and integer score.
-
-    Header names and values are stripped of surrounding whitespace (the
-    published FLICKR-AES file writes ``worker, imagePair, score``).
-
-    Parameters
-    ----------
-    path : Path
-        The CSV file.
-    user_column, item_column, score_column : str
-        Header names of the three columns used (others are ignored).
-
-    Returns
-    -------
-    Ratings
-        The rows in file order.
-
-    Raises
-    ------
-    DataFormatError
-        If a column is missing, a row is short, or a score is not an integer.
-    """
-    users: list[str] = []
-    items: list[str] = []
-    scores: list[int] = []
-    with (
-        reading(path, "ratings CSV"),
-        path.open(newline="", encoding="utf-8-sig") as handle,
-    ):
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        wanted = (user_column, item_column, score_column)
-        absent = [c for c in wanted if c not in header]
-        if absent:
-            raise DataFormatError(f"{path}: no column {absent} in the header {header}")
-        iu, ii, isc = (header.index(c) for c in wanted)
-        width = max(iu, ii, isc) + 1
-        for line, row in enumerate(reader, start=2):
-            if not any(field.strip() for field in row):
-                continue
-            if len(row) < width:
-                raise DataFormatError(f"{path}:{line}: expected {width} fields: {row}")
-            text = row[isc].strip()
-            try:
-                value = float(text)
-            except ValueError:
-                value = float("nan")
-            if not value.is_integer():
-                raise DataFormatError(f"{path}:{line}: score {text!r} is no integer")
-            users.append(row[iu].strip())
-            items.append(row[ii].strip())
-            scores.append(int(value))
-    return Ratings(
-        np.asarray(users, dtype=str),
-        np.asarray(items, dtype=str),
-        np.asarray(scores, dtype=np.int64),
-    )
-
-
-@lru_cache(maxsize=2)
-def read_flickr_ratings(folder: str, labels_file: str) -> Ratings:
-    """FLICKR-AES's per-worker ratings, read once per process.
-
-    Parameters
-    ----------
-    folder : str
-        The FLICKR-AES folder (e.g. ``<root>/flickr``).
-    labels_file : str
-        ``FLICKR-AES_image_labeled_by_each_worker.csv``: looked for directly in
-        ``folder``, else anywhere below it.
-
-    Returns
-    -------
-    Ratings
-        ``users`` are worker ids, ``items`` image file names, ``scores`` 1..5.
-
-    Raises
-    ------
-    DatasetNotFoundError
-        If the folder or the CSV is missing.
-    DataFormatError
-        If the CSV is malformed or a score lies outside 1..5.
-    """
-    base = Path(folder).expanduser()
-    how = FLICKR_HOW_TO.format(folder=base)
-    if not base.is_dir():
-        raise _missing("flickr", base, how)
-    path = base / labels_file
-    if not path.is_file():
-        found = sorted(base.rglob(labels_file))
-        if not found:
-            raise _missing("flickr", path, how)
-        path = found[0]
-    ratings = read_ratings_csv(path)
-    if ratings.scores.size == 0:
-        raise DataFormatError(f"{path} holds no ratings")
-    bad = (ratings.scores < 1) | (ratings.scores > 5)
-    if bad.any():
-        raise DataFormatError(
-            f"{path}: scores must lie in 1..5, found {ratings.scores[bad][0]}"
-        )
-    return ratings
-
-
-def find_files(folder: Path, names: list[str], subfolder: str = "") -> list[Path]:
-    """Locate files by name: in ``folder/subfolder`` first, else anywhere below.
-
-    Parameters
-    ----------
-    folder : Path
-        The folder searched (recursively, in sorted order, only if needed).
-    names : list of str
-        File names (not paths).
-    subfolder : str
-        Where the files normally are, relative to ``folder``.
-
-    Returns
-    -------
-    list of Path
-        One path per name, in order.
-
-    Raises
-    ------
-    DatasetNotFoundError
-        Naming the first file found nowhere and how many are missing.
-    """
-    usual = folder / subfolder
-    paths: dict[str, Path] = {}
-    missing = []
-    for name in names:
-        candidate = usual / name
-        if candidate.is_file():
-            paths[name] = candidate
-        else:
-            missing.append(name)
-    if missing:
-        index: dict[str, Path] = {}
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                index.setdefault(filename, Path(dirpath) / filename)
-        for name in missing:
-            if name in index:
-                paths[name] = index[name]
-        missing = [name for name in missing if name not in paths]
-    if missing:
-        raise DatasetNotFoundError(
-            f"{len(missing)} of {len(names)} image files not found: looked for "
-            f"{usual / missing[0]} and searched {folder} for it. "
-            + FLICKR_HOW_TO.format(folder=folder)
-        )
-    return [paths[name] for name in names]
-
-
-def decode_images(paths: list[Path], size: int) -> torch.Tensor:
-    """Decode image files with PIL into uint8 RGB ``(N, 3, size, size)``.
-
-    Each image is resized (bilinear, aspect ratio not kept) to ``size``; JPEGs
-    are decoded at a reduced DCT scale first when that still exceeds ``size``.
-
-    Raises
-    ------
-    DataFormatError
-        Naming a file PIL cannot read.
-    """
-    from PIL import Image
-
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                image.draft("RGB", (size, size))
-                rgb = image.convert("RGB").resize(
-                    (size, size), Image.Resampling.BILINEAR
-                )
-                out[i] = np.asarray(rgb).transpose(2, 0, 1)
-        except OSError as exc:  # includes PIL.UnidentifiedImageError
-            raise DataFormatError(f"cannot decode {path}: {exc}") from exc
-    return torch.from_numpy(out)
-
-
-class BatchTransform:
-    """Turn a uint8 batch into a normalised float batch on its device.
-
-    The random augmentations can be drawn apart from the transform
-    (:meth:`draw`, on the CPU generator, in the order :meth:`__call__` draws
-    them) and applied later (:meth:`apply`, with the draws on the batch's
-    device): a training loop draws a whole call's batches up front and moves
-    them to the device in one copy (:mod:`pflcore.batching`). The
-    normalisation constants are kept on each device they are used on.
-
-    Parameters
-    ----------
-    mean, std : sequence of float
-        Per-channel statistics in [0, 1] units.
-    image_size : int, optional
-        Resize (bilinear) to this side length; ``None`` keeps the stored size.
-    crop_padding : int
-        Random-crop padding in pixels (0 disables the crop); training only.
-    flip : bool
-        Random horizontal flips; training only.
-    """
-
-    def __init__(
-        self,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        image_size: int | None = None,
-        crop_padding: int = 0,
-        flip: bool = False,
-    ) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.image_size = image_size
-        self.crop_padding = crop_padding
-        self.flip = flip
-        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        train: bool,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Transform a batch.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            ``uint8`` batch ``(B, C, H, W)`` on the training device.
-        train : bool
-            Apply the random augmentations.
-        generator : torch.Generator, optional
-            CPU generator for the augmentation draws (reproducibility).
-
-        Returns
-        -------
-        torch.Tensor
-            ``float32`` batch on the same device.
-        """
-        if not train:
-            return self.apply(x, None)
-        draws = [d.to(x.device) for d in self.draw(int(x.shape[0]), generator)]
-        return self.apply(x, draws)
-
-    def draw(
-        self, batch: int, generator: torch.Generator | None = None
-    ) -> list[torch.Tensor]:
-        """The augmentation draws for a training batch of ``batch`` samples.
-
-        Returns
-        -------
-        list of torch.Tensor
-            CPU tensors of shape ``(batch,)``: the crop's row and column
-            offsets (``int64``) when cropping, then the flip mask (``bool``)
-            when flipping; empty without augmentation.
-        """
-        draws: list[torch.Tensor] = []
-        if self.crop_padding > 0:
-            draws.extend(crop_offsets(batch, self.crop_padding, generator))
-        if self.flip:
-            draws.append(torch.rand(batch, generator=generator) < 0.5)
-        return draws
-
-    def apply(self, x: torch.Tensor, draws: list[torch.Tensor] | None) -> torch.Tensor:
-        """Transform a batch with given augmentation draws (``None``: evaluation).
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            ``uint8`` batch ``(B, C, H, W)``.
-        draws : list of torch.Tensor or None
-            What :meth:`draw` returned for this batch, on ``x``'s device;
-            ``None`` applies no augmentation.
-
-        Returns
-        -------
-        torch.Tensor
-            ``float32`` batch on ``x``'s device.
-        """
-        out = x.to(torch.float32) / 255.0  # never modifies the caller's tensor
-        if draws is not None:
-            rest = iter(draws)
-            if self.crop_padding > 0:
-                out = crop_at(out, self.crop_padding, next(rest), next(rest))
-            if self.flip:
-                flip = next(rest)
-                out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
-        if self.image_size is not None and out.shape[-1] != self.image_size:
-            out = F.interpolate(
-                out,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-            )
-        mean, std = self.constants(out.device)
-        return (out - mean) / std
-
-    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalisation mean and std on ``device`` (moved there once)."""
-        if device not in self._constants:
-            self._constants[device] = (self.mean.to(device), self.std.to(device))
-        return self._constants[device]
-
-
-def crop_offsets(
-    batch: int, padding: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random row and column offsets in ``[0, 2 * padding]``, one per sample (CPU)."""
-    off_y = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
-    off_x = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
-    return off_y, off_x
-
-
-def crop_at(
-    x: torch.Tensor, padding: int, off_y: torch.Tensor, off_x: torch.Tensor
-) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to the input size at the given offsets.
-
-    ``off_y`` and ``off_x`` (``int64``, one per sample, on ``x``'s device) are
-    the top-left corners in the padded image; the whole batch is cropped in
-    one gather.
-    """
-    batch, channels, height, width = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = off_y.view(-1, 1) + torch.arange(height, device=off_y.device)
-    cols = off_x.view(-1, 1) + torch.arange(width, device=off_x.device)
-    batch_idx = torch.arange(batch, device=x.device).view(-1, 1, 1, 1)
-    chan_idx = torch.arange(channels, device=x.device).view(1, -1, 1, 1)
-    return padded[
-        batch_idx,
-        chan_idx,
-        rows.view(batch, 1, height, 1),
-        cols.view(batch, 1, 1, width),
-    ]
-
-
-def random_crop(
-    x: torch.Tensor, padding: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to the input size at random offsets.
-
-    Each sample gets its own offset (drawn on the CPU generator); the whole
-    batch is cropped in one gather.
-    """
-    off_y, off_x = crop_offsets(int(x.shape[0]), padding, generator)
-    return crop_at(x, padding, off_y.to(x.device), off_x.to(x.device))

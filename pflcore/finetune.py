@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from pflcore.batching import step_plan
-from pflcore.data import BatchTransform
 from pflcore.training import (
     EvalStats,
     NonFiniteLossError,
@@ -26,6 +25,7 @@ from pflcore.training import (
     make_sgd,
     train_epochs,
 )
+from pflcore.transforms import BatchTransform
 
 FINETUNE_UNITS = ("steps", "epochs")
 

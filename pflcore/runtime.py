@@ -21,10 +21,11 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from pflcore.data import BatchTransform, ImageData
+from pflcore.data import ImageData
 from pflcore.devices import Split, SplitCache
 from pflcore.partition import ClientSplit
 from pflcore.training import EvalStats, TrainStats, evaluate, make_sgd, train_epochs
+from pflcore.transforms import BatchTransform
 
 SPLIT_NAMES = ("train", "val", "test")
 

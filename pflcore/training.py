@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pflcore.batching import epoch_plan
-from pflcore.data import BatchTransform
+from pflcore.transforms import BatchTransform
 
 
 class NonFiniteLossError(RuntimeError):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pflcore.batching import draw_batch, epoch_plan, step_plan
-from pflcore.data import BatchTransform
+from pflcore.transforms import BatchTransform
 
 
 def per_batch_reference(n, epochs, batch_size, padding, flip, seed):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from fedfomo.latent import load_embedding
+from fedper.flickr import read_ratings_csv
 from perfedavg.emnist import load_emnist
-from pflcore.data import DataFormatError, load_dataset, read_ratings_csv
+from pflcore.data import DataFormatError, load_dataset
 from tests.fake_emnist import write_emnist_idx, write_emnist_npz
 from tests.fakedata import write_cifar10, write_cifar100, write_mnist
 from tests.mainrun import run_module
@@ -202,7 +203,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
 def test_a_damaged_flickr_image_is_one_line_naming_it(tmp_path, how):
     from PIL import Image
 
-    from pflcore.data import decode_images
+    from fedper.flickr import decode_images
 
     path = tmp_path / "farm1_1_1.jpg"
     Image.new("RGB", (12, 10), (200, 30, 30)).save(path)

@@ -28,9 +28,9 @@ from flwr.app import (
 )
 from torch import nn
 
-from pflcore.data import BatchTransform
 from pflcore.devices import set_deterministic
 from pflcore.training import make_sgd, train_epochs
+from pflcore.transforms import BatchTransform
 from tests.fakedata import write_cifar10, write_mnist
 from tests.mainrun import output_tail, read_run, run_module
 

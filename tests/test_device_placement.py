@@ -26,9 +26,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from pflcore.config import to_plain
-from pflcore.data import BatchTransform
 from pflcore.runtime import clear_runtimes
 from pflcore.training import evaluate, make_sgd, train_epochs
+from pflcore.transforms import BatchTransform
 from tests.fakeaccel import ACCELERATOR, OnAccelerator, fake_accelerator, host
 from tests.fakedata import write_cifar10
 

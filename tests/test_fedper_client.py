@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from fedper.client import STATE_KEY, get_runtime, initial_model, make_client_app
 from fedper.models import personal_keys
 from pflcore.config import to_plain
-from pflcore.data import BatchTransform
 from pflcore.training import evaluate
+from pflcore.transforms import BatchTransform
 from tests.fakedata import write_cifar10
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

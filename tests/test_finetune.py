@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pflcore.data import BatchTransform
 from pflcore.finetune import FinetuneSpec, finetune_copy_and_evaluate, train_steps
 from pflcore.results import ClientEval, RunRecorder
+from pflcore.transforms import BatchTransform
 
 
 def data(n=30):

@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_dir
 
 import fedper.dataset as fedper_dataset
 from fedper.dataset import build_federated_data, partition_raters
+from fedper.flickr import read_flickr_ratings
 from fedper.main import check_fedper
 from pflcore.config import ConfigError, to_plain
-from pflcore.data import DatasetNotFoundError, read_flickr_ratings
+from pflcore.data import DatasetNotFoundError
 from pflcore.partition import PartitionError, select_users
 from tests.fakeflickr import LABELS_FILE, image_name, index_of, write_flickr
 from tests.mainrun import REPO, output_tail, run_module

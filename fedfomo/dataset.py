@@ -61,6 +61,12 @@ from pflcore.partition import PartitionError, check_min_samples, split_train_tes
 from pflcore.runtime import ClientData
 
 PARTITION_KINDS = ("pathological", "latent")
+
+# Seed streams of the partitions, as offsets from the run seed (fixed: they
+# define the partitions): the second draw of parts (the distributions' shares,
+# the official test set's shards), the train/test split (or the official test
+# set's distribution shares), the validation split.
+PARTS_STREAM, SPLIT_STREAM, VALIDATION_STREAM = 1, 2, 3
 LATENT_FEATURES = ("trained", "pca", "labels", "embedding")
 TEST_SPLITS = ("carve", "official")
 
@@ -198,7 +204,7 @@ def split_pool(
     seed: int,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Per-client parts to (train, val, test) index lists (``test_split=carve``)."""
-    tt = split_train_test(parts, test_fraction, seed + 2)
+    tt = split_train_test(parts, test_fraction, seed + SPLIT_STREAM)
     check_min_samples(tt, min_train=2, min_test=1)
     train, val = _validation(tt.train, val_fraction, seed)
     return train, val, tt.test
@@ -207,7 +213,7 @@ def split_pool(
 def _validation(
     train: list[np.ndarray], val_fraction: float, seed: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    train, val = split_validation(train, val_fraction, seed + 3)
+    train, val = split_validation(train, val_fraction, seed + VALIDATION_STREAM)
     for j, v in enumerate(val):
         if val_fraction > 0 and v.size == 0:
             raise PartitionError(f"client {j} gets no validation sample")
@@ -310,7 +316,11 @@ def build_fomo_data(
             partition, x, y, data.num_classes, seed, keep, pool_size
         )
         parts = distribution_parts(
-            clusters, int(partition["num_distributions"]), num_clients, y, seed + 1
+            clusters,
+            int(partition["num_distributions"]),
+            num_clients,
+            y,
+            seed + PARTS_STREAM,
         )
         distribution = _distribution_of(partition, num_clients)
     else:
@@ -365,7 +375,7 @@ def _official_test_split(
             num_clients, int(partition["shards_per_client"]), data.num_classes, seed
         )
         train_parts = cut_shards(labels_tr, assignment, seed)
-        test_parts = cut_shards(labels_te, assignment, seed + 1)
+        test_parts = cut_shards(labels_te, assignment, seed + PARTS_STREAM)
     elif partition["kind"] == "latent":
         x_all = torch.cat([x_tr, x_te])
         labels = np.concatenate([labels_tr, labels_te])
@@ -374,10 +384,10 @@ def _official_test_split(
         )
         k = int(partition["num_distributions"])
         train_parts = distribution_parts(
-            clusters[:n_train], k, num_clients, labels_tr, seed + 1
+            clusters[:n_train], k, num_clients, labels_tr, seed + PARTS_STREAM
         )
         test_parts = distribution_parts(
-            clusters[n_train:], k, num_clients, labels_te, seed + 2
+            clusters[n_train:], k, num_clients, labels_te, seed + SPLIT_STREAM
         )
         distribution = _distribution_of(partition, num_clients)
     else:

@@ -29,6 +29,7 @@ from fedper.models import (
 from pflcore.devices import apply_determinism, place_model
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
+from pflcore.seeds import Stream
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -186,7 +187,7 @@ def finetune_head(
             params=head,
             lr=config["lr"],
             epochs=epochs,
-            seed=derive_seed(config["seed"], pid, server_round, 2),
+            seed=derive_seed(config["seed"], pid, server_round, Stream.HEAD),
         )
     finally:
         for p in frozen:
@@ -212,7 +213,7 @@ def finetune_global_copy(
         pid,
         lr=config["finetune"]["lr"],
         epochs=config["finetune"]["epochs"],
-        seed=derive_seed(config["seed"], pid, server_round, 1),
+        seed=derive_seed(config["seed"], pid, server_round, Stream.ADAPT),
     )
 
 

@@ -37,6 +37,11 @@ from pflcore.runtime import ClientData
 
 FLICKR_CLASSES = 5  # scores 1..5
 
+# Seed streams of the partition, as offsets from the run seed (fixed: they
+# define the partitions): the class holders' shares, the train/test split,
+# the stratified subset.
+HOLDERS_STREAM, SPLIT_STREAM, SUBSET_STREAM = 1, 2, 3
+
 
 @dataclass(frozen=True)
 class FederatedData(ClientData):
@@ -72,8 +77,8 @@ def partition_k_classes(
     class_sets = assign_class_sets(
         num_clients, num_classes, classes_per_client, seed, class_assignment
     )
-    parts = split_classes_among_holders(labels, class_sets, seed + 1)
-    split = split_train_test(parts, test_fraction, seed + 2)
+    parts = split_classes_among_holders(labels, class_sets, seed + HOLDERS_STREAM)
+    split = split_train_test(parts, test_fraction, seed + SPLIT_STREAM)
     check_min_samples(split)
     return split
 
@@ -100,7 +105,7 @@ def partition_raters(
     num_clients : int
         Number of workers to draw (the paper's N = 30).
     seed : int
-        Seed of the draw (``seed``) and of the splits (``seed + 2``).
+        Seed of the draw (``seed``) and of the splits (``seed + SPLIT_STREAM``).
     min_ratings, max_ratings : int
         Draw among workers with more than ``min_ratings`` and fewer than
         ``max_ratings`` ratings (the paper's 60 and 290).
@@ -137,7 +142,7 @@ def partition_raters(
     rows = rows_of_users(workers, chosen)
     starts = np.cumsum([0, *(r.size for r in rows)])
     parts = [[np.arange(starts[j], starts[j + 1])] for j in range(len(rows))]
-    split = split_train_test(parts, test_fraction, seed + 2)
+    split = split_train_test(parts, test_fraction, seed + SPLIT_STREAM)
     check_min_samples(split)
     return chosen, rows, split
 
@@ -219,7 +224,9 @@ def build_federated_data(
     x, y = data.pooled(include_test=bool(dataset["pool_test"]))
     fraction = float(dataset.get("subset_fraction", 1.0))
     if fraction < 1.0:
-        keep = torch.from_numpy(stratified_subset(y.numpy(), fraction, seed + 3))
+        keep = torch.from_numpy(
+            stratified_subset(y.numpy(), fraction, seed + SUBSET_STREAM)
+        )
         x, y = x[keep], y[keep]
     if num_clients > x.shape[0]:
         raise PartitionError(f"{num_clients} clients but only {x.shape[0]} samples")

@@ -44,6 +44,7 @@ from pflcore.finetune import (
 )
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
+from pflcore.seeds import Stream
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -492,7 +493,7 @@ BASELINE_UPDATE = LocalUpdate(
     fedavg_loss,
     finetune=finetune_spec,
     adapt_seed=lambda config, pid, server_round: _round_seed(
-        config, pid, server_round, 1
+        config, pid, server_round, Stream.ADAPT
     ),
     report_before=True,  # the paper's table is read after adaptation; both are kept
 )
@@ -530,7 +531,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
-        stats = reptile_train(runtime, config, pid, _seeded(config, pid, msg, 3))
+        stats = reptile_train(
+            runtime, config, pid, _seeded(config, pid, msg, Stream.REPTILE)
+        )
         n = runtime.data.size(pid)
         return _train_reply(msg, runtime.weights(), stats, n, pid)
 
@@ -540,7 +543,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in ADAPTING:
-            seed = _seeded(config, pid, msg, 1)
+            seed = _seeded(config, pid, msg, Stream.ADAPT)
             before, after = adapted_counts(runtime, config, pid, seed)
             return _eval_reply(msg, pid, after, before)
         return _eval_reply(
@@ -552,7 +555,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
-        seed = _seeded(config, pid, msg, 4)
+        seed = _seeded(config, pid, msg, Stream.PERSONALIZE)
         before, after = adapted_counts(runtime, config, pid, seed)
         return _eval_reply(msg, pid, after, before)
 

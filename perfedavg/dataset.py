@@ -38,6 +38,10 @@ from pflcore.runtime import ClientData
 
 PARTITIONS = ("fallah", "dirichlet")
 
+# Seed streams of the partitions, as offsets from the run seed (fixed: they
+# define the partitions): the class pools' draws, the train/test split.
+POOLS_STREAM, SPLIT_STREAM = 1, 2
+
 
 def load_image_data(dataset: dict[str, Any]) -> ImageData:
     """Load the configured dataset (EMNIST through :mod:`perfedavg.emnist`)."""
@@ -136,7 +140,7 @@ def partition_fallah(
         [(c, a) for c in range(first)] for _ in range(half)
     ]
     holdings += [[(lo, round(a / 2)), (hi, 2 * a)] for lo, hi in pairs]
-    pools = _ClassPools(labels, num_classes, seed + 1)
+    pools = _ClassPools(labels, num_classes, seed + POOLS_STREAM)
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
     for held in holdings:
@@ -175,7 +179,7 @@ def partition_dirichlet(
             f"{labels.size} images of the dataset"
         )
     rng = np.random.default_rng(seed)
-    pools = _ClassPools(labels, num_classes, seed + 1)
+    pools = _ClassPools(labels, num_classes, seed + POOLS_STREAM)
     parts: list[list[np.ndarray]] = []
     for _ in range(num_clients):
         mix = rng.dirichlet(np.full(num_classes, alpha))
@@ -191,7 +195,7 @@ def partition_dirichlet(
             counts += draw
             need -= int(draw.sum())
         parts.append([pools.take(c, int(n)) for c, n in enumerate(counts) if n > 0])
-    return split_train_test(parts, test_fraction, seed + 2)
+    return split_train_test(parts, test_fraction, seed + SPLIT_STREAM)
 
 
 def build_client_data(

@@ -46,6 +46,7 @@ from pflcore.protocol import (
     train_metrics,
 )
 from pflcore.runtime import WorkerRuntime, cached_runtime
+from pflcore.seeds import Stream
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -120,7 +121,7 @@ def initial_head(
 ) -> nn.Linear:
     """Client ``pid``'s initial PC classifier (seeded per client)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config["seed"], pid, 7))
+        torch.manual_seed(derive_seed(config["seed"], pid, Stream.PC_HEAD_INIT))
         return nn.Linear(features, classes)
 
 

@@ -32,6 +32,10 @@ from pflcore.transforms import BatchTransform
 
 SPLITS = ("train", "val", "test")
 
+# Seed streams of the partition, as offsets from the run seed (fixed: they
+# define the partitions): split s of SPLITS is cut with seed + CUT_STREAM + s.
+CUT_STREAM = 1
+
 # The authors' normalisation constants (torchvision Normalize in dataset.py).
 PAPER_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -206,7 +210,7 @@ def build_data(
     )
     indices = {
         split: cut_split(
-            pools[split][1].numpy(), assignment, data.num_classes, seed + 1 + s
+            pools[split][1].numpy(), assignment, data.num_classes, seed + CUT_STREAM + s
         )
         for s, split in enumerate(SPLITS)
     }

@@ -35,6 +35,7 @@ from pflcore.finetune import (
 )
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import WorkerRuntime
+from pflcore.seeds import Stream
 from pflcore.simulation import add_partition_query, derive_seed, partition_id
 from pflcore.training import EvalStats
 
@@ -53,7 +54,7 @@ def test_split_only(
 
 def adaptation_seed(config: Config, pid: int, server_round: int) -> int:
     """The default seed of FedAvg + fine-tuning's batches (stream 1 of the round)."""
-    return derive_seed(config["seed"], pid, server_round, 1)
+    return derive_seed(config["seed"], pid, server_round, Stream.ADAPT)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,12 @@ QUICK = {
     # the baselines the quick sweeps leave out
     "pfedhn_baselines": (
         "pfedhn.main",
-        ["--multirun", "experiment=pfedhn/quick", "algorithm=fedavg,local"],
+        [
+            "--multirun",
+            "experiment=pfedhn/quick",
+            "algorithm=fedavg,local",
+            "novel.clients=[]",  # novel clients are pFedHN's alone
+        ],
     ),
     "perfedavg_baselines": (
         "perfedavg.main",

@@ -6,17 +6,15 @@ import pytest
 import torch
 from flwr.app import (
     ArrayRecord,
-    ConfigRecord,
-    Context,
     Message,
     MessageType,
-    RecordDict,
 )
 from hydra import compose, initialize_config_dir
 
 from fedfomo.client import BASELINE_UPDATE, get_runtime, local_loss
 from pflcore.baselines import LOCAL_STATE_KEY, make_baseline_client_app
 from pflcore.config import to_plain
+from tests.messages import context, message
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -33,21 +31,8 @@ def fomo_config(algorithm: str) -> dict:
         return to_plain(compose("fedfomo", overrides=overrides))
 
 
-def call(app, kind: str, server_round: int, arrays: ArrayRecord, ctx: Context):
-    content = RecordDict(
-        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
-    )
-    return app(Message(content, dst_node_id=1, message_type=kind), ctx)
-
-
-def node(pid: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=1,
-        node_config={"partition-id": pid},
-        state=RecordDict(),
-        run_config={},
-    )
+def call(app, kind: str, server_round: int, arrays: ArrayRecord, ctx):
+    return app(message(kind, arrays, server_round), ctx)
 
 
 def counts(reply: Message) -> tuple[int, int]:
@@ -70,7 +55,7 @@ def perturbed(initial: dict[str, torch.Tensor], seed: int) -> ArrayRecord:
 def test_fedavg_ft_adapts_a_copy_and_leaves_the_worker_model_as_received():
     sent = perturbed(get_runtime(fomo_config("fedavg")).initial_state, 0)
     fedavg = make_baseline_client_app(fomo_config("fedavg"), BASELINE_UPDATE)
-    plain = counts(call(fedavg, MessageType.EVALUATE, 3, sent, node(2)))
+    plain = counts(call(fedavg, MessageType.EVALUATE, 3, sent, context(2)))
 
     config = fomo_config("fedavg_ft")
     runtime = get_runtime(config)
@@ -80,7 +65,7 @@ def test_fedavg_ft_adapts_a_copy_and_leaves_the_worker_model_as_received():
             MessageType.EVALUATE,
             3,
             sent,
-            node(2),
+            context(2),
         )
     )
     for key, value in sent.to_torch_state_dict().items():
@@ -91,7 +76,7 @@ def test_fedavg_ft_adapts_a_copy_and_leaves_the_worker_model_as_received():
 
 def test_local_starts_from_the_initial_weights_keeps_its_model_and_sends_nothing():
     config = fomo_config("local")
-    app, ctx = make_baseline_client_app(config, BASELINE_UPDATE), node(1)
+    app, ctx = make_baseline_client_app(config, BASELINE_UPDATE), context(1)
     reply = call(app, MessageType.TRAIN, 1, ArrayRecord(), ctx)
     assert len(reply.content.array_records["arrays"]) == 0
     saved = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
@@ -119,4 +104,4 @@ def test_a_package_without_a_finetune_spec_cannot_run_fedavg_ft():
     )
     sent = ArrayRecord(get_runtime(fomo_config("fedavg_ft")).initial_state)
     with pytest.raises(ValueError, match="finetune"):
-        call(app, MessageType.EVALUATE, 1, sent, node(0))
+        call(app, MessageType.EVALUATE, 1, sent, context(0))

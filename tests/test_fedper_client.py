@@ -7,8 +7,6 @@ import pytest
 import torch
 from flwr.app import (
     ArrayRecord,
-    ConfigRecord,
-    Context,
     Message,
     MessageType,
     RecordDict,
@@ -21,6 +19,7 @@ from pflcore.config import to_plain
 from pflcore.training import evaluate
 from pflcore.transforms import BatchTransform
 from tests.fakedata import write_cifar10
+from tests.messages import context, message
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -39,23 +38,6 @@ def config(tmp_path_factory) -> dict:
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return to_plain(compose("fedper", overrides=overrides))
-
-
-def message(kind: str, arrays: ArrayRecord, server_round: int) -> Message:
-    content = RecordDict(
-        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
-    )
-    return Message(content, dst_node_id=1, message_type=kind)
-
-
-def context(pid: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=1,
-        node_config={"partition-id": pid},
-        state=RecordDict(),
-        run_config={},
-    )
 
 
 def base_of(config: dict) -> tuple[ArrayRecord, list[str]]:

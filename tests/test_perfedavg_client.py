@@ -9,7 +9,6 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Context,
     Message,
     MessageType,
     MetricRecord,
@@ -25,6 +24,7 @@ from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.config import to_plain
 from pflcore.results import RunRecorder
 from tests.fakedata import write_mnist
+from tests.messages import context, message
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 ALPHA = 0.05
@@ -46,23 +46,6 @@ def config(tmp_path_factory) -> dict:
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return to_plain(compose("perfedavg", overrides=overrides))
-
-
-def message(kind: str, arrays: ArrayRecord, server_round: int = 1) -> Message:
-    content = RecordDict(
-        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
-    )
-    return Message(content, dst_node_id=1, message_type=kind)
-
-
-def context(pid: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=1,
-        node_config={"partition-id": pid},
-        state=RecordDict(),
-        run_config={},
-    )
 
 
 def global_arrays(config: dict) -> ArrayRecord:

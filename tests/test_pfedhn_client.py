@@ -6,9 +6,6 @@ import pytest
 import torch
 from flwr.app import (
     ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
     MessageType,
     RecordDict,
 )
@@ -23,6 +20,7 @@ from pfedhn.client import (
 )
 from pflcore.baselines import LOCAL_STATE_KEY
 from tests.fakedata import write_mnist
+from tests.messages import context, message
 
 
 def config_for(root, algorithm: str) -> dict:
@@ -135,25 +133,12 @@ def test_pc_classifier_and_its_momentum_persist(root):
 
 
 def baseline_call(app, kind: str, server_round: int, arrays: ArrayRecord, ctx):
-    content = RecordDict(
-        {"arrays": arrays, "config": ConfigRecord({"server-round": server_round})}
-    )
-    return app(Message(content, dst_node_id=1, message_type=kind), ctx)
-
-
-def node(pid: int) -> Context:
-    return Context(
-        run_id=1,
-        node_id=1,
-        node_config={"partition-id": pid},
-        state=RecordDict(),
-        run_config={},
-    )
+    return app(message(kind, arrays, server_round), ctx)
 
 
 def test_local_keeps_its_model_and_sends_nothing(root):
     config = config_for(root, "local")
-    app, ctx = make_client_app(config), node(0)
+    app, ctx = make_client_app(config), context(0)
     out = baseline_call(app, MessageType.TRAIN, 1, ArrayRecord(), ctx)
     assert len(out.content.array_records["arrays"]) == 0
     first = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
@@ -169,7 +154,7 @@ def test_fedavg_returns_the_trained_weights(root):
     config = config_for(root, "fedavg")
     runtime = get_runtime(config)
     sent = random_weights(runtime, 3)
-    out = baseline_call(make_client_app(config), MessageType.TRAIN, 1, sent, node(0))
+    out = baseline_call(make_client_app(config), MessageType.TRAIN, 1, sent, context(0))
     new = runtime.model.state_dict()
     returned = out.content.array_records["arrays"].to_torch_state_dict()
     assert all(torch.equal(v, new[k].cpu()) for k, v in returned.items())

@@ -60,3 +60,25 @@ def test_verbose_changes_nothing_but_flowers_info_level(monkeypatch):
             assert logging.getLogger("flwr").level == logging.INFO
             warnings.warn(RAY_TIP, FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == [RAY_TIP]
+
+
+def test_the_in_memory_grid_polls_every_5_ms_and_other_grids_are_left_alone():
+    from types import SimpleNamespace
+
+    from pflcore.simulation import PULL_INTERVAL_S, poll_quickly
+
+    in_memory = SimpleNamespace(pull_interval=0.1)  # Flower's InMemoryGrid default
+    poll_quickly(in_memory)
+    assert in_memory.pull_interval == PULL_INTERVAL_S == 0.005
+    remote = SimpleNamespace()  # a deployment grid has no pull_interval
+    poll_quickly(remote)
+    assert not hasattr(remote, "pull_interval")
+
+
+def test_flower_still_names_the_polling_attribute_we_set():
+    import inspect
+
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    assert "pull_interval" in inspect.signature(InMemoryGrid.__init__).parameters
+    assert "self.pull_interval" in inspect.getsource(InMemoryGrid.send_and_receive)

@@ -58,7 +58,7 @@ from pflcore.simulation import (
     derive_seed,
     partition_id,
 )
-from pflcore.training import EvalStats, TrainStats, evaluate
+from pflcore.training import TrainStats
 from pflcore.transforms import BatchTransform
 
 BASELINE_KEY = "fomo-baseline"
@@ -154,21 +154,6 @@ def local_round(
         lr=round_lr(config, server_round),
         epochs=config["local_epochs"],
         seed=derive_seed(config["seed"], pid, server_round),
-    )
-
-
-def evaluate_on_test(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int
-) -> EvalStats:
-    """Evaluate the loaded model on client ``pid``'s test split."""
-    x, y = runtime.test_split(pid)
-    return evaluate(
-        runtime.model,
-        x,
-        y,
-        runtime.transform,
-        batch_size=config["eval_batch_size"],
-        device=runtime.device,
     )
 
 
@@ -322,7 +307,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         if config_flag(instruction, EVALUATE_FLAG):
             bench.load(baseline)
             for key, value in eval_metrics(
-                pid, evaluate_on_test(bench, config, pid)
+                pid, bench.evaluate_test(pid, config["eval_batch_size"])
             ).items():
                 metrics[key] = value
         metrics[PARTITION_KEY] = pid

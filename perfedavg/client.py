@@ -451,9 +451,7 @@ def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
     which a worker shares among the clients it serves in any order, so it is
     reseeded here: one seed reproduces one run.
     """
-    seed = derive_seed(config["seed"], pid, server_round_of(msg), *tags)
-    torch.manual_seed(seed)
-    return seed
+    return _round_seed(config, pid, server_round_of(msg), *tags)
 
 
 def _train_reply(

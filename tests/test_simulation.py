@@ -82,3 +82,54 @@ def test_flower_still_names_the_polling_attribute_we_set():
 
     assert "pull_interval" in inspect.signature(InMemoryGrid.__init__).parameters
     assert "self.pull_interval" in inspect.getsource(InMemoryGrid.send_and_receive)
+
+
+def test_the_feeder_hands_each_nodes_messages_over_and_waits_10_ms_between_passes():
+    import queue
+    from types import SimpleNamespace
+
+    from pflcore.simulation import FEED_INTERVAL_S, _feed_messages
+
+    pending = {3: ["a", "b"], 7: ["c"]}
+    asked: list[tuple[int, int]] = []
+
+    def get_message_ins(node_id: int, limit: int) -> list[str]:
+        asked.append((node_id, limit))
+        return [pending[node_id].pop(0)] if pending[node_id] else []
+
+    waits: list[float] = []
+
+    class Stop:
+        def is_set(self) -> bool:
+            return len(waits) == 3
+
+        def wait(self, seconds: float) -> None:
+            waits.append(seconds)
+
+    out: queue.Queue[str] = queue.Queue()
+    _feed_messages(
+        SimpleNamespace(get_message_ins=get_message_ins), out, {3: 0, 7: 1}, Stop()
+    )
+    assert [out.get_nowait() for _ in range(out.qsize())] == ["a", "c", "b"]
+    assert asked == [(3, 1), (7, 1)] * 3  # one message per node per pass
+    assert waits == [FEED_INTERVAL_S] * 3 == [0.01] * 3
+
+
+def test_flower_still_starts_the_feeder_we_replace_and_it_is_replaced():
+    import inspect
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from pflcore.simulation import _feed_messages, feed_messages_quickly
+
+    source = inspect.getsource(vce_api)
+    # The loop we copy, and run_api looking the function up by name when it starts.
+    assert "state.get_message_ins(node_id=node_id, limit=1)" in source
+    assert "f_stop.wait(0.1)" in source
+    assert "target=add_messages_to_queue," in inspect.getsource(vce_api.run_api)
+    original = vce_api.add_messages_to_queue
+    try:
+        feed_messages_quickly()
+        assert vce_api.add_messages_to_queue is _feed_messages
+    finally:
+        vce_api.add_messages_to_queue = original

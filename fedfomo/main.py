@@ -16,35 +16,19 @@ import hydra
 from flwr.app import ArrayRecord
 from omegaconf import DictConfig
 
-from fedfomo.client import BASELINE_UPDATE, NORMS, make_client_app
-from fedfomo.dataset import (
-    LATENT_FEATURES,
-    PARTITION_KINDS,
-    TEST_SPLITS,
-    FomoData,
-    build_fomo_data,
-    distribution_labels,
-)
+from fedfomo.client import BASELINE_UPDATE, make_client_app
+from fedfomo.dataset import FomoData, build_fomo_data, distribution_labels
 from fedfomo.models import build_model
+from fedfomo.settings import FedFomoSettings, parse_settings
 from fedfomo.strategy import FedFomo
 from pflcore.baselines import make_baseline_client_app
-from pflcore.config import (
-    ConfigError,
-    absolute_data_root,
-    check_common,
-    is_int,
-    is_number,
-    reject_subset,
-    require,
-    to_plain,
-)
+from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
 
-ALGORITHMS = ("fedfomo", "fedavg", "fedavg_ft", "local")
 PREPARATION_ERRORS = (
     ConfigError,
     PartitionError,
@@ -64,114 +48,15 @@ def distribution_summary(data: FomoData) -> dict[str, Any]:
     }
 
 
-def check_fedfomo(config: dict[str, Any]) -> None:
-    """FedFomo's settings on top of :func:`pflcore.config.check_common`."""
-    check_common(config, ALGORITHMS)
-    reject_subset(config, "use partition.pool_fraction")
-    decay, floor = config["lr_decay"], config["lr_min"]
-    require(
-        is_number(decay) and 0 < decay <= 1,
-        f"lr_decay must lie in (0, 1], got {decay!r}",
-    )
-    require(is_number(floor) and floor >= 0, f"lr_min must be >= 0, got {floor!r}")
-    fomo = config["fomo"]
-    m = fomo["num_candidates"]
-    require(
-        is_int(m) and 1 <= m <= config["num_clients"],
-        f"fomo.num_candidates (M, own model included) must lie in "
-        f"1..num_clients={config['num_clients']}, got {m!r}",
-    )
-    for key in ("epsilon_initial", "epsilon_decay"):
-        value = fomo[key]
-        require(
-            is_number(value) and 0 <= value <= 1,
-            f"fomo.{key} must lie in [0, 1], got {value!r}",
-        )
-    require(
-        fomo["norm"] in NORMS,
-        f"fomo.norm must be one of {list(NORMS)}, got {fomo['norm']!r}",
-    )
-    require(
-        isinstance(fomo["global_candidate"], bool),
-        "fomo.global_candidate must be true or false, got "
-        f"{fomo['global_candidate']!r}",
-    )
-    clusters = fomo["num_clusters"]
-    require(
-        is_int(clusters) and 0 <= clusters <= config["num_clients"],
-        f"fomo.num_clusters must lie in 0..num_clients={config['num_clients']}, "
-        f"got {clusters!r}",
-    )
-    split = config["dataset"].get("test_split", "carve")
-    require(
-        split in TEST_SPLITS,
-        f"dataset.test_split must be one of {list(TEST_SPLITS)}, got {split!r}",
-    )
-    part = config["partition"]
-    require(
-        part["kind"] in PARTITION_KINDS,
-        f"partition.kind must be one of {list(PARTITION_KINDS)}, got {part['kind']!r}",
-    )
-    val = part["val_fraction"]
-    require(
-        is_number(val) and 0 < val < 1,
-        "partition.val_fraction must lie in (0, 1) (FedFomo weighs models on it), "
-        f"got {val!r}",
-    )
-    frac = part["pool_fraction"]
-    require(
-        is_number(frac) and 0 < frac <= 1,
-        f"partition.pool_fraction must lie in (0, 1], got {frac!r}",
-    )
-    if part["kind"] == "pathological":
-        s = part["shards_per_client"]
-        require(
-            is_int(s) and s >= 1,
-            f"partition.shards_per_client must be >= 1, got {s!r}",
-        )
-    else:
-        require(
-            part["features"] in LATENT_FEATURES,
-            f"partition.features must be one of {list(LATENT_FEATURES)}, "
-            f"got {part['features']!r}",
-        )
-        if part["features"] == "trained":
-            block = part["embedding"]
-            for key in ("epochs", "batch_size", "width"):
-                require(
-                    is_int(block[key]) and block[key] >= 1,
-                    f"partition.embedding.{key} must be a positive integer, "
-                    f"got {block[key]!r}",
-                )
-            require(
-                is_number(block["lr"]) and block["lr"] > 0,
-                f"partition.embedding.lr must be > 0, got {block['lr']!r}",
-            )
-        k = part["num_distributions"]
-        require(
-            is_int(k) and k >= 1 and config["num_clients"] % k == 0,
-            "partition.num_distributions must divide "
-            f"num_clients={config['num_clients']}, "
-            f"got {k!r}",
-        )
-        require(
-            is_int(part["pca_dim"]) and part["pca_dim"] >= 1,
-            f"partition.pca_dim must be a positive integer, got {part['pca_dim']!r}",
-        )
-    size = config["dataset"]["image_size"]
-    require(
-        is_int(size) and size >= 22,
-        f"dataset.image_size must be >= 22 for the paper's CNN, got {size!r}",
-    )
-    finetune = config["finetune"]
-    require(
-        is_int(finetune["epochs"]) and finetune["epochs"] >= 0,
-        f"finetune.epochs must be an integer >= 0, got {finetune['epochs']!r}",
-    )
-    require(
-        is_number(finetune["lr"]) and finetune["lr"] > 0,
-        f"finetune.lr must be > 0, got {finetune['lr']!r}",
-    )
+def check_fedfomo(config: dict[str, Any]) -> FedFomoSettings:
+    """Check the composed config against :class:`fedfomo.settings.FedFomoSettings`.
+
+    Raises
+    ------
+    ConfigError
+        On the first setting that cannot work, in one line naming it.
+    """
+    return parse_settings(config)
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,15 @@ from omegaconf import DictConfig
 
 from fedper.client import initial_model, make_client_app
 from fedper.dataset import FederatedData, build_federated_data
-from fedper.models import MODEL_NAMES, find_linear_base, personal_keys
+from fedper.models import find_linear_base, personal_keys
+from fedper.settings import FedPerSettings, parse_settings
 from fedper.strategy import FedPer
-from pflcore.config import (
-    ConfigError,
-    absolute_data_root,
-    check_common,
-    is_int,
-    to_plain,
-)
+from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 
-ALGORITHMS = ("fedper", "fedavg", "fedavg_ft", "local")
 PREPARATION_ERRORS = (
     ConfigError,
     PartitionError,
@@ -52,91 +46,15 @@ class Prepared:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def check_fedper(config: dict[str, Any]) -> None:
-    """FedPer-specific settings on top of :func:`pflcore.config.check_common`."""
-    check_common(config, ALGORITHMS)
-    model = config["model"]
-    if model["name"] not in MODEL_NAMES:
-        raise ConfigError(f"model.name={model['name']!r} is not one of {MODEL_NAMES}")
-    if config["algorithm"] == "fedper" and model["num_head_layers"] not in (1, 2, 3, 4):
-        raise ConfigError(
-            "model.num_head_layers (K_P) must lie in 1..4, "
-            f"got {model['num_head_layers']}"
-        )
-    if model["base_buffers"] not in ("aggregate", "local"):
-        raise ConfigError(
-            "model.base_buffers must be aggregate or local, "
-            f"got {model['base_buffers']!r}"
-        )
-    if model.get("num_blocks", 13) not in (11, 13):
-        raise ConfigError(
-            f"model.num_blocks must be 11 or 13, got {model['num_blocks']}"
-        )
-    finetune = config["finetune"]
-    if not (isinstance(finetune["epochs"], int) and finetune["epochs"] >= 0):
-        raise ConfigError(f"finetune.epochs must be >= 0, got {finetune['epochs']!r}")
-    if not finetune["lr"] > 0:
-        raise ConfigError(f"finetune.lr must be > 0, got {finetune['lr']!r}")
-    head_epochs = config.get("head_finetune_epochs", 0)
-    if not (is_int(head_epochs) and head_epochs >= 0):
-        raise ConfigError(
-            f"head_finetune_epochs must be an integer >= 0, got {head_epochs!r}"
-        )
-    if head_epochs > 0 and config["algorithm"] != "fedper":
-        raise ConfigError(
-            "head_finetune_epochs (paper App. A.3) fine-tunes FedPer's personal "
-            f"layers; it needs algorithm=fedper, got {config['algorithm']!r}"
-        )
-    linear = model.get("linear_base", False)
-    if not isinstance(linear, bool):
-        raise ConfigError(f"model.linear_base must be true or false, got {linear!r}")
-    if linear and model["num_head_layers"] not in (1, 2, 3, 4):
-        raise ConfigError(
-            "model.linear_base replaces the units below the last "
-            "model.num_head_layers (K_P) ones; K_P must lie in 1..4, "
-            f"got {model['num_head_layers']}"
-        )
-    if config["dataset"]["name"] == "flickr":
-        check_flickr(config["dataset"])
+def check_fedper(config: dict[str, Any]) -> FedPerSettings:
+    """Check the composed config against :class:`fedper.settings.FedPerSettings`.
 
-
-FLICKR_KEYS = (
-    "folder",
-    "image_folder",
-    "labels_file",
-    "min_ratings",
-    "max_ratings",
-    "min_per_score",
-    "test_fraction",
-    "image_size",
-)
-
-
-def check_flickr(dataset: dict[str, Any]) -> None:
-    """The FLICKR-AES settings (``conf/dataset/flickr.yaml``)."""
-    absent = [k for k in FLICKR_KEYS if k not in dataset]
-    if absent:
-        raise ConfigError(
-            f"dataset.name=flickr lacks {absent}: select the group with "
-            "dataset=flickr instead of overriding dataset.name"
-        )
-    low, high = dataset["min_ratings"], dataset["max_ratings"]
-    if not (is_int(low) and is_int(high) and 0 <= low < high):
-        raise ConfigError(
-            "dataset.min_ratings and dataset.max_ratings must be integers with "
-            f"0 <= min_ratings < max_ratings, got {low!r} and {high!r}"
-        )
-    per_score = dataset["min_per_score"]
-    if not (is_int(per_score) and per_score >= 0):
-        raise ConfigError(f"dataset.min_per_score must be >= 0, got {per_score!r}")
-    fraction = dataset["test_fraction"]
-    if not (isinstance(fraction, float | int) and 0 < fraction < 1):
-        raise ConfigError(f"dataset.test_fraction must lie in (0, 1), got {fraction!r}")
-    size = dataset["image_size"]
-    if not (is_int(size) and size >= 1):
-        raise ConfigError(
-            f"dataset.image_size must be a positive integer, got {size!r}"
-        )
+    Raises
+    ------
+    ConfigError
+        On the first setting that cannot work, in one line naming it.
+    """
+    return parse_settings(config)
 
 
 def _initial(

@@ -138,7 +138,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
         self.train_clients = train_clients or self.num_clients
         self.sampler = ClientSampler(self.train_clients, self.sampler.seed)
         self.min_train_nodes = min(self.clients_per_round, self.train_clients)
-        self.eval_partitions = (
+        self.evaluated = (
             list(range(self.num_clients))
             if eval_partitions is None
             else eval_partitions
@@ -263,8 +263,12 @@ class PersonalizedFedAvg(PartitionFedAvg):
             return []
         config[SERVER_ROUND] = server_round + self.round_offset
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        self.recorder.add_bytes(sent=arrays.count_bytes() * len(self.eval_partitions))
-        return self._messages(content, self.eval_partitions, self.eval_message)
+        self.recorder.add_bytes(sent=arrays.count_bytes() * len(self.evaluated))
+        return self._messages(content, self.evaluated, self.eval_message)
+
+    def eval_partitions(self, server_round: int) -> list[int]:
+        """The ``eval_partitions`` given (every client by default)."""
+        return list(self.evaluated)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -273,7 +277,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
         if not self.is_eval_round(server_round):
             return None
         contents = self.check_replies(
-            replies, len(self.eval_partitions), "evaluation", server_round
+            replies, len(self.evaluated), "evaluation", server_round
         )
         after, before = parse_evaluations(contents)
         self.recorder.log_eval(after)

@@ -21,6 +21,7 @@ Evaluation replies carry test counts under the shared names (``correct``,
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ from torch import nn
 from pfedhn.dataset import PFedHNData, cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.threads import use_threads
-from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
+from pflcore.baselines import (
+    BASELINES,
+    LocalUpdate,
+    adaptation_seed,
+    make_baseline_client_app,
+)
 from pflcore.devices import apply_determinism, state_on
+from pflcore.finetune import FinetuneSpec, finetune
 from pflcore.protocol import (
     ARRAYS,
     SERVER_ROUND,
@@ -330,7 +337,56 @@ def baseline_update(config: dict[str, Any]) -> LocalUpdate:
         baseline_loss,
         test=tested,
         prepare=lambda msg: use_threads(instruction_of(msg), default=cpus),
+        adapted_test=adapted_val_and_test,
     )
+
+
+def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
+    """FedAvg + FT's adaptation: ``finetune.steps`` SGD steps as the inner loop."""
+    return FinetuneSpec(
+        unit="steps",
+        amount=int(config["finetune"]["steps"]),
+        lr=float(config["finetune"]["lr"]),
+        batch_size=int(config["batch_size"]),
+        momentum=float(config["momentum"]),
+        weight_decay=float(config["weight_decay"]),
+    )
+
+
+def adapted_val_and_test(
+    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+) -> dict[str, EvalStats]:
+    """FedAvg + FT: adapt a copy of the loaded global model, test it on val and test.
+
+    The copy trains on client ``pid``'s training split only, with batches
+    from the round's adaptation stream; the loaded model is left unchanged.
+    """
+    adapted = copy.deepcopy(runtime.model)
+    x, y = runtime.split(pid, "train")
+    generator = torch.Generator().manual_seed(
+        adaptation_seed(config, pid, server_round)
+    )
+    finetune(
+        adapted,
+        x,
+        y,
+        runtime.transform,
+        finetune_spec(config),
+        generator=generator,
+        device=runtime.device,
+    )
+    out = {}
+    for split in ("val", "test"):
+        xs, ys = runtime.split(pid, split)
+        out[split] = evaluate(
+            adapted,
+            xs,
+            ys,
+            runtime.transform,
+            batch_size=config["eval_batch_size"],
+            device=runtime.device,
+        )
+    return out
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfedhn.novel import distances, draw_mixes, take_for_novel
 from pflcore.data import ImageData, load_dataset
 from pflcore.partition import PartitionError
 from pflcore.runtime import ClientData
@@ -129,9 +130,14 @@ class PFedHNData(ClientData):
     ----------
     assignment : ClassAssignment
         Each client's classes and its share of each.
+    novel : tuple of dict
+        Novel clients drawn by :mod:`pfedhn.novel` (empty without
+        ``novel.dirichlet``): ``partition_id``, ``concentration``, ``mix``,
+        ``tv_population``, ``tv_nearest``.
     """
 
     assignment: ClassAssignment
+    novel: tuple[dict[str, Any], ...] = ()
 
 
 def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
@@ -148,7 +154,11 @@ def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
 
 
 def build_data(
-    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+    dataset: dict[str, Any],
+    partition: dict[str, Any],
+    num_clients: int,
+    seed: int,
+    novel: dict[str, Any] | None = None,
 ) -> PFedHNData:
     """Load the configured dataset and partition it (see the module docstring).
 
@@ -161,9 +171,13 @@ def build_data(
         ``classes_per_client``, ``low``, ``high``, ``val_size``,
         ``test_source`` (``official`` or ``train``), ``test_size``.
     num_clients : int
-        Number of clients N.
+        Number of clients N (novel clients included).
     seed : int
         Partition seed.
+    novel : dict, optional
+        The ``novel`` config group. With a non-empty ``dirichlet`` the last
+        ``len(dirichlet) * per_concentration`` clients are drawn by
+        :mod:`pfedhn.novel` and the authors' rule partitions the others.
 
     Raises
     ------
@@ -200,20 +214,69 @@ def build_data(
     else:
         assert data.x_test is not None and data.y_test is not None
         pools["test"] = (data.x_test, data.y_test)
+    concentrations = list((novel or {}).get("dirichlet") or [])
+    mixes = draw_mixes(
+        concentrations,
+        int((novel or {}).get("per_concentration", 1)),
+        data.num_classes,
+        seed,
+    )
+    trained = num_clients - len(mixes)
+    if trained < 1:
+        raise PartitionError(
+            f"{len(mixes)} novel clients leave none of num_clients={num_clients} "
+            "to train"
+        )
     assignment = assign_classes(
-        num_clients,
+        trained,
         data.num_classes,
         int(partition["classes_per_client"]),
         seed,
         float(partition["low"]),
         float(partition["high"]),
     )
-    indices = {
-        split: cut_split(
-            pools[split][1].numpy(), assignment, data.num_classes, seed + CUT_STREAM + s
+    indices = {}
+    for s, split in enumerate(SPLITS):
+        labels = pools[split][1].numpy()
+        taken: list[np.ndarray] = []
+        if mixes:
+            assert novel is not None
+            size = int(novel["sizes"][split])
+            taken = take_for_novel(labels, mixes, size, split, seed)
+            # the authors' cut sees the taken images as a class no client has
+            labels = labels.copy()
+            labels[np.concatenate(taken)] = data.num_classes
+        cut = cut_split(labels, assignment, data.num_classes, seed + CUT_STREAM + s)
+        indices[split] = cut + taken
+    records: tuple[dict[str, Any], ...] = ()
+    if mixes:
+        train_labels = pools["train"][1].numpy()
+        tv = distances(
+            [train_labels[i] for i in indices["train"][trained:]],
+            [train_labels[i] for i in indices["train"][:trained]],
+            data.num_classes,
         )
-        for s, split in enumerate(SPLITS)
-    }
+        records = tuple(
+            {
+                "partition_id": trained + k,
+                "concentration": alpha,
+                "mix": [round(float(v), 6) for v in mix],
+                "tv_population": tv[k][0],
+                "tv_nearest": tv[k][1],
+            }
+            for k, (alpha, mix) in enumerate(mixes)
+        )
+        novel_classes = [
+            sorted(set(train_labels[i].tolist())) for i in indices["train"][trained:]
+        ]
+        assignment = ClassAssignment(
+            assignment.classes + novel_classes,
+            assignment.shares
+            + [
+                [float(m[c]) for c in cls]
+                for cls, (_, m) in zip(novel_classes, mixes, strict=True)
+            ],
+        )
     for split in SPLITS:
         for j, idx in enumerate(indices[split]):
             if idx.size == 0:
@@ -221,7 +284,7 @@ def build_data(
                     f"client {j} gets no {split} sample: too many clients for this "
                     "dataset and partition"
                 )
-    return PFedHNData(data, pools, indices, assignment)
+    return PFedHNData(data, pools, indices, assignment, records)
 
 
 def make_transform(
@@ -244,11 +307,18 @@ def make_transform(
 def _cached(key: str) -> PFedHNData:
     spec = json.loads(key)
     return build_data(
-        spec["dataset"], spec["partition"], spec["num_clients"], spec["seed"]
+        spec["dataset"],
+        spec["partition"],
+        spec["num_clients"],
+        spec["seed"],
+        spec.get("novel"),
     )
 
 
 def cached_data(config: dict[str, Any]) -> PFedHNData:
     """``build_data`` for a resolved config, cached per process."""
     key = {k: config[k] for k in ("dataset", "partition", "num_clients", "seed")}
+    novel = config.get("novel") or {}
+    if novel.get("dirichlet"):  # the drawn novel clients are part of the partition
+        key["novel"] = novel
     return _cached(json.dumps(key, sort_keys=True))

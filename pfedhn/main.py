@@ -20,18 +20,12 @@ from omegaconf import DictConfig
 
 from pfedhn.client import initial_target, make_client_app, target_model
 from pfedhn.dataset import PFedHNData, build_data
-from pfedhn.models import TARGETS, HyperNetwork, embedding_dim, target_shapes
+from pfedhn.models import HyperNetwork, embedding_dim, target_shapes
+from pfedhn.settings import HN_LR, PFedHNSettings, parse_settings
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
-from pflcore.config import (
-    ConfigError,
-    absolute_data_root,
-    check_common,
-    is_int,
-    reject_subset,
-    require,
-    to_plain,
-)
+from pflcore.baselines import BASELINES
+from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.devices import apply_determinism
 from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
@@ -39,139 +33,23 @@ from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
 
-ALGORITHMS = ("pfedhn", "pfedhn_pc", "fedavg", "local")
-HN_LR = {"pfedhn": 1e-2, "pfedhn_pc": 5e-2}  # the authors' defaults
 PREPARATION_ERRORS = (
     ConfigError,
     PartitionError,
     DatasetNotFoundError,
     DataFormatError,
 )
-FEDPER_PARTITION_KEYS = (
-    "pool_test",
-    "test_fraction",
-    "classes_per_client",
-    "class_assignment",
-)
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def check_pfedhn(config: dict[str, Any]) -> None:
-    """PFedHN settings on top of :func:`pflcore.config.check_common`.
+def check_pfedhn(config: dict[str, Any]) -> PFedHNSettings:
+    """Check the composed config against :class:`pfedhn.settings.PFedHNSettings`.
 
     Raises
     ------
     ConfigError
-        On the first setting that cannot work.
+        On the first setting that cannot work, in one line naming it.
     """
-    # pFedHN counts local work in steps; the shared check wants local_epochs.
-    check_common({**config, "local_epochs": 1}, ALGORITHMS)
-    reject_subset(config, "client sizes follow partition.* (val_size, test_size)")
-    threads = config["client_threads"]
-    require(
-        threads == "auto" or (is_int(threads) and threads >= 1),
-        f"client_threads must be 'auto' or a positive integer, got {threads!r}",
-    )
-    n = config["num_clients"]
-    if not (is_int(config["local_steps"]) and config["local_steps"] >= 1):
-        raise ConfigError(
-            f"local_steps must be a positive integer, got {config['local_steps']!r}"
-        )
-    if not _positive(config["clip"]):
-        raise ConfigError(f"clip must be > 0, got {config['clip']!r}")
-    if config["normalize"] not in ("paper", "data"):
-        raise ConfigError(
-            f"normalize must be paper or data, got {config['normalize']!r}"
-        )
-    model = config["model"]
-    if model["target"] not in TARGETS:
-        raise ConfigError(
-            f"model.target must be one of {TARGETS}, got {model['target']!r}"
-        )
-    for key in ("hidden_dim", "n_kernels"):
-        if not (is_int(model[key]) and model[key] >= 1):
-            raise ConfigError(
-                f"model.{key} must be a positive integer, got {model[key]!r}"
-            )
-    if not (is_int(model["n_hidden"]) and model["n_hidden"] >= 0):
-        raise ConfigError(
-            f"model.n_hidden must be an integer >= 0, got {model['n_hidden']!r}"
-        )
-    if model["embed_dim"] is not None and not (
-        is_int(model["embed_dim"]) and model["embed_dim"] >= 1
-    ):
-        raise ConfigError(
-            f"model.embed_dim must be null or >= 1, got {model['embed_dim']!r}"
-        )
-    hn = config["hn"]
-    for key in ("momentum",):
-        if not (isinstance(hn[key], int | float) and 0 <= hn[key] < 1):
-            raise ConfigError(f"hn.{key} must lie in [0, 1), got {hn[key]!r}")
-    for key in ("lr", "embed_lr"):
-        if hn[key] is not None and not _positive(hn[key]):
-            raise ConfigError(f"hn.{key} must be null or > 0, got {hn[key]!r}")
-    if not _positive(hn["clip"]) or not (
-        isinstance(hn["weight_decay"], int | float) and hn["weight_decay"] >= 0
-    ):
-        raise ConfigError(f"hn.clip must be > 0 and hn.weight_decay >= 0, got {hn}")
-    part = config["partition"]
-    if part["test_source"] not in ("official", "train"):
-        raise ConfigError(
-            "partition.test_source must be official or train, "
-            f"got {part['test_source']!r}"
-        )
-    for key in ("classes_per_client", "val_size", "test_size"):
-        if not (is_int(part[key]) and part[key] >= 1):
-            raise ConfigError(
-                f"partition.{key} must be a positive integer, got {part[key]!r}"
-            )
-    if not (
-        _positive(part["low"])
-        and _positive(part["high"])
-        and part["low"] <= part["high"]
-    ):
-        raise ConfigError(f"need 0 < partition.low <= partition.high, got {part}")
-    stray = [k for k in FEDPER_PARTITION_KEYS if config["dataset"].get(k) is not None]
-    if stray:
-        raise ConfigError(
-            f"dataset.{stray[0]} is FedPer's partition setting; pFedHN's partition is "
-            "set under partition.* (classes_per_client, val_size, test_source, ...)"
-        )
-    novel = config["novel"]
-    clients = novel["clients"]
-    if not (
-        isinstance(clients, list) and all(is_int(j) and 0 <= j < n for j in clients)
-    ):
-        raise ConfigError(
-            f"novel.clients must list partition-ids in 0..{n - 1}, got {clients!r}"
-        )
-    if len(set(clients)) != len(clients) or len(clients) >= n:
-        raise ConfigError(
-            "novel.clients must be distinct and leave some client to train, "
-            f"got {clients}"
-        )
-    if clients and config["algorithm"] not in HN_LR:
-        raise ConfigError("novel.clients needs algorithm=pfedhn or pfedhn_pc")
-    if not (is_int(novel["rounds"]) and novel["rounds"] >= 0):
-        raise ConfigError(
-            f"novel.rounds must be an integer >= 0, got {novel['rounds']!r}"
-        )
-    if clients and novel["rounds"] < 1:
-        raise ConfigError("novel.clients are set: novel.rounds must be >= 1")
-    if novel["lr"] is not None and not _positive(novel["lr"]):
-        raise ConfigError(f"novel.lr must be null or > 0, got {novel['lr']!r}")
-    if config["clients_per_round"] > n - len(clients):
-        raise ConfigError(
-            f"clients_per_round={config['clients_per_round']} exceeds the "
-            f"{n - len(clients)} clients that train"
-        )
-    if config["server_device"].startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"server_device={config['server_device']!r} but CUDA is not available"
-        )
+    return parse_settings(config)
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
@@ -185,6 +63,11 @@ def resolve_defaults(config: dict[str, Any]) -> None:
         config["model"]["embed_dim"] = embedding_dim(config["num_clients"])
     if config["novel"]["lr"] is None:
         config["novel"]["lr"] = hn["lr"]
+    novel = config["novel"]
+    if novel.get("dirichlet"):  # the drawn novel clients are the last partition-ids
+        count = len(novel["dirichlet"]) * int(novel["per_concentration"])
+        n = config["num_clients"]
+        novel["clients"] = list(range(n - count, n))
 
 
 def build_hypernetwork(config: dict[str, Any], data: PFedHNData) -> HyperNetwork:
@@ -216,7 +99,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     resolve_defaults(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
     data = build_data(
-        config["dataset"], config["partition"], config["num_clients"], config["seed"]
+        config["dataset"],
+        config["partition"],
+        config["num_clients"],
+        config["seed"],
+        config["novel"],
     )
     return Prepared(config, data)
 
@@ -235,13 +122,18 @@ def build_strategy(
     }
     target = initial_target(config, data)
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
-    if config["algorithm"] in ("fedavg", "local"):
+    if config["algorithm"] in BASELINES:
         arrays = (
-            ArrayRecord(target.state_dict())
-            if config["algorithm"] == "fedavg"
-            else ArrayRecord()
+            ArrayRecord()
+            if config["algorithm"] == "local"
+            else ArrayRecord(target.state_dict())
         )
-        baseline = BaselineFedAvg(recorder, averaging=config["averaging"], **common)
+        baseline = BaselineFedAvg(
+            recorder,
+            held_out=list(config["novel"]["clients"]),
+            averaging=config["averaging"],
+            **common,
+        )
         return baseline, arrays
     hn = build_hypernetwork(config, data)
     recorder.set_summary(
@@ -287,6 +179,8 @@ def main(cfg: DictConfig) -> None:
         split_sizes={s: sum(v) for s, v in data.sizes().items()},
         client_classes=data.assignment.classes,
     )
+    if data.novel:  # the drawn novel clients and their distances (pfedhn/novel.py)
+        recorder.set_summary(novel_clients=list(data.novel))
     strategy, arrays = build_strategy(config, data, recorder)
     run_config = {**config, "num_rounds": strategy.num_rounds}
     run_experiment(strategy, arrays, make_client_app(config), run_config)

@@ -425,15 +425,57 @@ class PFedHN(PartitionFedAvg):
 
 
 class BaselineFedAvg(PartitionFedAvg):
-    """FedAvg / Local on pFedHN's partition, with its validation bookkeeping.
+    """FedAvg, FedAvg + FT and Local on pFedHN's partition, with validation figures.
 
     The training side is :class:`pflcore.strategy.PartitionFedAvg` unchanged;
     evaluation replies carry validation counts too, recorded as pFedHN's.
+    With ``held_out`` clients (novel clients) only the others train and are
+    evaluated in the ``num_rounds`` training rounds; one more round then
+    evaluates the held-out clients alone (no training), recorded as the
+    ``novel`` phase as pFedHN's.
     """
 
-    def __init__(self, recorder: RunRecorder, **kwargs: Any) -> None:
-        super().__init__(recorder, **kwargs)
+    def __init__(
+        self,
+        recorder: RunRecorder,
+        num_rounds: int,
+        held_out: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.held_out = sorted(held_out or [])
+        self.train_rounds = num_rounds
+        super().__init__(
+            recorder, num_rounds=num_rounds + (1 if self.held_out else 0), **kwargs
+        )
+        self.trained = [j for j in range(self.num_clients) if j not in self.held_out]
         self.evals = BestValidation(recorder)
+
+    def phase(self, server_round: int) -> str:
+        """``train`` for the first ``num_rounds`` rounds, then ``novel``."""
+        return "train" if server_round <= self.train_rounds else "novel"
+
+    def train_partitions(self, server_round: int) -> list[int]:
+        """A seeded sample of the trained clients; none in the novel round."""
+        if not self.held_out:
+            return super().train_partitions(server_round)
+        if self.phase(server_round) == "novel":
+            return []
+        # as PFedHN.train_partitions: a seeded draw from the trained pool
+        count = min(self.clients_per_round, len(self.trained))
+        rng = np.random.default_rng([self.sampler.seed, server_round])
+        return sorted(
+            int(j) for j in rng.choice(self.trained, size=count, replace=False)
+        )
+
+    def is_eval_round(self, server_round: int) -> bool:
+        """The usual rounds, the last training round, and the novel round."""
+        return server_round == self.train_rounds or super().is_eval_round(server_round)
+
+    def eval_partitions(self, server_round: int) -> list[int]:
+        """The trained clients in the training phase, the held-out ones after."""
+        if not self.held_out:
+            return super().eval_partitions(server_round)
+        return self.trained if self.phase(server_round) == "train" else self.held_out
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The best-validation round so far."""
@@ -449,9 +491,7 @@ class BaselineFedAvg(PartitionFedAvg):
         """Record test and validation counts; track the best-validation round."""
         if not self.is_eval_round(server_round):
             return None
-        contents = self.check_replies(
-            replies, self.num_clients, "evaluation", server_round
-        )
-        return MetricRecord(
-            {"accuracy-mean": self.evals.record(contents, server_round, "train")}
-        )
+        expected = len(self.eval_partitions(server_round))
+        contents = self.check_replies(replies, expected, "evaluation", server_round)
+        mean = self.evals.record(contents, server_round, self.phase(server_round))
+        return MetricRecord({"accuracy-mean": mean})

@@ -43,6 +43,8 @@ BASELINES = ("fedavg", "fedavg_ft", "local")
 LOCAL_STATE_KEY = "local-model"
 
 Config = dict[str, Any]
+# fedavg_ft's whole evaluation: (runtime, config, pid, server_round) -> stats
+AdaptedTest = Callable[[WorkerRuntime, Config, int, int], dict[str, EvalStats]]
 
 
 def test_split_only(
@@ -82,6 +84,11 @@ class LocalUpdate:
         (``before-*``).
     prepare : callable, optional
         Called with every message before any work (pFedHN: torch threads).
+    adapted_test : callable, optional
+        ``(runtime, config, pid, server_round) -> {"test": EvalStats, ...}``:
+        ``fedavg_ft``'s whole evaluation, for a package that tests the adapted
+        copy on more than the test split (pFedHN: validation too); without
+        it ``finetune`` adapts and the test split is tested.
     """
 
     runtime: Callable[[Config], WorkerRuntime]
@@ -91,6 +98,7 @@ class LocalUpdate:
     adapt_seed: Callable[[Config, int, int], int] = adaptation_seed
     report_before: bool = False
     prepare: Callable[[Message], None] | None = None
+    adapted_test: AdaptedTest | None = None
 
 
 def _load(runtime: WorkerRuntime, local: bool, msg: Message, context: Context) -> None:
@@ -107,6 +115,8 @@ def _adapted_counts(
     pid: int,
     server_round: int,
 ) -> dict[str, EvalStats]:
+    if update.adapted_test is not None:
+        return update.adapted_test(runtime, config, pid, server_round)
     if update.finetune is None:
         raise ValueError("fedavg_ft needs LocalUpdate.finetune")
     seed = update.adapt_seed(config, pid, server_round)

@@ -343,10 +343,13 @@ class PartitionFedAvg(FedAvg):
             return []
         config[SERVER_ROUND] = server_round
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        self.recorder.add_bytes(sent=arrays.count_bytes() * self.num_clients)
-        return self._messages(
-            content, list(range(self.num_clients)), MessageType.EVALUATE
-        )
+        partitions = self.eval_partitions(server_round)
+        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
+        return self._messages(content, partitions, MessageType.EVALUATE)
+
+    def eval_partitions(self, server_round: int) -> list[int]:
+        """Partition-ids evaluated after ``server_round``: every client."""
+        return list(range(self.num_clients))
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -355,7 +358,7 @@ class PartitionFedAvg(FedAvg):
         if not self.is_eval_round(server_round):
             return None
         contents = self.check_replies(
-            replies, self.num_clients, "evaluation", server_round
+            replies, len(self.eval_partitions(server_round)), "evaluation", server_round
         )
         evals = [client_eval(metrics_of(content)) for content in contents]
         self.recorder.log_eval(evals)

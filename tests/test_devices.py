@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from pflcore.config import ConfigError, check_common, to_plain
+from fedper.settings import parse_settings
+from pflcore.config import ConfigError, to_plain
 from pflcore.devices import (
     CUBLAS_WORKSPACE,
     SplitCache,
@@ -131,4 +132,4 @@ def test_a_non_boolean_setting_is_rejected():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         config = to_plain(compose("fedper", overrides=["deterministic=1"]))
     with pytest.raises(ConfigError, match="deterministic must be true or false, got 1"):
-        check_common(config, ("fedper",))
+        parse_settings(config)

@@ -138,10 +138,25 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
         (["partition.kind=latent", "partition.num_distributions=4"], "must divide"),
         (["partition.val_fraction=0"], "partition.val_fraction must lie in (0, 1)"),
         (["partition.pool_fraction=0"], "partition.pool_fraction must lie in (0, 1]"),
-        (["algorithm=fedprox"], "algorithm='fedprox' is not one of"),
+        (
+            ["algorithm=fedprox"],
+            "algorithm must be one of ['fedfomo', 'fedavg', 'fedavg_ft', 'local'], "
+            "got 'fedprox'",
+        ),
         (["dataset.image_size=16"], "dataset.image_size must be >= 22"),
         (["fomo.num_clusters=7"], "fomo.num_clusters must lie in 0..num_clients=6"),
         (["dataset.test_split=pooled"], "dataset.test_split must be one of"),
+        (["lr_decay=0"], "lr_decay must lie in (0, 1], got 0"),
+        (["partition.embedding.epochs=0"], "partition.embedding.epochs must be a"),
+        (
+            ["dataset.subset_fraction=0.5"],
+            "dataset.subset_fraction=0.5 is not used by this package; "
+            "use partition.pool_fraction",
+        ),
+        (
+            ["partition.kind=latent", "partition.features=embedding"],
+            "partition.features=embedding needs partition.embedding_path",
+        ),
     ],
 )
 def test_bad_settings_are_rejected_with_a_clear_message(overrides, expected):

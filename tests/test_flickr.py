@@ -226,7 +226,7 @@ def test_partition_raters_rejects_too_many_clients(written):
     [
         (["dataset.min_ratings=300"], "min_ratings < max_ratings"),
         (["dataset.test_fraction=1.5"], "test_fraction must lie in (0, 1)"),
-        (["dataset.min_per_score=-1"], "min_per_score must be >= 0"),
+        (["dataset.min_per_score=-1"], "min_per_score must be an integer >= 0"),
     ],
 )
 def test_bad_flickr_settings_are_rejected(tmp_path, overrides, expected):

@@ -1,12 +1,13 @@
 """``python -m perfedavg.main`` end to end through Ray, and bad input."""
 
+import re
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from perfedavg.main import prepare
-from pflcore.config import ConfigError
+from perfedavg.main import check_perfedavg, prepare
+from pflcore.config import ConfigError, to_plain
 from pflcore.partition import PartitionError
 from tests.fake_emnist import write_emnist_npz
 from tests.fakedata import write_mnist
@@ -123,7 +124,8 @@ def config_of(data_root: Path, *overrides: str):
         (
             ["algorithm=perfedavg_so"],
             ConfigError,
-            "algorithm='perfedavg_so' is not one of",
+            "algorithm must be one of ['perfedavg_fo', 'perfedavg_hf', 'fedavg', "
+            "'fedavg_ft', 'local', 'jiang'], got 'perfedavg_so'",
         ),
         (
             ["batch_size=50"],
@@ -156,13 +158,64 @@ def config_of(data_root: Path, *overrides: str):
         (
             ["partition.name=shards"],
             ConfigError,
-            "partition.name='shards' is not one of",
+            "partition.name must be one of ['fallah', 'dirichlet'], got 'shards'",
         ),
     ],
 )
 def test_impossible_settings_fail_before_ray(data_root, overrides, error, expected):
-    with pytest.raises(error, match=expected.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(error, match=re.escape(expected)):
         prepare(config_of(data_root, *overrides))
+
+
+PRESETS = sorted(p.stem for p in (REPO / "conf/experiment/perfedavg").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", [None, *PRESETS])
+def test_every_preset_parses(preset, monkeypatch):
+    monkeypatch.setenv("PFL_DATA_ROOT", "x")
+    overrides = [] if preset is None else [f"experiment=perfedavg/{preset}"]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        config = to_plain(compose("perfedavg", overrides=overrides))
+    settings = check_perfedavg(config)
+    assert settings.algorithm == config["algorithm"]
+    assert settings.jiang.reptile.betas == config["jiang"]["reptile"]["betas"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["dataset.name=emnist"],
+            "dataset.name=emnist lacks ['split', 'npz_orientation']: select the group",
+        ),
+        (
+            ["dataset=emnist", "dataset.split=letterz"],
+            "dataset.split must be one of ['letters', ",
+        ),
+        (["dataset.subset_fraction=0.5"], "dataset.subset_fraction=0.5 is not used"),
+        (["local_steps=-1"], "local_steps must be an integer >= 0, got -1"),
+        (["model.dropout=1"], "model.dropout must lie in [0, 1), got 1"),
+        (["partition.test_ratio=0"], "partition.test_ratio must be > 0, got 0"),
+        (
+            ["algorithm=jiang", "jiang.reptile.betas=[0.9]"],
+            "jiang.reptile.betas must be two numbers in [0, 1), got [0.9]",
+        ),
+        (["+model.width=3"], "model.width is not a setting here"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_line(data_root, overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        check_perfedavg(to_plain(config_of(data_root, *overrides)))
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def test_jiang_client_counts_bind_only_when_jiang_runs(data_root):
+    config = to_plain(config_of(data_root, "jiang.holdout_clients=4"))
+    assert check_perfedavg(config).jiang.holdout_clients == 4
+    expected = "jiang.holdout_clients must lie in 1..num_clients-1=3, got 4"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_perfedavg({**config, "algorithm": "jiang"})
 
 
 def test_the_cnn_on_emnist_letters_npz(data_root):

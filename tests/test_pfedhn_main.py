@@ -155,3 +155,77 @@ def test_config_checks(override, message):
         )
     with pytest.raises(ConfigError, match=message):
         check_pfedhn(to_plain(cfg))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["algorithm=local"], "Local-only has no model for them"),
+        (["novel.clients=[0]"], "novel.dirichlet draws novel clients 47..49"),
+        (["novel.dirichlet=[0.5,-1]"], "novel.dirichlet must be a list of"),
+        (["novel.sizes.test=0"], "novel.sizes.test must be a positive integer"),
+    ],
+)
+def test_dirichlet_novel_client_checks(overrides, message):
+    from hydra import compose, initialize_config_dir
+
+    from pfedhn.main import check_pfedhn
+    from pflcore.config import ConfigError, to_plain
+
+    base = ["novel.dirichlet=[10,0.1,0.01]", "novel.rounds=30", "algorithm=fedavg_ft"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="pfedhn", overrides=[*base, *overrides])
+    with pytest.raises(ConfigError, match=message):
+        check_pfedhn(to_plain(cfg))
+
+
+def test_dirichlet_novel_clients_are_the_last_partition_ids():
+    from hydra import compose, initialize_config_dir
+
+    from pfedhn.main import check_pfedhn, resolve_defaults
+    from pflcore.config import to_plain
+
+    over = ["novel.dirichlet=[10,0.1]", "novel.per_concentration=2", "novel.rounds=8"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        config = to_plain(compose(config_name="pfedhn", overrides=over))
+    check_pfedhn(config)
+    resolve_defaults(config)
+    assert config["novel"]["clients"] == [46, 47, 48, 49]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["pfedhn", "fedavg_ft"])
+def test_dirichlet_novel_clients_end_to_end(data_root, tmp_path, algorithm):
+    novel = [
+        "num_clients=6",
+        "novel.dirichlet=[100,0.05]",
+        "novel.sizes.train=30",
+        "novel.sizes.val=10",
+        "novel.sizes.test=10",
+        "novel.rounds=2",
+        "finetune.steps=3",
+    ]
+    result = run_main(
+        f"dataset.root={data_root}",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        *novel,
+        f"algorithm={algorithm}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, output_tail(result)
+    rounds, clients, summary = read_run(tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["config"]["novel"]["clients"] == [4, 5]
+    drawn = summary["novel_clients"]
+    assert [d["partition_id"] for d in drawn] == [4, 5]
+    assert [d["concentration"] for d in drawn] == [100, 0.05]
+    assert all(
+        0 <= d["tv_nearest"] <= 1 and 0 <= d["tv_population"] <= 1 for d in drawn
+    )
+    # the held-out clients never train; the last evaluation is theirs alone
+    last = int(rounds["round"].max())
+    assert summary["novel"]["num_clients"] == 2 and summary["novel"]["round"] == last
+    assert sorted(clients[clients["round"] == last]["partition_id"]) == [4, 5]
+    assert set(clients[clients["round"] == 4]["partition_id"]) == {0, 1, 2, 3}
+    assert (rounds["num_train_clients"].fillna(0) <= 1).all()

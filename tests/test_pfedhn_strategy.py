@@ -231,3 +231,56 @@ def test_novel_phase_trains_only_the_novel_embedding(tmp_path):
     theta = hn.generate(e)
     (0.5 * sum(((theta[k] - new[k]) ** 2).sum() for k in theta)).backward()
     assert torch.allclose(v.detach(), start - strategy.novel_lr * e.grad, atol=1e-6)
+
+
+def test_the_baselines_never_train_held_out_clients_and_test_them_after(tmp_path):
+    from pfedhn.strategy import BaselineFedAvg
+
+    recorder = RunRecorder(tmp_path, {"seed": 0}, extra_fields=EXTRA_FIELDS)
+    held_out = [5, 2]
+    strategy = BaselineFedAvg(
+        recorder,
+        held_out=held_out,
+        num_clients=8,
+        clients_per_round=3,
+        num_rounds=6,
+        eval_every=4,
+        seed=1,
+    )
+    trained = [0, 1, 3, 4, 6, 7]
+    assert strategy.num_rounds == 7  # six training rounds, then the novel round
+    for r in range(1, 7):
+        picks = strategy.train_partitions(r)
+        assert len(picks) == 3 and set(picks) <= set(trained)
+        assert strategy.eval_partitions(r) == trained
+    assert strategy.train_partitions(7) == [] and strategy.eval_partitions(7) == [2, 5]
+    assert [r for r in range(1, 8) if strategy.is_eval_round(r)] == [4, 6, 7]
+    assert [strategy.phase(r) for r in (6, 7)] == ["train", "novel"]
+    # the same seed draws differently from six than from eight clients, but stays seeded
+    again = BaselineFedAvg(
+        recorder,
+        held_out=held_out,
+        num_clients=8,
+        clients_per_round=3,
+        num_rounds=6,
+        eval_every=4,
+        seed=1,
+    )
+    assert [again.train_partitions(r) for r in range(1, 7)] == [
+        strategy.train_partitions(r) for r in range(1, 7)
+    ]
+
+
+def test_without_held_out_clients_the_baseline_is_plain_partition_fedavg(tmp_path):
+    from pfedhn.strategy import BaselineFedAvg
+    from pflcore.strategy import PartitionFedAvg
+
+    recorder = RunRecorder(tmp_path, {"seed": 0}, extra_fields=EXTRA_FIELDS)
+    kw = {"num_clients": 8, "clients_per_round": 3, "num_rounds": 6, "eval_every": 4}
+    ours = BaselineFedAvg(recorder, seed=1, **kw)
+    plain = PartitionFedAvg(recorder, seed=1, **kw)
+    assert ours.num_rounds == plain.num_rounds == 6
+    for r in range(1, 7):
+        assert ours.train_partitions(r) == plain.train_partitions(r)
+        assert ours.is_eval_round(r) == plain.is_eval_round(r)
+        assert ours.eval_partitions(r) == list(range(8))

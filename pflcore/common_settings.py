@@ -43,8 +43,8 @@ class ClientResources(Group):
     num_cpus: float = setting(number(0, low_open=True))
     num_gpus: float = setting(number(0, 1))
 
-    def check(self) -> None:
-        """The request must fit this machine (the one that starts Ray)."""
+    def fit_this_machine(self) -> None:
+        """The request must fit the machine that starts Ray."""
         import torch
 
         available = os.cpu_count() or 1
@@ -57,6 +57,26 @@ class ClientResources(Group):
             self.num_gpus == 0 or torch.cuda.is_available(),
             f"client_resources.num_gpus={self.num_gpus} but no CUDA device is "
             "visible; set client_resources.num_gpus=0",
+        )
+
+    def fit_cluster(self, address: str) -> None:
+        """The request must fit one node of the Ray cluster at ``address``."""
+        from pflcore.cluster import cluster_nodes
+
+        nodes = cluster_nodes(address)
+        fits = [
+            n
+            for n in nodes
+            if n.get("CPU", 0) >= self.num_cpus
+            and (self.num_gpus == 0 or n.get("GPU", 0) >= self.num_gpus)
+        ]
+        cpus = [n.get("CPU", 0) for n in nodes]
+        gpus = [n.get("GPU", 0) for n in nodes]
+        require(
+            bool(fits),
+            f"client_resources (num_cpus={self.num_cpus}, num_gpus={self.num_gpus}) "
+            f"fit no node of the Ray cluster at {address} (CPUs per node {cpus}, "
+            f"GPUs per node {gpus})",
         )
 
 
@@ -154,15 +174,20 @@ class SharedSettings(Group):
     timeout_s: float = setting(POSITIVE)
     verbose: bool = setting(BOOLEAN, False)
     tracking: str | None = setting(TRACKING, "none")
+    ray_address: str | None = setting(nullable(TEXT), None)
     dataset: DatasetSettings
 
     def check(self) -> None:
-        """Clients per round within the population; the tracker installed."""
+        """Clients per round within the population; resources that fit; the tracker."""
         require(
             self.clients_per_round <= self.num_clients,
             f"clients_per_round must lie in 1..num_clients={self.num_clients}, "
             f"got {self.clients_per_round!r}",
         )
+        if self.ray_address is None:
+            self.client_resources.fit_this_machine()
+        else:  # the cluster's nodes, not the launching machine, run the clients
+            self.client_resources.fit_cluster(self.ray_address)
         from pflcore.tracking import check_tracking
 
         check_tracking(self.tracking)

@@ -82,7 +82,7 @@ def run_experiment(
         The package's ClientApp.
     config : dict
         Resolved configuration (``num_clients``, ``num_rounds``,
-        ``client_resources``, ``timeout_s``, ``verbose``).
+        ``client_resources``, ``timeout_s``, ``verbose``, ``ray_address``).
     """
     timeout = float(config["timeout_s"])
     recorder = strategy.recorder
@@ -390,6 +390,7 @@ def run_main_loop(
             config["num_clients"],
             config["client_resources"],
             verbose=bool(config.get("verbose", False)),
+            ray_address=config.get("ray_address"),
         )
     except BaseException as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

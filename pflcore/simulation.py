@@ -273,6 +273,7 @@ def run_federation(
     num_clients: int,
     client_resources: dict[str, Any],
     verbose: bool = False,
+    ray_address: str | None = None,
 ) -> None:
     """Run the apps on Flower's Ray simulation engine.
 
@@ -288,6 +289,9 @@ def run_federation(
     verbose : bool
         Keep Flower's INFO logging and Flower's and Ray's warnings (see
         :func:`quiet_simulation`).
+    ray_address : str, optional
+        Join the running Ray cluster there (``ray.init(address=...)``): its
+        nodes host the client actors. ``None`` starts a private Ray.
     """
     from flwr.simulation import run_simulation
 
@@ -295,6 +299,9 @@ def run_federation(
         "num_cpus": float(client_resources.get("num_cpus", 1)),
         "num_gpus": float(client_resources.get("num_gpus", 0.0)),
     }
+    init_args: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
+    if ray_address is not None:
+        init_args["address"] = ray_address
     feed_messages_quickly()
     with quiet_simulation(verbose):
         run_simulation(
@@ -304,7 +311,7 @@ def run_federation(
             backend_name="ray",
             backend_config={
                 "client_resources": resources,
-                "init_args": {"logging_level": "WARNING", "log_to_driver": True},
+                "init_args": init_args,
             },
             verbose_logging=verbose,
         )

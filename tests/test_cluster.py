@@ -1,0 +1,158 @@
+"""``ray_address``: a run joins a running Ray cluster of two nodes on 127.0.0.1.
+
+The test starts a Ray head and a second Ray node (one CPU each), runs FedPer's
+quick preset on them, and checks that Flower's client actors ran on both
+nodes. Every process the test starts is found by its session folder or port
+and stopped by its pid (never ``ray stop``, which would stop every Ray on the
+machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.mainrun import REPO, output_tail, read_run
+
+pytestmark = pytest.mark.slow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def our_pids(marks: list[str]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(m in cmd for m in marks) and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop(marks: list[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in our_pids(marks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + wait
+        while our_pids(marks) and time.time() < deadline:
+            time.sleep(0.2)
+        if not our_pids(marks):
+            return
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp = tempfile.mkdtemp(prefix="pflray", dir="/tmp")  # short: Ray's socket paths
+    port, client_port, dashboard_port = free_port(), free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    marks = [temp, address]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run(
+            [RAY, "start", "--head", f"--port={port}", *common,
+             "--include-dashboard=false", f"--dashboard-port={dashboard_port}",
+             f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        subprocess.run(
+            [RAY, "start", f"--address={address}", *common],
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        yield address
+    finally:
+        stop(marks)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def client_actor_nodes(address: str) -> tuple[set[str], set[str]]:
+    """(nodes that hosted Flower's client actors, live nodes), asked in a subprocess."""
+    probe = (
+        "import json, ray, ray._private.state as s\n"
+        f"ray.init(address='{address}', logging_level='ERROR', log_to_driver=False)\n"
+        "acts = [a for a in s.actors().values()\n"
+        "        if a['ActorClassName'] == 'ClientAppActor']\n"
+        "print(json.dumps(sorted({a['Address']['NodeID'] for a in acts})))\n"
+        "print(json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))\n"
+    )  # fmt: skip
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+        )
+        .stdout.strip()
+        .splitlines()
+    )
+    return set(json.loads(out[-2])), set(json.loads(out[-1]))
+
+
+def test_a_run_with_ray_address_puts_its_clients_on_both_nodes(cluster, tmp_path):
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fedper.main", "experiment=fedper/quick",
+         "algorithm=fedavg", "num_rounds=2", f"ray_address={cluster}",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, output_tail(result)
+    rounds, _, summary = read_run(tmp_path)
+    assert summary["status"] == "completed" and len(rounds) == 2
+    assert summary["config"]["ray_address"] == cluster
+    hosts, alive = client_actor_nodes(cluster)
+    assert len(alive) == 2 and hosts == alive  # one client actor per 1-CPU node
+
+
+def test_resources_are_checked_against_the_cluster_not_this_machine(cluster):
+    from hydra import compose, initialize_config_dir
+
+    from fedper.settings import parse_settings
+    from pflcore.config import ConfigError, to_plain
+
+    # this machine has 2 CPUs, each cluster node 1: a 2-CPU client fits no node
+    assert (os.cpu_count() or 1) >= 2
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        config = to_plain(
+            compose(
+                "fedper",
+                overrides=[
+                    f"ray_address={cluster}",
+                    "client_resources.num_cpus=2",
+                    "experiment=fedper/quick",
+                ],
+            )
+        )
+    with pytest.raises(ConfigError, match=r"fit no node of the Ray cluster"):
+        parse_settings(config)
+    config["client_resources"]["num_cpus"] = 1
+    parse_settings(config)  # fits a node
+
+
+def test_an_address_where_nothing_answers_fails_at_once_in_one_line():
+    from pflcore.cluster import cluster_nodes
+    from pflcore.config import ConfigError
+
+    start = time.time()
+    with pytest.raises(ConfigError, match=r"no Ray cluster answers there"):
+        cluster_nodes(f"127.0.0.1:{free_port()}")
+    assert time.time() - start < 10

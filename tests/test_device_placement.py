@@ -232,6 +232,7 @@ def test_fedper_client_with_augmentation(on_stand_in, cifar_root, overrides):
     config = composed(
         "fedper",
         f"dataset.root={cifar_root}",
+        "model=small_cnn",  # the placement is under test, not MobileNet (fast tier)
         "num_clients=3",
         "local_epochs=1",
         "batch_size=16",

@@ -381,7 +381,7 @@ def run_main_loop(
         Resolved configuration (``num_clients``, ``client_resources``,
         ``verbose``).
     """
-    server_app = build_server_app(main_loop, config["num_clients"])
+    server_app = build_server_app(recorded(main_loop, recorder), config["num_clients"])
     client_app = with_faults(client_app, config)
     try:
         run_federation(
@@ -393,18 +393,49 @@ def run_main_loop(
             ray_address=config.get("ray_address"),
         )
     except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None:
-            detail += (
-                " <- "
-                + "".join(traceback.format_exception_only(type(cause), cause)).strip()
-            )
-        status = "interrupted" if stopped_by_signal(exc) else "failed"
-        recorder.write_summary(status=status, error=detail)
+        detail = describe(exc)
+        if not recorder.finished:  # it failed before or outside the ServerApp
+            status = "interrupted" if stopped_by_signal(exc) else "failed"
+            recorder.write_summary(status=status, error=detail)
         stop_with(
             f"run failed after {len(recorder.rows)} recorded rounds "
             f"(kept in {recorder.out_dir}): {detail}"
         )
-    recorder.write_summary(status="completed")
+    if not recorder.finished:
+        recorder.write_summary(status="completed")
     print(f"results: {recorder.out_dir}", flush=True)
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the exception and, if any, the one it came from."""
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        detail += (
+            " <- "
+            + "".join(traceback.format_exception_only(type(cause), cause)).strip()
+        )
+    return detail
+
+
+def recorded(
+    main_loop: Callable[[Grid, dict[int, int]], None], recorder: RunRecorder
+) -> Callable[[Grid, dict[int, int]], None]:
+    """``main_loop`` that closes ``recorder`` itself: the ServerApp owns its record.
+
+    When the rounds end, ``summary.json`` says ``completed``; when they raise,
+    it says ``failed`` (``interrupted`` for a stopping signal) with the error,
+    the rounds already written stay, and the exception goes on. So the record
+    is right wherever the ServerApp runs, not only under the embedded engine.
+    """
+
+    def loop(grid: Grid, partition_to_node: dict[int, int]) -> None:
+        try:
+            main_loop(grid, partition_to_node)
+        except BaseException as exc:
+            status = "interrupted" if stopped_by_signal(exc) else "failed"
+            recorder.write_summary(status=status, error=describe(exc))
+            raise
+        recorder.write_summary(status="completed")
+
+    return loop

@@ -194,6 +194,7 @@ class RunRecorder:
         self._pending_failures: list[tuple[int, str, str]] = []
         self.resumed_from: dict[str, Any] | None = None  # a checkpoint, on resume
         self.tracker = make_tracker(config.get("tracking"), self.out_dir, config)
+        self.finished = False  # a final summary (completed, failed, ...) is written
         if not resuming:  # a resumed run keeps its records (see restore)
             self._init_csv("rounds.csv", self.round_fields)
             self._init_csv("clients.csv", self.client_fields)
@@ -390,6 +391,7 @@ class RunRecorder:
 
         Any status but ``running`` ends the run: the tracker, if any, is closed.
         """
+        self.finished = status != "running"
         if status != "running" and self.tracker is not None:
             self.tracker.close()
             self.tracker = None

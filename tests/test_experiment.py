@@ -45,3 +45,50 @@ def test_the_summary_says_interrupted_for_a_signal_and_failed_for_an_error(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == status
     assert "run failed after 0 recorded rounds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [(None, "completed"), (RuntimeError("client 2 failed"), "failed"),
+     (KeyboardInterrupt(), "interrupted")],
+)  # fmt: skip
+def test_the_server_apps_loop_closes_its_own_record(tmp_path, exc, status):
+    from pflcore.experiment import recorded
+
+    recorder = RunRecorder(tmp_path, CONFIG)
+
+    def rounds(grid, mapping):
+        recorder.log_train(0.5, 1)
+        recorder.end_round(1)
+        if exc is not None:
+            raise exc
+
+    loop = recorded(rounds, recorder)
+    if exc is None:
+        loop(None, {})
+    else:
+        with pytest.raises(type(exc)):
+            loop(None, {})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == status and recorder.finished
+    assert summary["rounds_completed"] == 1  # the finished round stays
+    if status == "failed":
+        assert summary["error"] == "RuntimeError: client 2 failed"
+
+
+def test_a_record_the_server_app_closed_is_not_rewritten_by_the_launcher(
+    tmp_path, monkeypatch, capsys
+):
+    def server_fails_then_engine_raises(server_app, *args, **kwargs):
+        recorder.write_summary(status="failed", error="ClientError: client 1 failed")
+        raise RuntimeError("Simulation Runtime crashed.")
+
+    monkeypatch.setattr(
+        pflcore.experiment, "run_federation", server_fails_then_engine_raises
+    )
+    recorder = RunRecorder(tmp_path, CONFIG)
+    with pytest.raises(SystemExit):
+        run_main_loop(lambda grid, mapping: None, recorder, ClientApp(), CONFIG)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["error"] == "ClientError: client 1 failed"  # the precise one
+    assert "Simulation Runtime crashed" in capsys.readouterr().err

@@ -13,7 +13,6 @@ from pflcore.settings import (
     BOOLEAN,
     POSITIVE,
     Group,
-    Rule,
     integer,
     number,
     one_of,
@@ -24,7 +23,7 @@ from pflcore.settings import (
 
 ALGORITHMS = ("fedper", "fedavg", "fedavg_ft", "local")
 HEAD_LAYERS = range(1, 5)  # K_P: 1 = classifier only, 4 = the most any network has
-BASE_BUFFERS = Rule(one_of("aggregate", "local").holds, "be aggregate or local")
+BASE_BUFFERS = one_of("aggregate", "local", must="be aggregate or local")
 # The keys of conf/dataset/flickr.yaml that the other dataset groups lack.
 FLICKR_KEYS = (
     "folder",

@@ -106,11 +106,14 @@ BOOLEAN = Rule(lambda v: isinstance(v, bool), "be true or false")
 TEXT = Rule(lambda v: isinstance(v, str), "be a string")
 
 
-def one_of(*choices: Any) -> Rule:
-    """One of ``choices`` (compared with ``==``, booleans not taken for ints)."""
+def one_of(*choices: Any, must: str | None = None) -> Rule:
+    """One of ``choices`` (compared with ``==``, booleans not taken for ints).
+
+    ``must`` words the requirement differently ("be aggregate or local").
+    """
     return Rule(
         lambda v: any(v == c and type(v) is type(c) for c in choices),
-        f"be one of {list(choices)}",
+        must or f"be one of {list(choices)}",
     )
 
 

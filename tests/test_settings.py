@@ -39,6 +39,7 @@ from pflcore.settings import (
         (MOMENTUM, [0, 0.9], [1, -0.1], "lie in [0, 1)"),
         (BOOLEAN, [True, False], [0, 1, "true", None], "be true or false"),
         (one_of("a", 1), ["a", 1], ["b", True, 1.0], "be one of ['a', 1]"),
+        (one_of("x", "y", must="be x or y"), ["x", "y"], ["z"], "be x or y"),
         (nullable(integer(1)), [None, 2], [0, "x"], "be null or a positive integer"),
         (list_of(integer(0), "ids"), [[], [0, 3]], [[-1], (1,), [1.5], None], ""),
     ],

@@ -109,7 +109,8 @@ fedper_paper=(--paper "fedper=~91 (Flower baselines/fedper, Fig. 2 setting; read
 pfedhn_paper_c10=(--paper "pfedhn=88.38 ± 0.29 (Table 1)" --paper "pfedhn_pc=90.08 ± 0.63 (Table 1)"
   --paper "fedavg=47.79 ± 4.48 (Table 1)" --paper "local=68.11 ± 7.39 (Table 1)")
 jiang_paper=(--paper "5/2=74.73 % -> 82.92 % (Table 1, EMNIST-62; FedLab-benchmarks paper_exp_res.png)"
-  --paper "20/2=84.03 % -> 89.57 % (same source)")
+  --paper "5/5=80.28 % -> 87.12 % (same source)"
+  --paper "20/2=84.03 % -> 89.57 % (same source)" --paper "20/5=84.71 % -> 90.57 % (same source)")
 perfedavg_paper=(--paper "fedavg_ft=75.96 ± 0.02 (Table 1, FedAvg + update)"
   --paper "perfedavg_fo=78.00 ± 0.02 (Table 1)" --paper "perfedavg_hf=79.85 ± 0.02 (Table 1)")
 
@@ -283,6 +284,12 @@ perfedavg_jiang() {
       python -m perfedavg.jiang "$sweeps/perfedavg_jiang" "$sweeps/perfedavg_jiang_noreptile" \
         --command "$(cat "$sweeps/perfedavg_jiang/.command"); $(cat "$sweeps/perfedavg_jiang_noreptile/.command")" \
         "${jiang_paper[@]}" --out "$out/perfedavg_jiang.md"
+      # Jiang et al.'s Table 1 cells: FedAvg alone, K in {5, 20} x E in {2, 5}, three seeds
+      run_sweep perfedavg_jiang_fedavg perfedavg experiment=perfedavg/jiang_cpu \
+        clients_per_round=5,20 local_epochs=2,5 jiang.reptile.rounds=0 seed=0,1,2
+      python -m perfedavg.jiang "$sweeps/perfedavg_jiang_fedavg" \
+        --command "$(cat "$sweeps/perfedavg_jiang_fedavg/.command")" \
+        "${jiang_paper[@]}" --out "$out/perfedavg_jiang_fedavg.md"
       return ;;
     full) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_seed ;;
   esac
@@ -332,7 +339,7 @@ declare -A minutes=(
   [quick_perfedavg_mnist]=3 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
   [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=60
-  [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=15 [cpu_fedfomo_cifar10]=25
+  [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=25
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"
 total=0

@@ -7,7 +7,13 @@ from typing import Any
 
 from fedfomo.client import NORMS
 from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, TEST_SPLITS
-from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
+from pflcore.common_settings import (
+    COUNT,
+    POSITIVE_INT,
+    DatasetSettings,
+    EpochFinetune,
+    SharedSettings,
+)
 from pflcore.settings import (
     BOOLEAN,
     FRACTION,
@@ -46,11 +52,7 @@ class FedFomoDataset(DatasetSettings):
 
     def check(self) -> None:
         """No subsetting: the pool is sized by ``partition.pool_fraction``."""
-        require(
-            self.subset_fraction == 1,
-            f"dataset.subset_fraction={self.subset_fraction} is not used by this "
-            "package; use partition.pool_fraction",
-        )
+        self.refuse_subset("use partition.pool_fraction")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,14 +103,6 @@ class FomoPartition(Group):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Finetune(Group):
-    """``finetune.*``: FedAvg + FT's adaptation of the global model before a test."""
-
-    epochs: int = setting(COUNT)
-    lr: float = setting(POSITIVE)
-
-
-@dataclass(frozen=True, kw_only=True)
 class FedFomoSettings(SharedSettings):
     """Everything ``python -m fedfomo.main`` reads."""
 
@@ -118,7 +112,7 @@ class FedFomoSettings(SharedSettings):
     lr_min: float = setting(NON_NEGATIVE)  # ... floored here
     fomo: Fomo
     partition: FomoPartition
-    finetune: Finetune
+    finetune: EpochFinetune
     dataset: FedFomoDataset
 
     def check(self) -> None:

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedper.models import MODEL_NAMES
-from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
+from pflcore.common_settings import (
+    COUNT,
+    POSITIVE_INT,
+    DatasetSettings,
+    EpochFinetune,
+    SharedSettings,
+)
 from pflcore.config import ConfigError
 from pflcore.settings import (
     ABSENT,
     BOOLEAN,
-    POSITIVE,
     Group,
     integer,
     number,
@@ -74,20 +79,12 @@ class FedPerModel(Group):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Finetune(Group):
-    """``finetune.*``: fedavg_ft adapts a copy of the global model before testing."""
-
-    epochs: int = setting(COUNT)
-    lr: float = setting(POSITIVE)
-
-
-@dataclass(frozen=True, kw_only=True)
 class FedPerSettings(SharedSettings):
     """Everything ``python -m fedper.main`` reads."""
 
     algorithm: str = setting(one_of(*ALGORITHMS))
     local_epochs: int = setting(POSITIVE_INT)
-    finetune: Finetune
+    finetune: EpochFinetune
     head_finetune_epochs: int = setting(COUNT, 0)
     model: FedPerModel
     dataset: FedPerDataset

@@ -53,11 +53,7 @@ class PerFedAvgDataset(DatasetSettings):
 
     def check(self) -> None:
         """No subsetting (sizes are ``partition.*``); EMNIST comes with its keys."""
-        require(
-            self.subset_fraction == 1,
-            f"dataset.subset_fraction={self.subset_fraction} is not used by this "
-            "package; client sizes follow partition.* (a, samples_per_client)",
-        )
+        self.refuse_subset("client sizes follow partition.* (a, samples_per_client)")
         absent = [k for k in EMNIST_KEYS if getattr(self, k) is ABSENT]
         require(
             self.name != "emnist" or not absent,

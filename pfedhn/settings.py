@@ -56,11 +56,7 @@ class PFedHNDataset(DatasetSettings):
                 "partition is set under partition.* (classes_per_client, val_size, "
                 "test_source, ...)"
             )
-        require(
-            self.subset_fraction == 1,
-            f"dataset.subset_fraction={self.subset_fraction} is not used by this "
-            "package; client sizes follow partition.* (val_size, test_size)",
-        )
+        self.refuse_subset("client sizes follow partition.* (val_size, test_size)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -135,6 +135,22 @@ class DatasetSettings(Group):
     max_ratings: int = setting(COUNT, ABSENT)
     min_per_score: int = setting(COUNT, ABSENT)
 
+    def refuse_subset(self, instead: str) -> None:
+        """For packages that size their own data: ``subset_fraction`` must stay 1."""
+        require(
+            self.subset_fraction == 1,
+            f"dataset.subset_fraction={self.subset_fraction} is not used by this "
+            f"package; {instead}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochFinetune(Group):
+    """``finetune.*``: FedAvg + FT's epochs of SGD on a copy of the global model."""
+
+    epochs: int = setting(COUNT)
+    lr: float = setting(POSITIVE)
+
 
 def tracker(name: str | None) -> bool:
     from pflcore.tracking import TRACKERS
@@ -200,6 +216,7 @@ __all__ = [
     "ClientFailure",
     "ClientResources",
     "DatasetSettings",
+    "EpochFinetune",
     "Inject",
     "SharedSettings",
     "is_number",

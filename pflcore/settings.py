@@ -260,6 +260,16 @@ def leaf_fields(cls: type[Group], path: str = "") -> Iterator[tuple[str, Rule | 
             yield f"{path}{f.name}", f.metadata.get("rule")
 
 
+def group_paths(cls: type[Group], path: str = "") -> Iterator[str]:
+    """The dotted path of every group nested in ``cls`` (not ``cls`` itself)."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cast(Any, cls)):
+        nested = hints[f.name]
+        if isinstance(nested, type) and issubclass(nested, Group):
+            yield f"{path}{f.name}"
+            yield from group_paths(nested, f"{path}{f.name}.")
+
+
 def require(ok: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:

@@ -4,7 +4,7 @@
 [--out f.json]``
 
 1. Simulation: ``python -m pfedhn.main``'s own strategy and ClientApp through
-   ``pflcore.experiment.run_experiment`` (Ray), one client per round, no
+   ``pflcore.experiment.run_main_loop`` (Ray), one client per round, no
    evaluation except the last round. Round times come from the recorder
    (``rounds.csv``'s ``round_s``); the first round (workers load the data)
    and the last (evaluation) are dropped. Inside each round the strategy's
@@ -51,7 +51,7 @@ from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.config import to_plain
-from pflcore.experiment import run_experiment
+from pflcore.experiment import run_main_loop, strategy_loop
 from pflcore.protocol import scalar
 from pflcore.results import RunRecorder
 
@@ -121,7 +121,8 @@ def sim_run(config: dict[str, Any], data: Any, work: Path) -> dict[str, Any]:
     strategy = strategy_for(config, data, work / "sim")
     assert isinstance(strategy, TimedPFedHN)
     t0 = time.time()
-    run_experiment(strategy, ArrayRecord(), make_client_app(config), config)
+    loop = strategy_loop(strategy, ArrayRecord(), config)
+    run_main_loop(loop, strategy.recorder, make_client_app(config), config)
     total = time.time() - t0
     rows = strategy.recorder.rows
     keep = [r["round"] for r in rows[1:-1]]  # drop data loading and the evaluation

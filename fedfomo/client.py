@@ -37,6 +37,7 @@ from fedfomo.models import build_model
 from pflcore.baselines import LocalUpdate
 from pflcore.devices import apply_determinism, place_model, state_on
 from pflcore.finetune import FinetuneSpec
+from pflcore.node_data import node_data
 from pflcore.protocol import (
     EVALUATE_FLAG,
     FOMO_FLAG,
@@ -194,7 +195,7 @@ def val_loss(
 def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """FedFomo's worker runtime (also its baselines'): one model, three splits."""
     dataset = config["dataset"]
-    data = fomo_data(
+    data = node_data(config) or fomo_data(
         dataset, config["partition"], config["num_clients"], config["seed"]
     )
     device = client_device(float(config["client_resources"]["num_gpus"]))

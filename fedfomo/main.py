@@ -9,11 +9,13 @@ client's distribution.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import hydra
 from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
 from fedfomo.client import BASELINE_UPDATE, make_client_app
@@ -21,10 +23,12 @@ from fedfomo.dataset import FomoData, build_fomo_data, distribution_labels
 from fedfomo.models import build_model
 from fedfomo.settings import FedFomoSettings, parse_settings
 from fedfomo.strategy import FedFomo
+from pflcore.apps import AppPackage
 from pflcore.baselines import make_baseline_client_app
 from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
+from pflcore.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.launch import launch
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
@@ -68,9 +72,13 @@ class Prepared:
     initial: ArrayRecord
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Resolve and check the config, load and partition the data, build the model."""
-    config = to_plain(cfg)
+def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The checked configuration with absolute paths: what server and clients use.
+
+    Idempotent, so the launcher, the ServerApp and every ClientApp that apply
+    it to the same run config agree.
+    """
+    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
     check_fedfomo(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
     if config["partition"].get("embedding"):
@@ -80,6 +88,12 @@ def prepare(cfg: DictConfig) -> Prepared:
         config["partition"]["embedding_path"] = absolute_data_root(
             config["partition"]["embedding_path"]
         )
+    return config
+
+
+def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
+    """Resolve and check the config, load and partition the data, build the model."""
+    config = resolve(cfg)
     data = build_fomo_data(
         config["dataset"], config["partition"], config["num_clients"], config["seed"]
     )
@@ -92,15 +106,51 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(config, data, ArrayRecord(model.state_dict()))
 
 
-@hydra.main(config_path="../conf", config_name="fedfomo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one FedFomo/FedAvg/FedAvg+FT/Local experiment and record it."""
-    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
-    if settings is None:  # the run in this folder is complete
-        return
-    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
+def client_app_for(config: dict[str, Any]) -> ClientApp:
+    """FedFomo's ClientApp, or the shared baseline ClientApp, for ``config``."""
+    if config["algorithm"] == "fedfomo":
+        return make_client_app(config)
+    return make_baseline_client_app(config, BASELINE_UPDATE)
+
+
+def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> PartitionFedAvg:
+    """FedFomo's server, or FedAvg's for the baselines."""
+    common = {
+        "num_clients": config["num_clients"],
+        "clients_per_round": config["clients_per_round"],
+        "num_rounds": config["num_rounds"],
+        "eval_every": config["eval_every"],
+        "seed": config["seed"],
+        "averaging": config["averaging"],
+        "on_client_failure": config["on_client_failure"],
+    }
+    if config["algorithm"] != "fedfomo":
+        return PartitionFedAvg(recorder, **common)
+    fomo = config["fomo"]
+    return FedFomo(
+        recorder,
+        num_candidates=fomo["num_candidates"],
+        epsilon_initial=fomo["epsilon_initial"],
+        epsilon_decay=fomo["epsilon_decay"],
+        global_candidate=fomo["global_candidate"],
+        num_clusters=fomo["num_clusters"],
+        **common,
+    )
+
+
+def build_experiment(
+    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+) -> Experiment:
+    """Load the data, build the model and the server: a run ready to start.
+
+    Raises
+    ------
+    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
+        On bad input, in one line.
+    """
+    prepared = prepare(settings)
     config, data = prepared.config, prepared.data
-    recorder: RunRecorder = guarded(lambda: open_recorder(config), PREPARATION_ERRORS)
+    recorder = open_recorder(config, out_dir)
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),
@@ -111,33 +161,28 @@ def main(cfg: DictConfig) -> None:
         client_distribution=data.distribution,
         **distribution_summary(data),
     )
-    common = {
-        "num_clients": config["num_clients"],
-        "clients_per_round": config["clients_per_round"],
-        "num_rounds": config["num_rounds"],
-        "eval_every": config["eval_every"],
-        "seed": config["seed"],
-        "averaging": config["averaging"],
-        "on_client_failure": config["on_client_failure"],
-    }
-    algorithm = config["algorithm"]
-    if algorithm == "fedfomo":
-        fomo = config["fomo"]
-        strategy: PartitionFedAvg = FedFomo(
-            recorder,
-            num_candidates=fomo["num_candidates"],
-            epsilon_initial=fomo["epsilon_initial"],
-            epsilon_decay=fomo["epsilon_decay"],
-            global_candidate=fomo["global_candidate"],
-            num_clusters=fomo["num_clusters"],
-            **common,
-        )
-        run_experiment(strategy, ArrayRecord(), make_client_app(config), config)
-        return
-    strategy = PartitionFedAvg(recorder, **common)
-    initial = ArrayRecord() if algorithm == "local" else prepared.initial
-    client_app = make_baseline_client_app(config, BASELINE_UPDATE)
-    run_experiment(strategy, initial, client_app, config)
+    # FedFomo's server sends each client chosen models, not one global model
+    sends_initial = config["algorithm"] not in ("fedfomo", "local")
+    initial = prepared.initial if sends_initial else ArrayRecord()
+    loop = strategy_loop(build_strategy(config, recorder), initial, config)
+    return Experiment(config, recorder, loop, client_app_for(config))
+
+
+PACKAGE = AppPackage(
+    "fedfomo",
+    FedFomoSettings,
+    resolve,
+    build_experiment,
+    client_app_for,
+    prepare,
+    PREPARATION_ERRORS,
+)
+
+
+@hydra.main(config_path="../conf", config_name="fedfomo", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Run one FedFomo/FedAvg/FedAvg+FT/Local experiment and record it."""
+    launch(cfg, PACKAGE)
 
 
 if __name__ == "__main__":

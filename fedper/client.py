@@ -19,7 +19,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedper.dataset import FederatedData, federated_data
+from fedper.dataset import federated_data
 from fedper.models import (
     FedPerNetwork,
     build_model,
@@ -27,8 +27,9 @@ from fedper.models import (
     personal_keys,
 )
 from pflcore.devices import apply_determinism, place_model
+from pflcore.node_data import node_data
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
-from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
+from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime, sgd_epochs
 from pflcore.seeds import Stream
 from pflcore.simulation import (
     add_partition_query,
@@ -74,7 +75,7 @@ class ClientRuntime(WorkerRuntime):
     ``personal`` and ``base`` name the state-dict keys of each part.
     """
 
-    data: FederatedData
+    data: ClientData
     personal: list[str]
     base: list[str]
 
@@ -95,7 +96,9 @@ class ClientRuntime(WorkerRuntime):
 def build_runtime(config: dict[str, Any]) -> ClientRuntime:
     """FedPer's worker runtime for ``config``."""
     dataset = config["dataset"]
-    fed = federated_data(dataset, config["num_clients"], config["seed"])
+    fed = node_data(config) or federated_data(
+        dataset, config["num_clients"], config["seed"]
+    )
     device = client_device(float(config["client_resources"]["num_gpus"]))
     apply_determinism(bool(config.get("deterministic", True)), device)
     model, initial = place_model(

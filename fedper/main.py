@@ -9,11 +9,13 @@ of the linear base, or null for the full network) and, for FLICKR-AES,
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
 from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
 from fedper.client import initial_model, make_client_app
@@ -21,11 +23,12 @@ from fedper.dataset import FederatedData, build_federated_data
 from fedper.models import find_linear_base, personal_keys
 from fedper.settings import FedPerSettings, parse_settings
 from fedper.strategy import FedPer
+from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
+from pflcore.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.launch import launch
 from pflcore.partition import PartitionError
-from pflcore.results import RunRecorder
 
 PREPARATION_ERRORS = (
     ConfigError,
@@ -72,14 +75,24 @@ def _initial(
     return ArrayRecord(base), personal, linear.describe() if linear else None
 
 
-def prepare(cfg: DictConfig) -> Prepared:
+def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The checked configuration with absolute paths: what server and clients use.
+
+    Idempotent, so the launcher, the ServerApp and every ClientApp that apply
+    it to the same run config agree.
+    """
+    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
+    check_fedper(config)
+    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    return config
+
+
+def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
     """Resolve and check the config, load and partition the data, build the model.
 
     Everything here runs before Ray starts, so bad input stops early.
     """
-    config = to_plain(cfg)
-    check_fedper(config)
-    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    config = resolve(cfg)
     fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
     base, personal, linear = _initial(config, fed)
     notes: dict[str, Any] = {"linear_base": linear}
@@ -88,15 +101,24 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(config, fed, base, personal, notes)
 
 
-@hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one FedPer/FedAvg/Local experiment and record it."""
-    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
-    if settings is None:  # the run in this folder is complete
-        return
-    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
+def client_app_for(config: dict[str, Any]) -> ClientApp:
+    """FedPer's ClientApp for a resolved configuration."""
+    return make_client_app(config)
+
+
+def build_experiment(
+    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+) -> Experiment:
+    """Load the data, build the model and the server: a run ready to start.
+
+    Raises
+    ------
+    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
+        On bad input, in one line.
+    """
+    prepared = prepare(settings)
     config = prepared.config
-    recorder: RunRecorder = guarded(lambda: open_recorder(config), PREPARATION_ERRORS)
+    recorder = open_recorder(config, out_dir)
     recorder.write_partition(prepared.fed.class_counts())
     recorder.set_summary(
         num_base_tensors=len(prepared.base),
@@ -114,7 +136,25 @@ def main(cfg: DictConfig) -> None:
         averaging=config["averaging"],
         on_client_failure=config["on_client_failure"],
     )
-    run_experiment(strategy, prepared.base, make_client_app(config), config)
+    loop = strategy_loop(strategy, prepared.base, config)
+    return Experiment(config, recorder, loop, client_app_for(config))
+
+
+PACKAGE = AppPackage(
+    "fedper",
+    FedPerSettings,
+    resolve,
+    build_experiment,
+    client_app_for,
+    prepare,
+    PREPARATION_ERRORS,
+)
+
+
+@hydra.main(config_path="../conf", config_name="fedper", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Run one FedPer/FedAvg/Local experiment and record it."""
+    launch(cfg, PACKAGE)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from pflcore.finetune import (
     finetune_copy_and_evaluate,
     train_steps,
 )
+from pflcore.node_data import node_data
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
 from pflcore.seeds import Stream
@@ -297,7 +298,7 @@ def input_scaling(
 def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """Per-FedAvg's worker runtime: one full model, loaded and saved whole."""
     dataset = config["dataset"]
-    data = client_data(
+    data = node_data(config) or client_data(
         dataset, config["partition"], config["num_clients"], config["seed"]
     )
     device = client_device(float(config["client_resources"]["num_gpus"]))

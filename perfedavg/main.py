@@ -7,11 +7,13 @@ starts: an impossible setting stops with one clear line.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import hydra
 from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
 from perfedavg.client import ADAPTING, META, initial_model, make_client_app
@@ -20,15 +22,11 @@ from perfedavg.jiang import heldout_partitions, jiang_main_loop
 from perfedavg.models import count_parameters
 from perfedavg.settings import PerFedAvgSettings, parse_settings
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
+from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.experiment import (
-    guarded,
-    open_recorder,
-    resumed_config,
-    run_experiment,
-    run_main_loop,
-)
+from pflcore.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.launch import launch
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.runtime import ClientData
@@ -85,11 +83,21 @@ class Prepared:
     num_parameters: int
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Resolve and check the config, load and partition the data, build the model."""
-    config = to_plain(cfg)
+def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The checked configuration with absolute paths: what server and clients use.
+
+    Idempotent, so the launcher, the ServerApp and every ClientApp that apply
+    it to the same run config agree.
+    """
+    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
     check_perfedavg(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    return config
+
+
+def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
+    """Resolve and check the config, load and partition the data, build the model."""
+    config = resolve(cfg)
     data = build_client_data(
         config["dataset"], config["partition"], config["num_clients"], config["seed"]
     )
@@ -126,28 +134,52 @@ def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> Personalize
     )
 
 
-@hydra.main(config_path="../conf", config_name="perfedavg", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one experiment and record it."""
-    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
-    if settings is None:  # the run in this folder is complete
-        return
-    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
+def client_app_for(config: dict[str, Any]) -> ClientApp:
+    """Per-FedAvg's ClientApp (every algorithm's) for a resolved configuration."""
+    return make_client_app(config)
+
+
+def build_experiment(
+    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+) -> Experiment:
+    """Load the data, build the model and the server: a run ready to start.
+
+    Raises
+    ------
+    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
+        On bad input, in one line.
+    """
+    prepared = prepare(settings)
     config = prepared.config
     algorithm = config["algorithm"]
     extra = (BEFORE,) if algorithm in (*ADAPTING, "jiang") else ()
-    recorder: RunRecorder = guarded(
-        lambda: open_recorder(config, extra_evals=extra), PREPARATION_ERRORS
-    )
+    recorder = open_recorder(config, out_dir, extra_evals=extra)
     recorder.write_partition(prepared.data.class_counts())
     recorder.set_summary(num_parameters=prepared.num_parameters)
-    app = make_client_app(config)
     if algorithm == "jiang":
         recorder.set_summary(heldout_partitions=heldout_partitions(config))
         loop = jiang_main_loop(config, recorder, prepared.initial)
-        run_main_loop(loop, recorder, app, config)
-        return
-    run_experiment(build_strategy(config, recorder), prepared.initial, app, config)
+    else:
+        strategy = build_strategy(config, recorder)
+        loop = strategy_loop(strategy, prepared.initial, config)
+    return Experiment(config, recorder, loop, client_app_for(config))
+
+
+PACKAGE = AppPackage(
+    "perfedavg",
+    PerFedAvgSettings,
+    resolve,
+    build_experiment,
+    client_app_for,
+    prepare,
+    PREPARATION_ERRORS,
+)
+
+
+@hydra.main(config_path="../conf", config_name="perfedavg", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Run one experiment and record it."""
+    launch(cfg, PACKAGE)
 
 
 if __name__ == "__main__":

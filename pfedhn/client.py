@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from pfedhn.dataset import PFedHNData, cached_data, make_transform
+from pfedhn.dataset import cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.threads import use_threads
 from pflcore.baselines import (
@@ -43,6 +43,7 @@ from pflcore.baselines import (
 )
 from pflcore.devices import apply_determinism, state_on
 from pflcore.finetune import FinetuneSpec, finetune
+from pflcore.node_data import node_data
 from pflcore.protocol import (
     ARRAYS,
     SERVER_ROUND,
@@ -52,7 +53,7 @@ from pflcore.protocol import (
     reply,
     train_metrics,
 )
-from pflcore.runtime import WorkerRuntime, cached_runtime
+from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
 from pflcore.seeds import Stream
 from pflcore.simulation import (
     add_partition_query,
@@ -65,7 +66,7 @@ from pflcore.training import EvalStats, NonFiniteLossError, evaluate
 HEAD_KEY = "head"
 
 
-def target_model(config: dict[str, Any], data: PFedHNData) -> nn.Module:
+def target_model(config: dict[str, Any], data: ClientData) -> nn.Module:
     """The run's target network (with its classifier unless ``pfedhn_pc``)."""
     return build_target(
         config["model"]["target"],
@@ -77,7 +78,7 @@ def target_model(config: dict[str, Any], data: PFedHNData) -> nn.Module:
     )
 
 
-def initial_target(config: dict[str, Any], data: PFedHNData) -> nn.Module:
+def initial_target(config: dict[str, Any], data: ClientData) -> nn.Module:
     """The seeded initial target (the baselines' starting point)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
@@ -92,7 +93,7 @@ class ClientRuntime(WorkerRuntime):
     classifier (``head``) is loaded from the client's own state.
     """
 
-    data: PFedHNData
+    data: ClientData
     head: nn.Linear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,7 @@ class ClientRuntime(WorkerRuntime):
 def build_runtime(config: dict[str, Any]) -> ClientRuntime:
     """PFedHN's worker runtime for ``config``."""
     torch.set_num_threads(max(1, int(config["client_resources"]["num_cpus"])))
-    data = cached_data(config)
+    data = node_data(config) or cached_data(config)
     device = client_device(float(config["client_resources"]["num_gpus"]))
     apply_determinism(bool(config.get("deterministic", True)), device)
     model = target_model(config, data).to(device)

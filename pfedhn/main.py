@@ -10,12 +10,14 @@ and the sizes of the target and the hypernetwork.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import hydra
 import torch
 from flwr.app import ArrayRecord
+from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
 from pfedhn.client import initial_target, make_client_app, target_model
@@ -24,11 +26,13 @@ from pfedhn.models import HyperNetwork, embedding_dim, target_shapes
 from pfedhn.settings import HN_LR, PFedHNSettings, parse_settings
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
+from pflcore.apps import AppPackage
 from pflcore.baselines import BASELINES
 from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.devices import apply_determinism
-from pflcore.experiment import guarded, open_recorder, resumed_config, run_experiment
+from pflcore.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.launch import launch
 from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
@@ -92,12 +96,22 @@ class Prepared:
     data: PFedHNData
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Resolve and check the config, load and partition the data."""
-    config = to_plain(cfg)
+def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The checked configuration, defaults filled and paths absolute.
+
+    What server and clients use; idempotent, so the launcher, the ServerApp
+    and every ClientApp that apply it to the same run config agree.
+    """
+    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
     check_pfedhn(config)
     resolve_defaults(config)
     config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
+    return config
+
+
+def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
+    """Resolve and check the config, load and partition the data."""
+    config = resolve(cfg)
     data = build_data(
         config["dataset"],
         config["partition"],
@@ -163,17 +177,24 @@ def build_strategy(
     return strategy, ArrayRecord()
 
 
-@hydra.main(config_path="../conf", config_name="pfedhn", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one pFedHN / pFedHN-PC / FedAvg / Local experiment and record it."""
-    settings = guarded(lambda: resumed_config(cfg), PREPARATION_ERRORS)
-    if settings is None:  # the run in this folder is complete
-        return
-    prepared: Prepared = guarded(lambda: prepare(settings), PREPARATION_ERRORS)
+def client_app_for(config: dict[str, Any]) -> ClientApp:
+    """The pFedHN ClientApp for a resolved configuration."""
+    return make_client_app(config)
+
+
+def build_experiment(
+    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+) -> Experiment:
+    """Load the data, build the server (and its hypernetwork): a run ready to start.
+
+    Raises
+    ------
+    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
+        On bad input, in one line.
+    """
+    prepared = prepare(settings)
     config, data = prepared.config, prepared.data
-    recorder: RunRecorder = guarded(
-        lambda: open_recorder(config, extra_fields=EXTRA_FIELDS), PREPARATION_ERRORS
-    )
+    recorder = open_recorder(config, out_dir, extra_fields=EXTRA_FIELDS)
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         split_sizes={s: sum(v) for s, v in data.sizes().items()},
@@ -182,8 +203,26 @@ def main(cfg: DictConfig) -> None:
     if data.novel:  # the drawn novel clients and their distances (pfedhn/novel.py)
         recorder.set_summary(novel_clients=list(data.novel))
     strategy, arrays = build_strategy(config, data, recorder)
-    run_config = {**config, "num_rounds": strategy.num_rounds}
-    run_experiment(strategy, arrays, make_client_app(config), run_config)
+    rounds = {**config, "num_rounds": strategy.num_rounds}
+    loop = strategy_loop(strategy, arrays, rounds)
+    return Experiment(rounds, recorder, loop, client_app_for(config))
+
+
+PACKAGE = AppPackage(
+    "pfedhn",
+    PFedHNSettings,
+    resolve,
+    build_experiment,
+    client_app_for,
+    prepare,
+    PREPARATION_ERRORS,
+)
+
+
+@hydra.main(config_path="../conf", config_name="pfedhn", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Run one pFedHN / pFedHN-PC / FedAvg / Local experiment and record it."""
+    launch(cfg, PACKAGE)
 
 
 if __name__ == "__main__":

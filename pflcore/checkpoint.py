@@ -61,6 +61,8 @@ RESUMABLE_KEYS = frozenset(
         "timeout_s",
         "verbose",
         "client_resources",
+        "launcher",
+        "superlink",
     }
 )
 

@@ -191,6 +191,8 @@ class SharedSettings(Group):
     verbose: bool = setting(BOOLEAN, False)
     tracking: str | None = setting(TRACKING, "none")
     ray_address: str | None = setting(nullable(TEXT), None)
+    launcher: str = setting(one_of("embedded", "flwr"), "embedded")
+    superlink: str = setting(TEXT, "local")
     dataset: DatasetSettings
 
     def check(self) -> None:
@@ -200,10 +202,14 @@ class SharedSettings(Group):
             f"clients_per_round must lie in 1..num_clients={self.num_clients}, "
             f"got {self.clients_per_round!r}",
         )
-        if self.ray_address is None:
-            self.client_resources.fit_this_machine()
-        else:  # the cluster's nodes, not the launching machine, run the clients
-            self.client_resources.fit_cluster(self.ray_address)
+        # Under launcher=flwr the SuperLink's engine places the clients, and this
+        # check also runs in its processes; pflcore.launch checks a local
+        # simulation's shares against this machine before submitting.
+        if self.launcher == "embedded":
+            if self.ray_address is None:
+                self.client_resources.fit_this_machine()
+            else:  # the cluster's nodes, not the launching machine, run the clients
+                self.client_resources.fit_cluster(self.ray_address)
         from pflcore.tracking import check_tracking
 
         check_tracking(self.tracking)

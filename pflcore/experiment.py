@@ -9,6 +9,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,16 +62,39 @@ def hydra_output_dir() -> str:
         return os.getcwd()
 
 
-def run_experiment(
-    strategy: PartitionFedAvg,
-    initial_arrays: ArrayRecord,
-    client_app: ClientApp,
-    config: dict[str, Any],
-) -> None:
-    """Run ``strategy`` through the Ray simulation and close the record.
+MainLoop = Callable[[Grid, dict[int, int]], None]
+"""``main_loop(grid, partition_to_node)``: a run's server rounds."""
 
-    Rounds are written as they finish; if the run fails, ``summary.json``
-    says so, with the error, and the rounds already written stay.
+
+@dataclass(frozen=True)
+class Experiment:
+    """One run, ready for any engine: what the server runs and what clients run.
+
+    Built the same way whether the embedded simulation (:func:`run_embedded`)
+    or a module-level ServerApp under ``flwr run`` (:mod:`pflcore.apps`) runs it.
+
+    Attributes
+    ----------
+    config : dict
+        The resolved, checked configuration.
+    recorder : RunRecorder
+        Where the rounds are written.
+    main_loop : MainLoop
+        The server's rounds.
+    client_app : ClientApp
+        The package's ClientApp for ``config`` (without fault injection).
+    """
+
+    config: dict[str, Any]
+    recorder: RunRecorder
+    main_loop: MainLoop
+    client_app: ClientApp
+
+
+def strategy_loop(
+    strategy: PartitionFedAvg, initial_arrays: ArrayRecord, config: dict[str, Any]
+) -> MainLoop:
+    """The server rounds of ``strategy``: resumed, checkpointed, recorded by round.
 
     Parameters
     ----------
@@ -78,11 +102,9 @@ def run_experiment(
         The server strategy (holds the recorder).
     initial_arrays : ArrayRecord
         What the server sends in the first round.
-    client_app : ClientApp
-        The package's ClientApp.
     config : dict
-        Resolved configuration (``num_clients``, ``num_rounds``,
-        ``client_resources``, ``timeout_s``, ``verbose``, ``ray_address``).
+        Resolved configuration (``num_rounds``, ``timeout_s``,
+        ``checkpoint_every``).
     """
     timeout = float(config["timeout_s"])
     recorder = strategy.recorder
@@ -107,7 +129,17 @@ def run_experiment(
             lambda r, a: checkpoints.after_round(r, a, strategy, grid, timeout),
         )
 
-    run_main_loop(rounds, recorder, client_app, config)
+    return rounds
+
+
+def run_embedded(experiment: Experiment) -> None:
+    """Run ``experiment`` on the embedded Ray simulation and close its record."""
+    run_main_loop(
+        experiment.main_loop,
+        experiment.recorder,
+        experiment.client_app,
+        experiment.config,
+    )
 
 
 def run_rounds(
@@ -315,8 +347,13 @@ def resumed_config(cfg: DictConfig) -> DictConfig | None:
     return OmegaConf.create(saved)
 
 
-def open_recorder(config: dict[str, Any], **kwargs: Any) -> RunRecorder:
-    """The run's recorder: a new Hydra run folder, or the resumed run's folder.
+def open_recorder(
+    config: dict[str, Any], out_dir: str | None = None, **kwargs: Any
+) -> RunRecorder:
+    """The run's recorder: a new run folder, or the resumed run's folder.
+
+    A new run is written into ``out_dir``, or Hydra's run folder when it is
+    None.
 
     With ``resume=<run folder>`` the folder's checkpoint is read and checked
     against this config (a setting that would change the result is refused
@@ -328,7 +365,7 @@ def open_recorder(config: dict[str, Any], **kwargs: Any) -> RunRecorder:
         kwargs["extra_fields"] = (*fields, "failed_clients", "failed_partitions")
     folder = config.get("resume")
     if not folder:
-        return RunRecorder(hydra_output_dir(), config, **kwargs)
+        return RunRecorder(out_dir or hydra_output_dir(), config, **kwargs)
     folder = str(Path(folder).expanduser().resolve())
     config["resume"] = folder
     checkpoint = read_checkpoint(folder)
@@ -359,15 +396,15 @@ def stopped_by_signal(exc: BaseException) -> bool:
 
 
 def run_main_loop(
-    main_loop: Callable[[Grid, dict[int, int]], None],
+    main_loop: MainLoop,
     recorder: RunRecorder,
     client_app: ClientApp,
     config: dict[str, Any],
 ) -> None:
     """Run a server main loop through the Ray simulation and close the record.
 
-    The general form of :func:`run_experiment`, for algorithms whose server
-    runs more than one strategy (e.g. several stages in sequence).
+    What :func:`run_embedded` runs: any server loop, whether one strategy's
+    (:func:`strategy_loop`) or several stages in sequence.
 
     Parameters
     ----------
@@ -418,9 +455,7 @@ def describe(exc: BaseException) -> str:
     return detail
 
 
-def recorded(
-    main_loop: Callable[[Grid, dict[int, int]], None], recorder: RunRecorder
-) -> Callable[[Grid, dict[int, int]], None]:
+def recorded(main_loop: MainLoop, recorder: RunRecorder) -> MainLoop:
     """``main_loop`` that closes ``recorder`` itself: the ServerApp owns its record.
 
     When the rounds end, ``summary.json`` says ``completed``; when they raise,

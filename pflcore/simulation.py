@@ -293,6 +293,11 @@ def run_federation(
         Join the running Ray cluster there (``ray.init(address=...)``): its
         nodes host the client actors. ``None`` starts a private Ray.
     """
+    # Flower 1.41 deprecates run_simulation for `flwr run`, which needs a SuperLink
+    # process (about 45 s to start here) and loads the apps by module path. The
+    # embedded default keeps it for an in-process run with no server to start;
+    # launcher=flwr is the supported path (pflcore.launch). The banner it logs is a
+    # WARNING that quiet_simulation keeps off the terminal unless verbose=true.
     from flwr.simulation import run_simulation
 
     resources: dict[str, Any] = {

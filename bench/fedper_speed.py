@@ -59,8 +59,9 @@ from fedper.client import (
     local_train,
     make_client_app,
 )
-from fedper.main import PREPARATION_ERRORS, Prepared, prepare
+from fedper.main import Prepared, prepare
 from fedper.strategy import FedPer
+from pflcore.apps import PREPARATION_ERRORS
 from pflcore.experiment import guarded
 from pflcore.protocol import NUM_EXAMPLES as WEIGHT_KEY
 from pflcore.protocol import scalar

@@ -25,20 +25,11 @@ from fedfomo.settings import FedFomoSettings, parse_settings
 from fedfomo.strategy import FedFomo
 from pflcore.apps import AppPackage
 from pflcore.baselines import make_baseline_client_app
-from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
-from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
-from pflcore.strategy import PartitionFedAvg
-
-PREPARATION_ERRORS = (
-    ConfigError,
-    PartitionError,
-    DatasetNotFoundError,
-    DataFormatError,
-)
+from pflcore.strategy import PartitionFedAvg, server_settings
 
 
 def distribution_summary(data: FomoData) -> dict[str, Any]:
@@ -115,15 +106,7 @@ def client_app_for(config: dict[str, Any]) -> ClientApp:
 
 def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> PartitionFedAvg:
     """FedFomo's server, or FedAvg's for the baselines."""
-    common = {
-        "num_clients": config["num_clients"],
-        "clients_per_round": config["clients_per_round"],
-        "num_rounds": config["num_rounds"],
-        "eval_every": config["eval_every"],
-        "seed": config["seed"],
-        "averaging": config["averaging"],
-        "on_client_failure": config["on_client_failure"],
-    }
+    common = server_settings(config)
     if config["algorithm"] != "fedfomo":
         return PartitionFedAvg(recorder, **common)
     fomo = config["fomo"]
@@ -175,7 +158,6 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
-    PREPARATION_ERRORS,
 )
 
 

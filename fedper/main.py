@@ -24,18 +24,10 @@ from fedper.models import find_linear_base, personal_keys
 from fedper.settings import FedPerSettings, parse_settings
 from fedper.strategy import FedPer
 from pflcore.apps import AppPackage
-from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
-from pflcore.partition import PartitionError
-
-PREPARATION_ERRORS = (
-    ConfigError,
-    PartitionError,
-    DatasetNotFoundError,
-    DataFormatError,
-)
+from pflcore.strategy import server_settings
 
 
 @dataclass(frozen=True)
@@ -128,13 +120,7 @@ def build_experiment(
     strategy = FedPer(
         recorder,
         base_keys=list(prepared.base.keys()),
-        num_clients=config["num_clients"],
-        clients_per_round=config["clients_per_round"],
-        num_rounds=config["num_rounds"],
-        eval_every=config["eval_every"],
-        seed=config["seed"],
-        averaging=config["averaging"],
-        on_client_failure=config["on_client_failure"],
+        **server_settings(config),
     )
     loop = strategy_loop(strategy, prepared.base, config)
     return Experiment(config, recorder, loop, client_app_for(config))
@@ -147,7 +133,6 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
-    PREPARATION_ERRORS,
 )
 
 

@@ -34,6 +34,7 @@ from flwr.serverapp import Grid
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.experiment import Checkpointer, resume_strategy, run_rounds
 from pflcore.results import RunRecorder
+from pflcore.strategy import server_settings
 
 PERSONALIZE = "evaluate.personalize"
 REPTILE = "train.reptile"
@@ -52,13 +53,7 @@ def _stage(
         recorder,
         train_clients=config["num_clients"] - config["jiang"]["holdout_clients"],
         eval_partitions=heldout_partitions(config),
-        num_clients=config["num_clients"],
-        clients_per_round=config["clients_per_round"],
-        eval_every=config["eval_every"],
-        seed=config["seed"],
-        averaging=config["averaging"],
-        on_client_failure=config["on_client_failure"],
-        **kwargs,
+        **{**server_settings(config), **kwargs},  # each stage its own num_rounds
     )
 
 

@@ -24,20 +24,12 @@ from perfedavg.settings import PerFedAvgSettings, parse_settings
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
 from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
-from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.runtime import ClientData
 from pflcore.settings import require
-
-PREPARATION_ERRORS = (
-    ConfigError,
-    PartitionError,
-    DatasetNotFoundError,
-    DataFormatError,
-)
+from pflcore.strategy import server_settings
 
 
 def check_perfedavg(config: dict[str, Any]) -> PerFedAvgSettings:
@@ -122,13 +114,7 @@ def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> Personalize
     """
     return PersonalizedFedAvg(
         recorder,
-        num_clients=config["num_clients"],
-        clients_per_round=config["clients_per_round"],
-        num_rounds=config["num_rounds"],
-        eval_every=config["eval_every"],
-        seed=config["seed"],
-        averaging=config["averaging"],
-        on_client_failure=config["on_client_failure"],
+        **server_settings(config),
         server_lr=float(config["server_lr"]),
         server_momentum=float(config["server_momentum"]),
     )
@@ -172,7 +158,6 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
-    PREPARATION_ERRORS,
 )
 
 

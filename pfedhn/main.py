@@ -28,21 +28,12 @@ from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.apps import AppPackage
 from pflcore.baselines import BASELINES
-from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.data import DataFormatError, DatasetNotFoundError
+from pflcore.config import absolute_data_root, to_plain
 from pflcore.devices import apply_determinism
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
-from pflcore.partition import PartitionError
 from pflcore.results import RunRecorder
 from pflcore.strategy import PartitionFedAvg
-
-PREPARATION_ERRORS = (
-    ConfigError,
-    PartitionError,
-    DatasetNotFoundError,
-    DataFormatError,
-)
 
 
 def check_pfedhn(config: dict[str, Any]) -> PFedHNSettings:
@@ -215,7 +206,6 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
-    PREPARATION_ERRORS,
 )
 
 

@@ -31,14 +31,23 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from pflcore.config import ConfigError
+from pflcore.data import DataFormatError, DatasetNotFoundError
 from pflcore.experiment import Experiment, recorded
 from pflcore.faults import with_faults
 from pflcore.node_data import DATA_PATH, with_node_data
+from pflcore.partition import PartitionError
 from pflcore.runconfig import from_run_config, to_run_config
 from pflcore.settings import Group, group_paths, leaf_fields
 from pflcore.simulation import discover_partitions, poll_quickly
 
 OUTPUT_DIR_KEY = "pfl.output-dir"
+# What bad input raises while a run is prepared: one line, no traceback.
+PREPARATION_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    PartitionError,
+    DatasetNotFoundError,
+    DataFormatError,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,8 @@ class AppPackage:
         ``prepare(config)``: the package's data loading and partitioning
         (its result holds the run's :class:`~pflcore.runtime.ClientData`).
     errors : tuple
-        The exceptions that mean bad input (one line, no traceback).
+        The exceptions that mean bad input (one line, no traceback):
+        :data:`PREPARATION_ERRORS` unless the package raises others.
     """
 
     name: str
@@ -72,7 +82,7 @@ class AppPackage:
     build: Callable[[dict[str, Any], str | None], Experiment]
     client_app_for: Callable[[dict[str, Any]], ClientApp]
     prepare: Callable[[dict[str, Any]], Any]
-    errors: tuple[type[BaseException], ...]
+    errors: tuple[type[BaseException], ...] = PREPARATION_ERRORS
 
     def run_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` as Flower run-config entries, one per schema leaf."""

@@ -131,6 +131,22 @@ def client_eval(metrics: MetricRecord, name: str = "") -> ClientEval:
     )
 
 
+SERVER_KEYS = (
+    "num_clients",
+    "clients_per_round",
+    "num_rounds",
+    "eval_every",
+    "seed",
+    "averaging",
+    "on_client_failure",
+)
+
+
+def server_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`PartitionFedAvg` keywords a run's config gives every server."""
+    return {key: config[key] for key in SERVER_KEYS}
+
+
 class PartitionFedAvg(FedAvg):
     """FedAvg over partition-ids with seeded sampling and per-round records.
 

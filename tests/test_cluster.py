@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,41 +23,22 @@ from pathlib import Path
 import pytest
 
 from tests.mainrun import REPO, output_tail, read_run
+from tests.processes import free_port, pids_mentioning
 
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def our_pids(marks: list[str]) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(m in cmd for m in marks) and int(entry.name) != os.getpid():
-            pids.append(int(entry.name))
-    return pids
-
-
 def stop(marks: list[str]) -> None:
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in our_pids(marks):
+        for pid in pids_mentioning(marks):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.time() + wait
-        while our_pids(marks) and time.time() < deadline:
+        while pids_mentioning(marks) and time.time() < deadline:
             time.sleep(0.2)
-        if not our_pids(marks):
+        if not pids_mentioning(marks):
             return
 
 

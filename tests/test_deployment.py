@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,12 @@ import pandas as pd
 import pytest
 
 from tests.mainrun import REPO, output_tail, read_run, run_module
+from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
 
 NODES = 3
 TIME_COLUMNS = ["time_s", "round_s"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(ready, seconds: float, what: str) -> None:

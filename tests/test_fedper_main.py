@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from fedper.main import PREPARATION_ERRORS, prepare
+from fedper.main import prepare
+from pflcore.apps import PREPARATION_ERRORS
 from tests.fakedata import write_cifar10
 from tests.mainrun import output_tail, read_run, run_module
 

@@ -25,6 +25,7 @@ import pytest
 from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT
 
 from tests.mainrun import output_tail, read_run, run_module
+from tests.processes import pids_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +38,6 @@ def superlink_running() -> bool:
         return httpx.get(HEALTH, timeout=1.0).is_success
     except httpx.HTTPError:
         return False
-
-
-def pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def stop(pids: list[int]) -> None:
@@ -77,7 +63,7 @@ def flwr_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("FLWR_HOME", str(home))
     yield home
-    stop(pids_mentioning(f"{home}/local-superlink"))
+    stop(pids_mentioning([f"{home}/local-superlink"]))
     assert not superlink_running(), "the managed SuperLink is still running"
 
 

@@ -1,0 +1,74 @@
+"""``pflcore.launch``: the ``flwr run`` command line and run-config file it writes."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+
+import pytest
+
+from pflcore.config import ConfigError
+from pflcore.flwr_apps import package_of
+from pflcore.launch import app_dir, connection_address, flwr_command, toml_table
+
+CONFIG = {
+    "num_clients": 7,
+    "superlink": "local",
+    "client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
+}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n\n'
+        '[superlink.lab]\naddress = "10.0.0.2:9093"\ninsecure = true\n'
+    )
+    return tmp_path
+
+
+def test_a_local_simulation_gets_its_supernodes_and_whole_cpus(home, tmp_path):
+    command = flwr_command(package_of("fedper"), CONFIG, tmp_path / "rc.toml")
+    assert command[1:5] == ["run", str(app_dir("fedper")), "local", "--run-config"]
+    assert "--stream" in command
+    federation = command[command.index("--federation-config") + 1]
+    assert federation == (
+        "num-supernodes=7 client-resources-num-cpus=1 client-resources-num-gpus=0.0"
+    )
+
+
+def test_a_fractional_cpu_share_is_refused_in_one_line(home, tmp_path):
+    config = {**CONFIG, "client_resources": {"num_cpus": 0.5, "num_gpus": 0.0}}
+    with pytest.raises(ConfigError, match=r"num_cpus must be a whole number.*got 0\.5"):
+        flwr_command(package_of("fedper"), config, tmp_path / "rc.toml")
+
+
+def test_a_superlink_with_supernodes_gets_no_simulation_settings(home, tmp_path):
+    config = {**CONFIG, "superlink": "lab"}
+    command = flwr_command(package_of("fedper"), config, tmp_path / "rc.toml")
+    assert "lab" in command and "--federation-config" not in command
+    assert connection_address("lab") == "10.0.0.2:9093"
+
+
+def test_an_unknown_connection_names_the_file_and_the_known_ones(home):
+    with pytest.raises(ConfigError, match=r"superlink=nope: no \[superlink.nope\]"):
+        connection_address("nope")
+
+
+def test_without_a_flower_config_only_local_is_known(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "empty"))
+    assert connection_address("local") == ":local:"
+    assert connection_address("lab") is None
+
+
+def test_the_run_config_file_reads_back_as_written():
+    entries = {
+        "dataset.root": 'C:\\data "x" é',
+        "lr": 1e-05,
+        "seed": 3,
+        "flip": False,
+        "inf": math.inf,
+        "pfl.json-keys": "a,b",
+    }
+    assert tomllib.loads(toml_table(entries)) == entries

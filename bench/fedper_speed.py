@@ -55,11 +55,13 @@ from omegaconf import DictConfig
 
 from fedper.client import (
     ClientRuntime,
+    Sgd,
     get_runtime,
     local_train,
     make_client_app,
 )
 from fedper.main import Prepared, prepare
+from fedper.settings import read_settings
 from fedper.strategy import FedPer
 from pflcore.apps import PREPARATION_ERRORS
 from pflcore.experiment import guarded
@@ -337,12 +339,21 @@ def plain_run(config: dict[str, Any], rounds: int, threads: int) -> PlainRun:
         initial = ArrayRecord({k: v.clone() for k, v in runtime.initial_state.items()})
         empty = RecordDict()
         _warm_up(runtime, config)
+        s = read_settings(config)
+        sgd = Sgd(
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+            batch_size=s.batch_size,
+            seed=s.seed,
+        )
         round_s, samples = [], []
         for server_round in range(1, rounds + 1):
             start, count = time.perf_counter(), 0
             for pid in range(config["num_clients"]):
                 runtime.load_client(initial, empty)
-                _, n = local_train(runtime, config, pid, server_round)
+                _, n = local_train(
+                    runtime, sgd, pid, server_round, lr=s.lr, epochs=s.local_epochs
+                )
                 count += n * config["local_epochs"]
             round_s.append(time.perf_counter() - start)
             samples.append(count)

@@ -63,8 +63,12 @@ def build(package: str, config: dict[str, Any]) -> nn.Module:
     size = int(config["dataset"]["image_size"])
     if package == "fedper":
         from fedper.client import initial_model
+        from fedper.settings import read_settings
 
-        return initial_model(config, classes, channels)
+        s = read_settings(config)
+        return initial_model(
+            s.model, classes, channels, seed=s.seed, image_size=s.dataset.image_size
+        )
     if package == "pfedhn":
         from pfedhn.models import build_target
 

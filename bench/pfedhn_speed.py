@@ -45,9 +45,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from hydra import compose, initialize_config_dir
 
-from pfedhn.client import build_runtime, make_client_app, train_client
+from pfedhn.client import InnerLoop, build_runtime, make_client_app, train_client
 from pfedhn.dataset import build_data
 from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
+from pfedhn.settings import read_settings
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.config import to_plain
@@ -92,10 +93,19 @@ def strategy_for(
     config: dict[str, Any], data: Any, out: Path, cls: type = TimedPFedHN
 ) -> PFedHN:
     recorder = RunRecorder(out, config, extra_fields=EXTRA_FIELDS)
+    s = read_settings(config)
     h = config["hn"]
+    hypernetwork = build_hypernetwork(
+        s.seed,
+        s.num_clients,
+        s.model,
+        data,
+        image_size=s.dataset.image_size,
+        with_head=s.target_has_head,
+    )
     return cls(
         recorder,
-        build_hypernetwork(config, data),
+        hypernetwork,
         novel_clients=[],
         novel_rounds=0,
         lr=h["lr"],
@@ -148,6 +158,8 @@ def plain_run(
     """The same client update and server step in one process."""
     strategy = strategy_for(config, data, work / "plain", PFedHN)
     runtime = build_runtime(config)
+    settings = read_settings(config)
+    loop = InnerLoop.of(settings)
     server_threads = torch.get_num_threads()
     states: dict[int, Any] = {}
     times, client_t = [], []
@@ -161,11 +173,12 @@ def plain_run(
         c0 = time.perf_counter()
         delta, _ = train_client(
             runtime,
-            config,
             pid,
             server_round,
             arrays,
             states.setdefault(pid, RecordDict()),
+            loop=loop,
+            seed=settings.seed,
         )
         client_t.append(time.perf_counter() - c0)
         torch.set_num_threads(server_threads)
@@ -259,12 +272,8 @@ def main(argv: list[str] | None = None) -> None:
             if args.client_threads is not None:
                 threads = args.client_threads
                 config["client_threads"] = "auto" if threads == "auto" else int(threads)
-            data = build_data(
-                config["dataset"],
-                config["partition"],
-                config["num_clients"],
-                config["seed"],
-            )
+            s = read_settings(config)
+            data = build_data(s.dataset, s.partition, s.num_clients, s.seed)
             plain = plain_run(config, data, work, args.rounds)
             sim = sim_run(config, data, work)
         entry = {

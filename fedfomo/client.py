@@ -25,6 +25,7 @@ the server as a candidate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,9 @@ from flwr.clientapp import ClientApp
 
 from fedfomo.dataset import fomo_data
 from fedfomo.models import build_model
+from fedfomo.settings import NORMS, FedFomoSettings, read_settings
 from pflcore.baselines import LocalUpdate
+from pflcore.common_settings import EpochFinetune
 from pflcore.devices import apply_determinism, place_model, state_on
 from pflcore.finetune import FinetuneSpec
 from pflcore.node_data import node_data
@@ -63,7 +66,6 @@ from pflcore.training import TrainStats
 from pflcore.transforms import BatchTransform
 
 BASELINE_KEY = "fomo-baseline"
-NORMS = ("l1", "l2", "l2_squared")
 DISTANCE_FLOOR = 1e-12
 
 State = dict[str, torch.Tensor]
@@ -137,43 +139,122 @@ def fomo_update(baseline: State, candidates: list[State], weights: np.ndarray) -
 # -- local training (FedFomo's local update, also its baselines') ----------------
 
 
-def round_lr(config: dict[str, Any], server_round: int) -> float:
+def round_lr(
+    lr: float, server_round: int, *, lr_decay: float = 1.0, lr_min: float = 0.0
+) -> float:
     """``lr * lr_decay ** (server_round - 1)``, floored at ``lr_min``."""
-    decay = float(config.get("lr_decay", 1.0))
-    floor = float(config.get("lr_min", 0.0))
-    return max(float(config["lr"]) * decay ** (server_round - 1), floor)
+    decay = float(lr_decay)
+    floor = float(lr_min)
+    return max(float(lr) * decay ** (server_round - 1), floor)
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """The settings of FedFomo's local update (also its baselines').
+
+    Attributes
+    ----------
+    lr, lr_decay, lr_min : float
+        The learning rate of round 1, its decay per round and its floor
+        (:func:`round_lr`).
+    momentum, weight_decay : float
+        SGD's momentum and weight decay.
+    batch_size : int
+        Minibatch size.
+    epochs : int
+        Epochs per round (``local_epochs``).
+    seed : int
+        The run's seed; each round's batches are seeded from it.
+    """
+
+    lr: float
+    lr_decay: float
+    lr_min: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    seed: int
+
+    @classmethod
+    def of(cls, settings: FedFomoSettings) -> LocalTraining:
+        """The run's local update.
+
+        Takes the whole settings: it reads eight of their top-level values
+        (``lr``, ``lr_decay``, ``lr_min``, ``momentum``, ``weight_decay``,
+        ``batch_size``, ``local_epochs``, ``seed``).
+        """
+        return cls(
+            lr=settings.lr,
+            lr_decay=settings.lr_decay,
+            lr_min=settings.lr_min,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            batch_size=settings.batch_size,
+            epochs=settings.local_epochs,
+            seed=settings.seed,
+        )
 
 
 def local_round(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+    runtime: WorkerRuntime, training: LocalTraining, pid: int, server_round: int
 ) -> TrainStats:
-    """One round's local training: ``local_epochs`` at the round's learning rate."""
+    """One round's local training: ``local_epochs`` at the round's learning rate.
+
+    Parameters
+    ----------
+    runtime : WorkerRuntime
+        The worker's runtime, loaded with the model to train.
+    training : LocalTraining
+        The run's local-update settings.
+    pid, server_round : int
+        The client and the round (they seed the batches).
+    """
     return sgd_epochs(
         runtime,
-        config,
         pid,
-        lr=round_lr(config, server_round),
-        epochs=config["local_epochs"],
-        seed=derive_seed(config["seed"], pid, server_round),
+        lr=round_lr(
+            training.lr,
+            server_round,
+            lr_decay=training.lr_decay,
+            lr_min=training.lr_min,
+        ),
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+        batch_size=training.batch_size,
+        epochs=training.epochs,
+        seed=derive_seed(training.seed, pid, server_round),
     )
 
 
 def local_loss(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
+    runtime: WorkerRuntime, training: LocalTraining, pid: int, server_round: int
 ) -> float:
     """:func:`local_round`'s mean loss (the baselines' local update)."""
-    return local_round(runtime, config, pid, server_round).loss
+    return local_round(runtime, training, pid, server_round).loss
 
 
-def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
-    """How FedAvg + fine-tuning adapts: ``finetune.epochs`` at ``finetune.lr``."""
+def finetune_spec(
+    finetune: EpochFinetune, *, batch_size: int, momentum: float, weight_decay: float
+) -> FinetuneSpec:
+    """How FedAvg + fine-tuning adapts: ``finetune.epochs`` at ``finetune.lr``.
+
+    Parameters
+    ----------
+    finetune : EpochFinetune
+        The ``finetune.*`` settings.
+    batch_size : int
+        Minibatch size (the run's ``batch_size``).
+    momentum, weight_decay : float
+        SGD's momentum and weight decay (the run's).
+    """
     return FinetuneSpec(
         unit="epochs",
-        amount=int(config["finetune"]["epochs"]),
-        lr=float(config["finetune"]["lr"]),
-        batch_size=int(config["batch_size"]),
-        momentum=float(config["momentum"]),
-        weight_decay=float(config["weight_decay"]),
+        amount=int(finetune.epochs),
+        lr=float(finetune.lr),
+        batch_size=int(batch_size),
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
     )
 
 
@@ -193,21 +274,27 @@ def val_loss(
 
 
 def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
-    """FedFomo's worker runtime (also its baselines'): one model, three splits."""
-    dataset = config["dataset"]
+    """FedFomo's worker runtime (also its baselines'): one model, three splits.
+
+    A boundary: the plain config (a resolved configuration) arrives here from
+    the run (the runtime cache keys on it); the node's own data, where it has
+    a partition file, is read from the full ``config``.
+    """
+    settings = read_settings(config)
+    dataset = settings.dataset
     data = node_data(config) or fomo_data(
-        dataset, config["partition"], config["num_clients"], config["seed"]
+        dataset, settings.partition, settings.num_clients, settings.seed
     )
-    device = client_device(float(config["client_resources"]["num_gpus"]))
-    apply_determinism(bool(config.get("deterministic", True)), device)
+    device = client_device(float(settings.client_resources.num_gpus))
+    apply_determinism(bool(settings.deterministic), device)
     # The initial state is taken on the device: a client with no baseline yet
     # weighs the candidates against it.
     model, initial = place_model(
         build_model(
-            config["seed"],
+            settings.seed,
             data.data.num_classes,
             data.data.channels,
-            dataset["image_size"],
+            dataset.image_size,
         ),
         device,
     )
@@ -215,9 +302,9 @@ def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
     transform = BatchTransform(
         mean,
         std,
-        image_size=dataset["image_size"],
-        crop_padding=dataset["crop_padding"],
-        flip=dataset["flip"],
+        image_size=dataset.image_size,
+        crop_padding=dataset.crop_padding,
+        flip=dataset.flip,
     )
     return WorkerRuntime(data, model, initial, transform, device)
 
@@ -227,7 +314,36 @@ def get_runtime(config: dict[str, Any]) -> WorkerRuntime:
     return cached_runtime(build_runtime, config)
 
 
-BASELINE_UPDATE = LocalUpdate(get_runtime, local_loss, finetune=finetune_spec)
+def baseline_update(settings: FedFomoSettings, config: dict[str, Any]) -> LocalUpdate:
+    """FedFomo's local update for the baselines (FedAvg, FedAvg + FT, Local).
+
+    Parameters
+    ----------
+    settings : FedFomoSettings
+        The run's typed settings (of ``config``).
+    config : dict
+        The resolved configuration: the key of the worker's runtime cache.
+    """
+    training = LocalTraining.of(settings)
+
+    def runtime() -> WorkerRuntime:
+        return get_runtime(config)
+
+    def train(runtime: WorkerRuntime, pid: int, server_round: int) -> float:
+        return local_loss(runtime, training, pid, server_round)
+
+    return LocalUpdate(
+        runtime,
+        train,
+        seed=settings.seed,
+        eval_batch_size=settings.eval_batch_size,
+        finetune=finetune_spec(
+            settings.finetune,
+            batch_size=settings.batch_size,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        ),
+    )
 
 
 def _state_of(record: ArrayRecord, device: torch.device) -> State:
@@ -236,12 +352,29 @@ def _state_of(record: ArrayRecord, device: torch.device) -> State:
 
 def fomo_step(
     runtime: WorkerRuntime,
-    config: dict[str, Any],
     pid: int,
     baseline: State,
     candidates: list[tuple[int, State]],
+    *,
+    eval_batch_size: int,
+    norm: str,
 ) -> tuple[State, list[int], np.ndarray]:
     """Weight the candidates on the validation split and move the baseline.
+
+    Parameters
+    ----------
+    runtime : WorkerRuntime
+        The worker's runtime (its model is loaded with each model in turn).
+    pid : int
+        The client.
+    baseline : dict
+        The client's baseline model θ_b.
+    candidates : list of (int, dict)
+        The candidates' ids and models.
+    eval_batch_size : int
+        Batch size of the validation losses.
+    norm : str
+        The distance (``fomo.norm``, :func:`model_distance`).
 
     Returns
     -------
@@ -253,19 +386,24 @@ def fomo_step(
     weights : numpy.ndarray
         The raw (signed) weights, in the order of ``ids``.
     """
-    batch = config["eval_batch_size"]
+    batch = eval_batch_size
     base_loss = val_loss(runtime, baseline, pid, batch)
     losses = np.array([val_loss(runtime, c, pid, batch) for _, c in candidates])
-    distances = np.array(
-        [model_distance(c, baseline, config["fomo"]["norm"]) for _, c in candidates]
-    )
+    distances = np.array([model_distance(c, baseline, norm) for _, c in candidates])
     weights = fomo_weights(base_loss, losses, distances)
     updated = fomo_update(baseline, [c for _, c in candidates], weights)
     return updated, [i for i, _ in candidates], weights
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:
-    """Build FedFomo's ClientApp for a resolved configuration."""
+    """Build FedFomo's ClientApp for a resolved configuration.
+
+    The closure carries the plain config (the runtime cache's key) and the
+    values its handlers use.
+    """
+    settings = read_settings(config)
+    training = LocalTraining.of(settings)
+    eval_batch_size, norm = settings.eval_batch_size, settings.fomo.norm
     app = ClientApp()
     add_partition_query(app)
 
@@ -275,7 +413,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         bench = runtime
         bench.load(context.state.array_records.get(BASELINE_KEY))
-        stats = local_round(bench, config, pid, server_round_of(msg))
+        stats = local_round(bench, training, pid, server_round_of(msg))
         metrics = train_metrics(pid, stats.loss, runtime.data.size(pid))
         return reply(msg, arrays=bench.weights(), metrics=metrics)
 
@@ -298,7 +436,12 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             ]
             if candidates:
                 baseline, ids, weights = fomo_step(
-                    runtime, config, pid, baseline, candidates
+                    runtime,
+                    pid,
+                    baseline,
+                    candidates,
+                    eval_batch_size=eval_batch_size,
+                    norm=norm,
                 )
                 for key, value in fomo_weights_metrics(ids, list(weights)).items():
                     metrics[key] = value
@@ -308,7 +451,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         if config_flag(instruction, EVALUATE_FLAG):
             bench.load(baseline)
             for key, value in eval_metrics(
-                pid, bench.evaluate_test(pid, config["eval_batch_size"])
+                pid, bench.evaluate_test(pid, eval_batch_size)
             ).items():
                 metrics[key] = value
         metrics[PARTITION_KEY] = pid

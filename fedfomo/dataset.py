@@ -29,11 +29,10 @@ trains on the train split only, so all methods see the same data.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -59,6 +58,9 @@ from fedfomo.splits import (
 from pflcore.data import DataFormatError, DatasetNotFoundError, ImageData, load_dataset
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
 from pflcore.runtime import ClientData
+
+if TYPE_CHECKING:
+    from fedfomo.settings import Embedding, FedFomoDataset, FomoPartition
 
 PARTITION_KINDS = ("pathological", "latent")
 
@@ -134,20 +136,19 @@ def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
     return np.sort(rng.choice(size, size=round(fraction * size), replace=False))
 
 
-def embedding_spec(partition: dict[str, Any], seed: int) -> EmbeddingSpec:
-    """The ``partition.embedding`` block as an :class:`EmbeddingSpec`."""
-    block = partition["embedding"]
+def embedding_spec(embedding: Embedding, seed: int) -> EmbeddingSpec:
+    """The ``partition.embedding.*`` settings as an :class:`EmbeddingSpec`."""
     return EmbeddingSpec(
-        epochs=int(block["epochs"]),
-        batch_size=int(block["batch_size"]),
-        lr=float(block["lr"]),
-        width=int(block["width"]),
+        epochs=int(embedding.epochs),
+        batch_size=int(embedding.batch_size),
+        lr=float(embedding.lr),
+        width=int(embedding.width),
         seed=seed,
     )
 
 
 def latent_clusters(
-    partition: dict[str, Any],
+    partition: FomoPartition,
     x: torch.Tensor,
     y: np.ndarray,
     num_classes: int,
@@ -161,10 +162,12 @@ def latent_clusters(
     ``keep`` names the rows of a precomputed embedding (which has one row
     per sample of the whole pool, ``pool_size`` rows) that ``x`` holds.
     ``train_rows``: the leading rows of ``x`` that are training images (the
-    ``trained`` embedding learns from those only; default: all).
+    ``trained`` embedding learns from those only; default: all). ``partition``:
+    the ``partition.*`` settings (``num_distributions``, ``features``,
+    ``embedding``, ``embedding_path``, ``pca_dim``).
     """
-    k = int(partition["num_distributions"])
-    features = partition["features"]
+    k = int(partition.num_distributions)
+    features = partition.features
     if features == "trained":
         n = int(x.shape[0]) if train_rows is None else train_rows
         emb = cached_embedding(
@@ -172,10 +175,10 @@ def latent_clusters(
             torch.from_numpy(y[:n]),
             x,
             num_classes,
-            embedding_spec(partition, seed),
-            partition["embedding"]["cache_dir"],
+            embedding_spec(partition.embedding, seed),
+            partition.embedding.cache_dir,
         )
-        return reduce_and_cluster(emb, int(partition["pca_dim"]), k, seed)
+        return reduce_and_cluster(emb, int(partition.pca_dim), k, seed)
     if features == "labels":
         if k != num_classes:
             raise PartitionError(
@@ -184,16 +187,16 @@ def latent_clusters(
             )
         return y.astype(np.int64)
     if features == "embedding":
-        if not partition.get("embedding_path"):
+        if not partition.embedding_path:
             raise PartitionError(
                 "partition.features=embedding needs partition.embedding_path (.npy)"
             )
         total = int(x.shape[0]) if keep is None else pool_size
-        emb = load_embedding(partition["embedding_path"], total)
+        emb = load_embedding(partition.embedding_path, total)
         if keep is not None:
             emb = emb[keep]
     else:
-        emb = pixel_pca_features(x, int(partition["pca_dim"]), seed)
+        emb = pixel_pca_features(x, int(partition.pca_dim), seed)
     return kmeans(emb, k, seed)
 
 
@@ -259,16 +262,16 @@ def load_test_file(path: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _load(dataset: dict[str, Any]) -> ImageData:
+def _load(dataset: FedFomoDataset) -> ImageData:
     data = load_dataset(
-        dataset["name"],
-        dataset["root"],
-        dataset["source"],
-        dataset["path"],
-        dataset["download"],
+        dataset.name,
+        dataset.root,
+        dataset.source,
+        dataset.path,
+        dataset.download,
     )
-    if dataset.get("test_path"):
-        x_test, y_test = load_test_file(dataset["test_path"], dataset["root"])
+    if dataset.test_path:
+        x_test, y_test = load_test_file(dataset.test_path, dataset.root)
         data = ImageData(
             data.name, data.x_train, data.y_train, x_test, y_test, data.num_classes
         )
@@ -276,73 +279,75 @@ def _load(dataset: dict[str, Any]) -> ImageData:
 
 
 def build_fomo_data(
-    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+    dataset: FedFomoDataset, partition: FomoPartition, num_clients: int, seed: int
 ) -> FomoData:
     """Load the configured dataset and partition it for FedFomo.
 
     Parameters
     ----------
-    dataset : dict
-        The ``dataset`` config group (``name``, ``root``, ``source``, ``path``,
+    dataset : fedfomo.settings.FedFomoDataset
+        The ``dataset.*`` settings (``name``, ``root``, ``source``, ``path``,
         ``test_path``, ``download``, ``test_split``, ``pool_test``,
         ``test_fraction``).
-    partition : dict
-        The ``partition`` config group (``kind``, ``shards_per_client``,
-        ``num_distributions``, ``features``, ``embedding_path``, ``pca_dim``,
-        ``val_fraction``, ``pool_fraction``).
+    partition : fedfomo.settings.FomoPartition
+        The ``partition.*`` settings (``kind``, ``shards_per_client``,
+        ``num_distributions``, ``features``, ``embedding``, ``embedding_path``,
+        ``pca_dim``, ``val_fraction``, ``pool_fraction``).
     num_clients : int
         Number of clients.
     seed : int
         Partition seed.
     """
     data = _load(dataset)
-    if dataset.get("test_split", "carve") == "official":
+    if dataset.test_split == "official":
         return _official_test_split(data, partition, num_clients, seed)
-    x, y_t = data.pooled(include_test=bool(dataset["pool_test"]))
+    if dataset.test_fraction is None:
+        raise PartitionError("dataset.test_split=carve needs dataset.test_fraction")
+    x, y_t = data.pooled(include_test=bool(dataset.pool_test))
     pool_size = int(x.shape[0])
-    keep = pool_subset(pool_size, float(partition.get("pool_fraction", 1.0)), seed)
+    keep = pool_subset(pool_size, float(partition.pool_fraction), seed)
     if keep is not None:
         x, y_t = x[torch.from_numpy(keep)], y_t[torch.from_numpy(keep)]
     y = y_t.numpy()
     if num_clients > x.shape[0]:
         raise PartitionError(f"{num_clients} clients but only {x.shape[0]} samples")
     distribution = None
-    if partition["kind"] == "pathological":
+    if partition.kind == "pathological":
         parts = shard_parts(
-            y, num_clients, int(partition["shards_per_client"]), seed, data.num_classes
+            y, num_clients, int(partition.shards_per_client), seed, data.num_classes
         )
-    elif partition["kind"] == "latent":
+    elif partition.kind == "latent":
         clusters = latent_clusters(
             partition, x, y, data.num_classes, seed, keep, pool_size
         )
         parts = distribution_parts(
             clusters,
-            int(partition["num_distributions"]),
+            int(partition.num_distributions),
             num_clients,
             y,
             seed + PARTS_STREAM,
         )
-        distribution = _distribution_of(partition, num_clients)
+        distribution = _distribution_of(num_clients, partition.num_distributions)
     else:
         raise PartitionError(
-            f"partition.kind={partition['kind']!r} is not one of {PARTITION_KINDS}"
+            f"partition.kind={partition.kind!r} is not one of {PARTITION_KINDS}"
         )
     train, val, test = split_pool(
         parts,
-        float(dataset["test_fraction"]),
-        float(partition["val_fraction"]),
+        float(dataset.test_fraction),
+        float(partition.val_fraction),
         seed,
     )
     return FomoData.pooled(data, x, y_t, (train, val, test), distribution)
 
 
-def _distribution_of(partition: dict[str, Any], num_clients: int) -> list[int]:
-    per = num_clients // int(partition["num_distributions"])
+def _distribution_of(num_clients: int, num_distributions: int) -> list[int]:
+    per = num_clients // int(num_distributions)
     return [j // per for j in range(num_clients)]
 
 
 def _official_test_split(
-    data: ImageData, partition: dict[str, Any], num_clients: int, seed: int
+    data: ImageData, partition: FomoPartition, num_clients: int, seed: int
 ) -> FomoData:
     """The authors' protocol: train/val from the training set, test from the test set.
 
@@ -357,7 +362,7 @@ def _official_test_split(
             f"dataset.test_split=official but {data.name} has no test split here; "
             "set dataset.test_path or use dataset.test_split=carve"
         )
-    fraction = float(partition.get("pool_fraction", 1.0))
+    fraction = float(partition.pool_fraction)
     pools = []
     for i, (x, y) in enumerate(
         ((data.x_train, data.y_train), (data.x_test, data.y_test))
@@ -370,31 +375,31 @@ def _official_test_split(
     n_train = int(x_tr.shape[0])
     labels_tr, labels_te = y_tr.numpy(), y_te.numpy()
     distribution = None
-    if partition["kind"] == "pathological":
+    if partition.kind == "pathological":
         assignment = shard_classes(
-            num_clients, int(partition["shards_per_client"]), data.num_classes, seed
+            num_clients, int(partition.shards_per_client), data.num_classes, seed
         )
         train_parts = cut_shards(labels_tr, assignment, seed)
         test_parts = cut_shards(labels_te, assignment, seed + PARTS_STREAM)
-    elif partition["kind"] == "latent":
+    elif partition.kind == "latent":
         x_all = torch.cat([x_tr, x_te])
         labels = np.concatenate([labels_tr, labels_te])
         clusters = latent_clusters(
             partition, x_all, labels, data.num_classes, seed, train_rows=n_train
         )
-        k = int(partition["num_distributions"])
+        k = int(partition.num_distributions)
         train_parts = distribution_parts(
             clusters[:n_train], k, num_clients, labels_tr, seed + PARTS_STREAM
         )
         test_parts = distribution_parts(
             clusters[n_train:], k, num_clients, labels_te, seed + SPLIT_STREAM
         )
-        distribution = _distribution_of(partition, num_clients)
+        distribution = _distribution_of(num_clients, partition.num_distributions)
     else:
         raise PartitionError(
-            f"partition.kind={partition['kind']!r} is not one of {PARTITION_KINDS}"
+            f"partition.kind={partition.kind!r} is not one of {PARTITION_KINDS}"
         )
-    train, val = _validation(_flat(train_parts), float(partition["val_fraction"]), seed)
+    train, val = _validation(_flat(train_parts), float(partition.val_fraction), seed)
     test = _flat(test_parts, offset=n_train)
     for j, (tr, te) in enumerate(zip(train, test, strict=True)):
         if tr.size < 2 or te.size < 1:
@@ -407,19 +412,14 @@ def _official_test_split(
 
 
 @lru_cache(maxsize=2)
-def _cached(key: str, num_clients: int, seed: int) -> FomoData:
-    settings = json.loads(key)
-    return build_fomo_data(
-        settings["dataset"], settings["partition"], num_clients, seed
-    )
-
-
 def fomo_data(
-    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+    dataset: FedFomoDataset, partition: FomoPartition, num_clients: int, seed: int
 ) -> FomoData:
-    """``build_fomo_data``, cached per process (one load per Ray worker)."""
-    key = json.dumps({"dataset": dataset, "partition": partition}, sort_keys=True)
-    return _cached(key, num_clients, seed)
+    """``build_fomo_data``, cached per process (one load per Ray worker).
+
+    The settings groups are frozen dataclasses: equal settings hit the cache.
+    """
+    return build_fomo_data(dataset, partition, num_clients, seed)
 
 
 def distribution_labels(data: FomoData) -> tuple[list[list[int]], list[float]]:

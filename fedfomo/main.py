@@ -18,10 +18,10 @@ from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
-from fedfomo.client import BASELINE_UPDATE, make_client_app
+from fedfomo.client import baseline_update, make_client_app
 from fedfomo.dataset import FomoData, build_fomo_data, distribution_labels
 from fedfomo.models import build_model
-from fedfomo.settings import FedFomoSettings, parse_settings
+from fedfomo.settings import FedFomoSettings, Fomo, parse_settings, read_settings
 from fedfomo.strategy import FedFomo
 from pflcore.apps import AppPackage
 from pflcore.baselines import make_baseline_client_app
@@ -59,6 +59,7 @@ class Prepared:
     """Everything ``main`` needs, built and checked before Ray starts."""
 
     config: dict[str, Any]
+    settings: FedFomoSettings
     data: FomoData
     initial: ArrayRecord
 
@@ -85,44 +86,61 @@ def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
     """Resolve and check the config, load and partition the data, build the model."""
     config = resolve(cfg)
+    settings = read_settings(config)
     data = build_fomo_data(
-        config["dataset"], config["partition"], config["num_clients"], config["seed"]
+        settings.dataset, settings.partition, settings.num_clients, settings.seed
     )
     model = build_model(
-        config["seed"],
+        settings.seed,
         data.data.num_classes,
         data.data.channels,
-        config["dataset"]["image_size"],
+        settings.dataset.image_size,
     )
-    return Prepared(config, data, ArrayRecord(model.state_dict()))
+    return Prepared(config, settings, data, ArrayRecord(model.state_dict()))
 
 
 def client_app_for(config: dict[str, Any]) -> ClientApp:
     """FedFomo's ClientApp, or the shared baseline ClientApp, for ``config``."""
-    if config["algorithm"] == "fedfomo":
+    settings = read_settings(config)
+    if settings.algorithm == "fedfomo":
         return make_client_app(config)
-    return make_baseline_client_app(config, BASELINE_UPDATE)
+    return make_baseline_client_app(
+        settings.algorithm, baseline_update(settings, config)
+    )
 
 
-def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> PartitionFedAvg:
-    """FedFomo's server, or FedAvg's for the baselines."""
-    common = server_settings(config)
-    if config["algorithm"] != "fedfomo":
-        return PartitionFedAvg(recorder, **common)
-    fomo = config["fomo"]
+def build_strategy(
+    recorder: RunRecorder, server: dict[str, Any], algorithm: str, fomo: Fomo
+) -> PartitionFedAvg:
+    """FedFomo's server, or FedAvg's for the baselines.
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        The run's recorder.
+    server : dict
+        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.strategy.server_settings` of the run's config).
+    algorithm : str
+        The run's ``algorithm``: FedFomo's server for ``fedfomo``.
+    fomo : Fomo
+        The ``fomo.*`` settings (FedFomo's server only).
+    """
+    if algorithm != "fedfomo":
+        return PartitionFedAvg(recorder, **server)
     return FedFomo(
         recorder,
-        num_candidates=fomo["num_candidates"],
-        epsilon_initial=fomo["epsilon_initial"],
-        epsilon_decay=fomo["epsilon_decay"],
-        global_candidate=fomo["global_candidate"],
-        num_clusters=fomo["num_clusters"],
-        **common,
+        num_candidates=fomo.num_candidates,
+        epsilon_initial=fomo.epsilon_initial,
+        epsilon_decay=fomo.epsilon_decay,
+        global_candidate=fomo.global_candidate,
+        num_clusters=fomo.num_clusters,
+        **server,
     )
 
 
 def build_experiment(
-    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+    cfg: DictConfig | dict[str, Any], out_dir: str | None = None
 ) -> Experiment:
     """Load the data, build the model and the server: a run ready to start.
 
@@ -131,8 +149,8 @@ def build_experiment(
     ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
         On bad input, in one line.
     """
-    prepared = prepare(settings)
-    config, data = prepared.config, prepared.data
+    prepared = prepare(cfg)
+    config, settings, data = prepared.config, prepared.settings, prepared.data
     recorder = open_recorder(config, out_dir)
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
@@ -140,14 +158,17 @@ def build_experiment(
         train_samples=[int(t.size) for t in data.train],
         val_samples=[int(v.size) for v in data.val],
         test_samples=[int(t.size) for t in data.test],
-        test_split=config["dataset"].get("test_split", "carve"),
+        test_split=settings.dataset.test_split,
         client_distribution=data.distribution,
         **distribution_summary(data),
     )
     # FedFomo's server sends each client chosen models, not one global model
-    sends_initial = config["algorithm"] not in ("fedfomo", "local")
+    sends_initial = settings.algorithm not in ("fedfomo", "local")
     initial = prepared.initial if sends_initial else ArrayRecord()
-    loop = strategy_loop(build_strategy(config, recorder), initial, config)
+    strategy = build_strategy(
+        recorder, server_settings(config), settings.algorithm, settings.fomo
+    )
+    loop = strategy_loop(strategy, initial, config)
     return Experiment(config, recorder, loop, client_app_for(config))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fedfomo.client import NORMS
 from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, TEST_SPLITS
 from pflcore.common_settings import (
     COUNT,
@@ -14,6 +13,7 @@ from pflcore.common_settings import (
     EpochFinetune,
     SharedSettings,
 )
+from pflcore.node_data import without_node_data
 from pflcore.settings import (
     BOOLEAN,
     FRACTION,
@@ -32,6 +32,7 @@ from pflcore.settings import (
 )
 
 ALGORITHMS = ("fedfomo", "fedavg", "fedavg_ft", "local")
+NORMS = ("l1", "l2", "l2_squared")  # fomo.norm (fedfomo.client.model_distance)
 MIN_IMAGE_SIZE = 22  # the paper's CNN (fedfomo.models.TFCNN) needs at least this
 IMAGE_SIZE = Rule(
     integer(MIN_IMAGE_SIZE).holds, f"be >= {MIN_IMAGE_SIZE} for the paper's CNN"
@@ -139,3 +140,13 @@ class FedFomoSettings(SharedSettings):
 def parse_settings(config: dict[str, Any]) -> FedFomoSettings:
     """Check the composed config; the typed settings of the run."""
     return parse(FedFomoSettings, config)
+
+
+def read_settings(config: dict[str, Any]) -> FedFomoSettings:
+    """The typed settings of a config already checked by :func:`parse_settings`.
+
+    For the worker side and for second reads on the launching side: the values
+    only (the node's partition-file entry dropped), without the rules and the
+    machine checks (resources, tracker) that belong to the launch.
+    """
+    return parse(FedFomoSettings, without_node_data(config), checked=False)

@@ -26,11 +26,14 @@ from fedper.models import (
     linearize_base,
     personal_keys,
 )
+from fedper.settings import FedPerModel, read_settings
+from pflcore.common_settings import EpochFinetune
 from pflcore.devices import apply_determinism, place_model
 from pflcore.node_data import node_data
 from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
 from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime, sgd_epochs
 from pflcore.seeds import Stream
+from pflcore.settings import ABSENT
 from pflcore.simulation import (
     add_partition_query,
     client_device,
@@ -43,29 +46,36 @@ STATE_KEY = "personal"
 
 
 def initial_model(
-    config: dict[str, Any], num_classes: int, channels: int
+    model: FedPerModel,
+    num_classes: int,
+    channels: int,
+    *,
+    seed: int,
+    image_size: int,
 ) -> FedPerNetwork:
     """The run's initial network: identical in every process for one seed.
 
     With ``model.linear_base`` the base units are replaced by one linear map
-    sized for ``dataset.image_size`` (the personal units are unchanged).
+    sized for ``image_size`` (the personal units are unchanged).
+
+    Parameters
+    ----------
+    model : FedPerModel
+        The ``model`` settings (network, K_P, linear base).
+    num_classes, channels : int
+        Output classes and input channels of the network.
+    seed : int
+        The run's seed (the weights are drawn from it, CPU generator only).
+    image_size : int
+        ``dataset.image_size``: the input the linear base is sized for.
     """
+    num_blocks = None if model.num_blocks is ABSENT else model.num_blocks
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"])
-        model = build_model(
-            config["model"]["name"],
-            num_classes,
-            channels,
-            config["model"].get("num_blocks"),
-        )
-        if config["model"].get("linear_base", False):
-            linearize_base(
-                model,
-                config["model"]["num_head_layers"],
-                channels,
-                config["dataset"]["image_size"],
-            )
-        return model
+        torch.manual_seed(seed)
+        network = build_model(model.name, num_classes, channels, num_blocks)
+        if model.linear_base:
+            linearize_base(network, model.num_head_layers, channels, image_size)
+        return network
 
 
 @dataclass
@@ -94,21 +104,34 @@ class ClientRuntime(WorkerRuntime):
 
 
 def build_runtime(config: dict[str, Any]) -> ClientRuntime:
-    """FedPer's worker runtime for ``config``."""
-    dataset = config["dataset"]
+    """FedPer's worker runtime for ``config`` (a resolved configuration).
+
+    A boundary: the plain config arrives here from the run (the runtime cache
+    keys on it); the node's own data, where it has a partition file, is read
+    from the full ``config``.
+    """
+    settings = read_settings(config)
+    dataset = settings.dataset
     fed = node_data(config) or federated_data(
-        dataset, config["num_clients"], config["seed"]
+        dataset, settings.num_clients, settings.seed
     )
-    device = client_device(float(config["client_resources"]["num_gpus"]))
-    apply_determinism(bool(config.get("deterministic", True)), device)
+    device = client_device(float(settings.client_resources.num_gpus))
+    apply_determinism(bool(settings.deterministic), device)
     model, initial = place_model(
-        initial_model(config, fed.data.num_classes, fed.data.channels), device
+        initial_model(
+            settings.model,
+            fed.data.num_classes,
+            fed.data.channels,
+            seed=settings.seed,
+            image_size=dataset.image_size,
+        ),
+        device,
     )
     personal = personal_keys(
         model,
-        config["algorithm"],
-        config["model"]["num_head_layers"],
-        config["model"]["base_buffers"],
+        settings.algorithm,
+        settings.model.num_head_layers,
+        settings.model.base_buffers,
     )
     base = [k for k in initial if k not in set(personal)]
     # The dataset's own per-channel constants (over its training images, as the
@@ -117,9 +140,9 @@ def build_runtime(config: dict[str, Any]) -> ClientRuntime:
     transform = BatchTransform(
         mean,
         std,
-        image_size=dataset["image_size"],
-        crop_padding=dataset["crop_padding"],
-        flip=dataset["flip"],
+        image_size=dataset.image_size,
+        crop_padding=dataset.crop_padding,
+        flip=dataset.flip,
     )
     return ClientRuntime(
         data=fed,
@@ -137,41 +160,127 @@ def get_runtime(config: dict[str, Any]) -> ClientRuntime:
     return cached_runtime(build_runtime, config)
 
 
+@dataclass(frozen=True)
+class Sgd:
+    """The run's SGD settings every local phase shares.
+
+    Attributes
+    ----------
+    momentum, weight_decay : float
+        ``momentum`` and ``weight_decay`` of every optimizer.
+    batch_size : int
+        Minibatch size.
+    seed : int
+        The run's seed; each phase derives its batches' seed from it.
+    """
+
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    seed: int
+
+    def epochs(
+        self,
+        runtime: ClientRuntime,
+        pid: int,
+        *,
+        lr: float,
+        epochs: int,
+        seed: int,
+        params: list[torch.nn.Parameter] | None = None,
+    ) -> float:
+        """:func:`pflcore.runtime.sgd_epochs` with these settings; the mean loss."""
+        stats = sgd_epochs(
+            runtime,
+            pid,
+            lr=lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            epochs=epochs,
+            seed=seed,
+            params=params,
+        )
+        return stats.loss
+
+
 def local_train(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+    runtime: ClientRuntime,
+    sgd: Sgd,
+    pid: int,
+    server_round: int,
+    *,
+    lr: float,
+    epochs: int,
 ) -> tuple[float, int]:
-    """Run ``local_epochs`` of SGD on all layers; return (mean loss, train size)."""
-    stats = sgd_epochs(
+    """Run ``epochs`` (``local_epochs``) of SGD on all layers.
+
+    Parameters
+    ----------
+    runtime : ClientRuntime
+        The worker's runtime, loaded with the client's model.
+    sgd : Sgd
+        The run's SGD settings and seed.
+    pid, server_round : int
+        The client and the round (they seed the batches).
+    lr : float
+        Learning rate (``lr``).
+    epochs : int
+        Epochs (``local_epochs``).
+
+    Returns
+    -------
+    tuple of (float, int)
+        The mean loss and the client's training-split size.
+    """
+    loss = sgd.epochs(
         runtime,
-        config,
         pid,
-        lr=config["lr"],
-        epochs=config["local_epochs"],
-        seed=derive_seed(config["seed"], pid, server_round),
+        lr=lr,
+        epochs=epochs,
+        seed=derive_seed(sgd.seed, pid, server_round),
     )
-    return stats.loss, runtime.data.size(pid)
+    return loss, runtime.data.size(pid)
 
 
 def finetune_head(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+    runtime: ClientRuntime,
+    sgd: Sgd,
+    pid: int,
+    server_round: int,
+    *,
+    lr: float,
+    epochs: int,
 ) -> float:
     """Paper App. A.3: train the personal layers alone on the received base.
 
-    Runs ``head_finetune_epochs`` epochs of SGD (``lr``, ``momentum``,
-    ``weight_decay``) over the personal parameters only; the base parameters
-    are frozen (``requires_grad`` off, outside the optimizer). The base's
-    BatchNorm layers run in training mode (batch statistics, as in the
-    epochs that follow), but their running statistics are restored
-    afterwards: every shared tensor leaves this phase bit-identical. (With
-    ``model.base_buffers=local`` those statistics are the client's own and
-    keep the phase's update.)
+    Runs ``epochs`` (``head_finetune_epochs``) epochs of SGD (``lr`` and the
+    run's ``momentum``, ``weight_decay``) over the personal parameters only;
+    the base parameters are frozen (``requires_grad`` off, outside the
+    optimizer). The base's BatchNorm layers run in training mode (batch
+    statistics, as in the epochs that follow), but their running statistics
+    are restored afterwards: every shared tensor leaves this phase
+    bit-identical. (With ``model.base_buffers=local`` those statistics are
+    the client's own and keep the phase's update.)
+
+    Parameters
+    ----------
+    runtime : ClientRuntime
+        The worker's runtime, loaded with the received base and the head.
+    sgd : Sgd
+        The run's SGD settings and seed.
+    pid, server_round : int
+        The client and the round (they seed the batches).
+    lr : float
+        Learning rate (``lr``).
+    epochs : int
+        Epochs (``head_finetune_epochs``; 0 does nothing).
 
     Returns
     -------
     float
         The phase's mean training loss (0 when it does nothing).
     """
-    epochs = int(config.get("head_finetune_epochs", 0))
     if epochs <= 0 or not runtime.personal:
         return 0.0
     model = runtime.model
@@ -183,14 +292,13 @@ def finetune_head(
     for p in frozen:
         p.requires_grad_(False)
     try:
-        stats = sgd_epochs(
+        loss = sgd.epochs(
             runtime,
-            config,
             pid,
             params=head,
-            lr=config["lr"],
+            lr=lr,
             epochs=epochs,
-            seed=derive_seed(config["seed"], pid, server_round, Stream.HEAD),
+            seed=derive_seed(sgd.seed, pid, server_round, Stream.HEAD),
         )
     finally:
         for p in frozen:
@@ -199,33 +307,59 @@ def finetune_head(
             for k, b in model.named_buffers():
                 if k in saved:
                     b.copy_(saved[k])
-    return stats.loss
+    return loss
 
 
 def finetune_global_copy(
-    runtime: ClientRuntime, config: dict[str, Any], pid: int, server_round: int
+    runtime: ClientRuntime,
+    sgd: Sgd,
+    finetune: EpochFinetune,
+    pid: int,
+    server_round: int,
 ) -> None:
     """FedAvg + fine-tuning: adapt the loaded global model before testing it.
 
     The adapted weights are used for this evaluation only: the next message
     reloads the model from the server's arrays, so nothing is kept.
+
+    Parameters
+    ----------
+    runtime : ClientRuntime
+        The worker's runtime, loaded with the global model.
+    sgd : Sgd
+        The run's SGD settings and seed.
+    finetune : EpochFinetune
+        ``finetune.epochs`` and ``finetune.lr``.
+    pid, server_round : int
+        The client and the round (they seed the batches).
     """
-    sgd_epochs(
+    sgd.epochs(
         runtime,
-        config,
         pid,
-        lr=config["finetune"]["lr"],
-        epochs=config["finetune"]["epochs"],
-        seed=derive_seed(config["seed"], pid, server_round, Stream.ADAPT),
+        lr=finetune.lr,
+        epochs=finetune.epochs,
+        seed=derive_seed(sgd.seed, pid, server_round, Stream.ADAPT),
     )
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build FedPer's ClientApp for a resolved configuration.
 
-    The closure carries the plain config only; data and the model are built
-    in the worker process on first use and cached there.
+    The closure carries the plain config (the runtime cache's key) and the
+    values its handlers use; data and the model are built in the worker
+    process on first use and cached there.
     """
+    settings = read_settings(config)
+    sgd = Sgd(
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+    )
+    lr, local_epochs = settings.lr, settings.local_epochs
+    head_epochs = settings.head_finetune_epochs
+    finetune = settings.finetune if settings.algorithm == "fedavg_ft" else None
+    eval_batch_size = settings.eval_batch_size
     app = ClientApp()
     add_partition_query(app)
 
@@ -235,8 +369,10 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load_client(msg.content.array_records[ARRAYS], context.state)
         server_round = server_round_of(msg)
-        finetune_head(runtime, config, pid, server_round)
-        loss, n = local_train(runtime, config, pid, server_round)
+        finetune_head(runtime, sgd, pid, server_round, lr=lr, epochs=head_epochs)
+        loss, n = local_train(
+            runtime, sgd, pid, server_round, lr=lr, epochs=local_epochs
+        )
         if runtime.personal:
             context.state[STATE_KEY] = runtime.part(runtime.personal)
         metrics = train_metrics(pid, loss, n)
@@ -247,11 +383,9 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load_client(msg.content.array_records[ARRAYS], context.state)
-        if config["algorithm"] == "fedavg_ft":
-            finetune_global_copy(runtime, config, pid, server_round_of(msg))
-        metrics = eval_metrics(
-            pid, runtime.evaluate_test(pid, config["eval_batch_size"])
-        )
+        if finetune is not None:
+            finetune_global_copy(runtime, sgd, finetune, pid, server_round_of(msg))
+        metrics = eval_metrics(pid, runtime.evaluate_test(pid, eval_batch_size))
         return reply(msg, metrics=metrics)
 
     return app

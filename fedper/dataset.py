@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 import torch
 
 from fedper.flickr import decode_images, find_files, read_flickr_ratings
+from fedper.settings import FedPerDataset
 from pflcore.data import ImageData, load_dataset
 from pflcore.partition import (
     ClientSplit,
@@ -148,7 +149,7 @@ def partition_raters(
 
 
 def build_flickr_data(
-    dataset: dict[str, Any], num_clients: int, seed: int
+    dataset: FedPerDataset, num_clients: int, seed: int
 ) -> FederatedData:
     """FLICKR-AES in its published layout, partitioned by rater.
 
@@ -160,8 +161,8 @@ def build_flickr_data(
 
     Parameters
     ----------
-    dataset : dict
-        The ``dataset`` config group for FLICKR (``root``, ``folder``,
+    dataset : FedPerDataset
+        The ``dataset`` settings for FLICKR (``root``, ``folder``,
         ``image_folder``, ``labels_file``, ``min_ratings``, ``max_ratings``,
         ``min_per_score``, ``test_fraction``, ``image_size``).
     num_clients : int
@@ -169,22 +170,22 @@ def build_flickr_data(
     seed : int
         Partition seed.
     """
-    folder = Path(dataset["root"]).expanduser() / dataset["folder"]
-    ratings = read_flickr_ratings(str(folder), dataset["labels_file"])
+    folder = Path(dataset.root).expanduser() / dataset.folder
+    ratings = read_flickr_ratings(str(folder), dataset.labels_file)
     chosen, rows, split = partition_raters(
         ratings.users,
         ratings.scores,
         num_clients,
         seed,
-        min_ratings=int(dataset["min_ratings"]),
-        max_ratings=int(dataset["max_ratings"]),
-        test_fraction=float(dataset["test_fraction"]),
-        min_per_score=int(dataset["min_per_score"]),
+        min_ratings=int(dataset.min_ratings),
+        max_ratings=int(dataset.max_ratings),
+        test_fraction=float(dataset.test_fraction),
+        min_per_score=int(dataset.min_per_score),
     )
     order = np.concatenate(rows)
     names, image_of = np.unique(ratings.items[order], return_inverse=True)
-    paths = find_files(folder, names.tolist(), dataset["image_folder"])
-    images = decode_images(paths, int(dataset["image_size"]))
+    paths = find_files(folder, names.tolist(), dataset.image_folder)
+    images = decode_images(paths, int(dataset.image_size))
     x = images[torch.from_numpy(image_of.reshape(-1))]
     y = torch.from_numpy(ratings.scores[order] - 1)
     data = ImageData("flickr", x, y, None, None, FLICKR_CLASSES)
@@ -194,35 +195,35 @@ def build_flickr_data(
 
 
 def build_federated_data(
-    dataset: dict[str, Any], num_clients: int, seed: int
+    dataset: FedPerDataset, num_clients: int, seed: int
 ) -> FederatedData:
     """Load the configured dataset and partition it.
 
     Parameters
     ----------
-    dataset : dict
-        The ``dataset`` config group: for ``name=flickr`` see
+    dataset : FedPerDataset
+        The ``dataset`` settings: for ``name=flickr`` see
         :func:`build_flickr_data`; otherwise ``name``, ``root``, ``source``,
         ``path``, ``download``, ``pool_test``, ``test_fraction``,
-        ``classes_per_client``, ``class_assignment`` and optionally
-        ``subset_fraction`` (keep that share of every class, seeded, before
-        partitioning; quick runs).
+        ``classes_per_client``, ``class_assignment`` and ``subset_fraction``
+        (keep that share of every class, seeded, before partitioning; quick
+        runs; default 1).
     num_clients : int
         Number of clients.
     seed : int
         Partition seed.
     """
-    if dataset["name"] == "flickr":
+    if dataset.name == "flickr":
         return build_flickr_data(dataset, num_clients, seed)
     data = load_dataset(
-        dataset["name"],
-        dataset["root"],
-        dataset["source"],
-        dataset["path"],
-        dataset["download"],
+        dataset.name,
+        dataset.root,
+        dataset.source,
+        dataset.path,
+        dataset.download,
     )
-    x, y = data.pooled(include_test=bool(dataset["pool_test"]))
-    fraction = float(dataset.get("subset_fraction", 1.0))
+    x, y = data.pooled(include_test=bool(dataset.pool_test))
+    fraction = float(dataset.subset_fraction)
     if fraction < 1.0:
         keep = torch.from_numpy(
             stratified_subset(y.numpy(), fraction, seed + SUBSET_STREAM)
@@ -234,23 +235,21 @@ def build_federated_data(
         y.numpy(),
         data.num_classes,
         num_clients,
-        int(dataset["classes_per_client"]),
-        float(dataset["test_fraction"]),
+        int(dataset.classes_per_client),
+        float(dataset.test_fraction),
         seed,
-        dataset["class_assignment"],
+        # null is refused by name where the mode is read
+        cast(str, dataset.class_assignment),
     )
     return FederatedData.from_split(data, x, y, split)
 
 
 @lru_cache(maxsize=2)
-def _cached(
-    key: tuple[tuple[str, Any], ...], num_clients: int, seed: int
-) -> FederatedData:
-    return build_federated_data(dict(key), num_clients, seed)
-
-
 def federated_data(
-    dataset: dict[str, Any], num_clients: int, seed: int
+    dataset: FedPerDataset, num_clients: int, seed: int
 ) -> FederatedData:
-    """``build_federated_data``, cached per process (one load per Ray worker)."""
-    return _cached(tuple(sorted(dataset.items())), num_clients, seed)
+    """``build_federated_data``, cached per process (one load per Ray worker).
+
+    The settings are frozen (hashable), so they are the cache key.
+    """
+    return build_federated_data(dataset, num_clients, seed)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from fedper.client import initial_model, make_client_app
 from fedper.dataset import FederatedData, build_federated_data
 from fedper.models import find_linear_base, personal_keys
-from fedper.settings import FedPerSettings, parse_settings
+from fedper.settings import FedPerModel, FedPerSettings, parse_settings, read_settings
 from fedper.strategy import FedPer
 from pflcore.apps import AppPackage
 from pflcore.config import absolute_data_root, to_plain
@@ -53,14 +53,30 @@ def check_fedper(config: dict[str, Any]) -> FedPerSettings:
 
 
 def _initial(
-    config: dict[str, Any], fed: FederatedData
+    model_settings: FedPerModel,
+    algorithm: str,
+    fed: FederatedData,
+    *,
+    seed: int,
+    image_size: int,
 ) -> tuple[ArrayRecord, list[str], dict[str, Any] | None]:
-    model = initial_model(config, fed.data.num_classes, fed.data.channels)
+    """The initial base, the personal keys and the linear base's form (or None).
+
+    ``model_settings`` is the ``model`` group; ``seed`` and ``image_size`` are as
+    for :func:`fedper.client.initial_model`.
+    """
+    model = initial_model(
+        model_settings,
+        fed.data.num_classes,
+        fed.data.channels,
+        seed=seed,
+        image_size=image_size,
+    )
     personal = personal_keys(
         model,
-        config["algorithm"],
-        config["model"]["num_head_layers"],
-        config["model"]["base_buffers"],
+        algorithm,
+        model_settings.num_head_layers,
+        model_settings.base_buffers,
     )
     base = {k: v for k, v in model.state_dict().items() if k not in set(personal)}
     linear = find_linear_base(model)
@@ -85,8 +101,15 @@ def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
     Everything here runs before Ray starts, so bad input stops early.
     """
     config = resolve(cfg)
-    fed = build_federated_data(config["dataset"], config["num_clients"], config["seed"])
-    base, personal, linear = _initial(config, fed)
+    settings = read_settings(config)
+    fed = build_federated_data(settings.dataset, settings.num_clients, settings.seed)
+    base, personal, linear = _initial(
+        settings.model,
+        settings.algorithm,
+        fed,
+        seed=settings.seed,
+        image_size=settings.dataset.image_size,
+    )
     notes: dict[str, Any] = {"linear_base": linear}
     if fed.client_names is not None:
         notes["client_names"] = list(fed.client_names)

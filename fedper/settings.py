@@ -14,6 +14,7 @@ from pflcore.common_settings import (
     SharedSettings,
 )
 from pflcore.config import ConfigError
+from pflcore.node_data import without_node_data
 from pflcore.settings import (
     ABSENT,
     BOOLEAN,
@@ -113,3 +114,13 @@ class FedPerSettings(SharedSettings):
 def parse_settings(config: dict[str, Any]) -> FedPerSettings:
     """Check the composed config; the typed settings of the run."""
     return parse(FedPerSettings, config)
+
+
+def read_settings(config: dict[str, Any]) -> FedPerSettings:
+    """The typed settings of a config already checked by :func:`parse_settings`.
+
+    For the worker side and for second reads on the launching side: the values
+    only (the node's partition-file entry dropped), without the rules and the
+    machine checks (resources, tracker) that belong to the launch.
+    """
+    return parse(FedPerSettings, without_node_data(config), checked=False)

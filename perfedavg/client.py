@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
@@ -34,6 +35,7 @@ from torch import nn
 
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
+from perfedavg.settings import ADAPTING, META, read_settings
 from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
 from pflcore.batching import step_plan
 from pflcore.devices import apply_determinism, place_model
@@ -61,8 +63,8 @@ from pflcore.training import (
 )
 from pflcore.transforms import BatchTransform
 
-META = ("perfedavg_fo", "perfedavg_hf")
-ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation
+if TYPE_CHECKING:
+    from perfedavg.settings import Finetune, Model, PerFedAvgSettings, Reptile
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -268,16 +270,30 @@ def perfedavg_update(
 # -- the worker's runtime ----------------------------------------------------
 
 
-def initial_model(config: dict[str, Any], data: ClientData) -> nn.Module:
-    """The run's initial network: identical in every process for one seed."""
+def initial_model(
+    model: Model, data: ClientData, *, image_size: int, seed: int
+) -> nn.Module:
+    """The run's initial network: identical in every process for one seed.
+
+    Parameters
+    ----------
+    model : perfedavg.settings.Model
+        ``model.*``: the network's name and dropout.
+    data : ClientData
+        The loaded data (its classes and channels size the network).
+    image_size : int
+        ``dataset.image_size``.
+    seed : int
+        The run's seed (the initial weights' draws).
+    """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"])
+        torch.manual_seed(seed)
         return build_model(
-            config["model"]["name"],
+            model.name,
             data.data.num_classes,
             data.data.channels,
-            int(config["dataset"]["image_size"]),
-            float(config["model"]["dropout"]),
+            int(image_size),
+            float(model.dropout),
         )
 
 
@@ -297,20 +313,26 @@ def input_scaling(
 
 def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
     """Per-FedAvg's worker runtime: one full model, loaded and saved whole."""
-    dataset = config["dataset"]
+    settings = read_settings(config)
+    dataset = settings.dataset
     data = node_data(config) or client_data(
-        dataset, config["partition"], config["num_clients"], config["seed"]
+        dataset, settings.partition, settings.num_clients, settings.seed
     )
-    device = client_device(float(config["client_resources"]["num_gpus"]))
-    apply_determinism(bool(config.get("deterministic", True)), device)
-    model, initial = place_model(initial_model(config, data), device)
-    mean, std = input_scaling(data, bool(dataset.get("normalize", True)))
+    device = client_device(float(settings.client_resources.num_gpus))
+    apply_determinism(bool(settings.deterministic), device)
+    model, initial = place_model(
+        initial_model(
+            settings.model, data, image_size=dataset.image_size, seed=settings.seed
+        ),
+        device,
+    )
+    mean, std = input_scaling(data, bool(dataset.normalize))
     transform = BatchTransform(
         mean,
         std,
-        image_size=dataset["image_size"],
-        crop_padding=dataset["crop_padding"],
-        flip=dataset["flip"],
+        image_size=dataset.image_size,
+        crop_padding=dataset.crop_padding,
+        flip=dataset.flip,
     )
     return WorkerRuntime(data, model, initial, transform, device)
 
@@ -320,14 +342,13 @@ def get_runtime(config: dict[str, Any]) -> WorkerRuntime:
     return cached_runtime(build_runtime, config)
 
 
-def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
-    """The evaluation-time adaptation of ``config["finetune"]``."""
-    ft = config["finetune"]
+def finetune_spec(finetune: Finetune) -> FinetuneSpec:
+    """The evaluation-time adaptation of the ``finetune.*`` settings."""
     return FinetuneSpec(
-        unit=ft["unit"],
-        amount=int(ft["amount"]),
-        lr=float(ft["lr"]),
-        batch_size=int(ft["batch_size"]),
+        unit=finetune.unit,
+        amount=int(finetune.amount),
+        lr=float(finetune.lr),
+        batch_size=int(finetune.batch_size),
     )
 
 
@@ -335,24 +356,49 @@ def finetune_spec(config: dict[str, Any]) -> FinetuneSpec:
 
 
 def local_sgd(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime,
+    pid: int,
+    seed: int,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    steps: int,
+    epochs: int,
+    batch_size: int,
 ) -> TrainStats:
-    """FedAvg's local update: ``local_steps`` SGD steps, or ``local_epochs`` if 0."""
+    """FedAvg's local update: ``steps`` SGD steps, or ``epochs`` epochs if 0.
+
+    Parameters
+    ----------
+    runtime : WorkerRuntime
+        The worker's runtime, loaded with the model to train.
+    pid : int
+        The client (partition-id) whose training split is used.
+    seed : int
+        Seed of the batch draws.
+    lr, momentum, weight_decay : float
+        SGD's settings.
+    steps : int
+        ``local_steps``: SGD steps on independently drawn batches (0: epochs).
+    epochs : int
+        ``local_epochs``: shuffled passes, used when ``steps`` is 0.
+    batch_size : int
+        Minibatch size.
+    """
     x, y = runtime.train_split(pid)
     model = runtime.model
-    optimizer = make_sgd(
-        model.parameters(), config["lr"], config["momentum"], config["weight_decay"]
-    )
+    optimizer = make_sgd(model.parameters(), lr, momentum, weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    if config["local_steps"] > 0:
+    if steps > 0:
         return train_steps(
             model,
             x,
             y,
             optimizer,
             runtime.transform,
-            steps=config["local_steps"],
-            batch_size=config["batch_size"],
+            steps=steps,
+            batch_size=batch_size,
             generator=generator,
             device=runtime.device,
         )
@@ -362,36 +408,49 @@ def local_sgd(
         y,
         optimizer,
         runtime.transform,
-        epochs=config["local_epochs"],
-        batch_size=config["batch_size"],
+        epochs=epochs,
+        batch_size=batch_size,
         generator=generator,
         device=runtime.device,
     )
 
 
 def meta_train(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime,
+    pid: int,
+    seed: int,
+    *,
+    steps: int,
+    batch_size: int,
+    alpha: float,
+    beta: float,
+    variant: str,
+    delta: float,
 ) -> TrainStats:
-    """Per-FedAvg's local update on client ``pid`` (FO or HF by ``algorithm``)."""
+    """Per-FedAvg's local update on client ``pid``: ``steps`` meta-steps.
+
+    ``variant`` is ``"fo"`` or ``"hf"``; ``seed`` seeds the batch draws; the
+    other values are :func:`perfedavg_update`'s.
+    """
     x, y = runtime.train_split(pid)
     return perfedavg_update(
         runtime.model,
         x,
         y,
         runtime.transform,
-        steps=config["local_steps"],
-        batch_size=config["batch_size"],
-        alpha=config["alpha"],
-        beta=config["beta"],
-        variant=config["algorithm"].removeprefix("perfedavg_"),
-        delta=config["delta"],
+        steps=steps,
+        batch_size=batch_size,
+        alpha=alpha,
+        beta=beta,
+        variant=variant,
+        delta=delta,
         generator=torch.Generator().manual_seed(seed),
         device=runtime.device,
     )
 
 
 def reptile_train(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime, pid: int, seed: int, reptile: Reptile, batch_size: int
 ) -> TrainStats:
     """Jiang et al.'s Reptile stage on a client: ``inner_epochs`` of local steps.
 
@@ -399,19 +458,31 @@ def reptile_train(
     are Adam's (``lr``, ``betas``; beta1 = 0 by default); with
     ``server_adam`` (the paper: Adam runs on the server) they are plain SGD
     at ``client_lr``.
+
+    Parameters
+    ----------
+    runtime : WorkerRuntime
+        The worker's runtime, loaded with the global model.
+    pid : int
+        The client (partition-id).
+    seed : int
+        Seed of the batch shuffles.
+    reptile : perfedavg.settings.Reptile
+        ``jiang.reptile.*``.
+    batch_size : int
+        Minibatch size.
     """
-    reptile = config["jiang"]["reptile"]
     x, y = runtime.train_split(pid)
     optimizer: torch.optim.Optimizer
-    if reptile.get("optimizer", "client_adam") == "server_adam":
+    if reptile.optimizer == "server_adam":
         optimizer = make_sgd(
-            runtime.model.parameters(), float(reptile["client_lr"]), 0.0, 0.0
+            runtime.model.parameters(), float(reptile.client_lr), 0.0, 0.0
         )
     else:
         optimizer = torch.optim.Adam(
             runtime.model.parameters(),
-            lr=float(reptile["lr"]),
-            betas=(float(reptile["betas"][0]), float(reptile["betas"][1])),
+            lr=float(reptile.lr),
+            betas=(float(reptile.betas[0]), float(reptile.betas[1])),
         )
     return train_epochs(
         runtime.model,
@@ -419,24 +490,32 @@ def reptile_train(
         y,
         optimizer,
         runtime.transform,
-        epochs=int(reptile["inner_epochs"]),
-        batch_size=config["batch_size"],
+        epochs=int(reptile.inner_epochs),
+        batch_size=batch_size,
         generator=torch.Generator().manual_seed(seed),
         device=runtime.device,
     )
 
 
 def adapted_counts(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, seed: int
+    runtime: WorkerRuntime,
+    pid: int,
+    seed: int,
+    finetune: FinetuneSpec,
+    eval_batch_size: int,
 ) -> tuple[EvalStats, EvalStats]:
-    """Test the loaded model, adapt a copy on the *training* split, test the copy."""
+    """Test the loaded model, adapt a copy on the *training* split, test the copy.
+
+    ``seed`` seeds the adaptation's batches; ``finetune`` is how the copy
+    adapts; both tests run in batches of ``eval_batch_size``.
+    """
     return finetune_copy_and_evaluate(
         runtime.model,
         runtime.train_split(pid),
         runtime.test_split(pid),
         runtime.transform,
-        finetune_spec(config),
-        eval_batch_size=config["eval_batch_size"],
+        finetune,
+        eval_batch_size=eval_batch_size,
         generator=torch.Generator().manual_seed(seed),
         device=runtime.device,
     )
@@ -445,14 +524,14 @@ def adapted_counts(
 # -- the ClientApp ---------------------------------------------------------------
 
 
-def _seeded(config: dict[str, Any], pid: int, msg: Message, *tags: int) -> int:
+def _seeded(seed: int, pid: int, msg: Message, *tags: int) -> int:
     """The seed of this client's work in this round, also seeding torch's global RNG.
 
-    Batches come from explicit generators; dropout draws from the global RNG,
-    which a worker shares among the clients it serves in any order, so it is
-    reseeded here: one seed reproduces one run.
+    ``seed`` is the run's. Batches come from explicit generators; dropout
+    draws from the global RNG, which a worker shares among the clients it
+    serves in any order, so it is reseeded here: one seed reproduces one run.
     """
-    return _round_seed(config, pid, server_round_of(msg), *tags)
+    return _round_seed(seed, pid, server_round_of(msg), *tags)
 
 
 def _train_reply(
@@ -473,56 +552,102 @@ def _eval_reply(
     return reply(msg, metrics=metrics)
 
 
-def _round_seed(config: dict[str, Any], pid: int, server_round: int, *tags: int) -> int:
+def _round_seed(seed: int, pid: int, server_round: int, *tags: int) -> int:
     """:func:`_seeded` for a round number (the baseline ClientApp's hooks)."""
-    seed = derive_seed(config["seed"], pid, server_round, *tags)
-    torch.manual_seed(seed)
-    return seed
+    derived = derive_seed(seed, pid, server_round, *tags)
+    torch.manual_seed(derived)
+    return derived
 
 
-def fedavg_loss(
-    runtime: WorkerRuntime, config: dict[str, Any], pid: int, server_round: int
-) -> float:
-    """FedAvg's (and Local's) local update of the loaded model: its mean loss."""
-    return local_sgd(runtime, config, pid, _round_seed(config, pid, server_round)).loss
+def sgd_of(settings: PerFedAvgSettings) -> Callable[..., TrainStats]:
+    """:func:`local_sgd` with the run's SGD settings: ``(runtime, pid, seed)``.
+
+    Part of the client boundary (:func:`make_client_app`): reads ``lr``,
+    ``momentum``, ``weight_decay``, ``local_steps``, ``local_epochs`` and
+    ``batch_size``.
+    """
+    return partial(
+        local_sgd,
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        steps=settings.local_steps,
+        epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+    )
 
 
-BASELINE_UPDATE = LocalUpdate(
-    get_runtime,
-    fedavg_loss,
-    finetune=finetune_spec,
-    adapt_seed=lambda config, pid, server_round: _round_seed(
-        config, pid, server_round, Stream.ADAPT
-    ),
-    report_before=True,  # the paper's table is read after adaptation; both are kept
-)
+def baseline_update(settings: PerFedAvgSettings, config: dict[str, Any]) -> LocalUpdate:
+    """What the baseline ClientApp runs: FedAvg's local SGD, the ``finetune`` copy.
+
+    Part of the client boundary (:func:`make_client_app`): the local update
+    is :func:`local_sgd` with the run's SGD settings (:func:`sgd_of`), the
+    adaptation ``finetune.*``; every seed derives from ``seed`` (and seeds
+    torch's global RNG, :func:`_round_seed`); the test runs in batches of
+    ``eval_batch_size``. ``config`` is the runtime's cache key
+    (:func:`get_runtime`).
+    """
+    seed = settings.seed
+    sgd = sgd_of(settings)
+
+    def fedavg_loss(runtime: WorkerRuntime, pid: int, server_round: int) -> float:
+        """FedAvg's (and Local's) local update of the loaded model: its mean loss."""
+        stats: TrainStats = sgd(runtime, pid, _round_seed(seed, pid, server_round))
+        return stats.loss
+
+    return LocalUpdate(
+        partial(get_runtime, config),
+        fedavg_loss,
+        seed=seed,
+        eval_batch_size=settings.eval_batch_size,
+        finetune=finetune_spec(settings.finetune),
+        adapt_seed=lambda pid, server_round: _round_seed(
+            seed, pid, server_round, Stream.ADAPT
+        ),
+        report_before=True,  # the paper's table is read after adaptation; both are kept
+    )
 
 
 def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build the ClientApp for a resolved configuration.
 
     FedAvg, FedAvg + update and Local run on the suite's baseline ClientApp
-    (:mod:`pflcore.baselines`) with :func:`fedavg_loss`; Per-FedAvg and Jiang
-    et al.'s pipeline on this one. The closure carries the plain config only;
-    data and the model are built in the worker process on first use.
+    (:mod:`pflcore.baselines`) with :func:`local_sgd`; Per-FedAvg and Jiang
+    et al.'s pipeline on this one. The closures carry the plain config (the
+    runtime's cache key) and the typed settings; data and the model are
+    built in the worker process on first use.
     """
-    if config["algorithm"] in BASELINES:
-        return make_baseline_client_app(config, BASELINE_UPDATE)
+    settings = read_settings(config)
+    algorithm = settings.algorithm
+    if algorithm in BASELINES:
+        return make_baseline_client_app(algorithm, baseline_update(settings, config))
     app = ClientApp()
     add_partition_query(app)
-    algorithm = config["algorithm"]
+    seed, eval_batch_size = settings.seed, settings.eval_batch_size
+    finetune = finetune_spec(settings.finetune)
+    sgd = sgd_of(settings)
+    meta = partial(
+        meta_train,
+        steps=settings.local_steps,
+        batch_size=settings.batch_size,
+        alpha=settings.alpha,
+        beta=settings.beta,
+        variant=algorithm.removeprefix("perfedavg_"),
+        delta=settings.delta,
+    )
+    reptile, batch_size = settings.jiang.reptile, settings.batch_size
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        seed = _seeded(config, pid, msg)
+        round_seed = _seeded(seed, pid, msg)
         n = runtime.data.size(pid)
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in META:
-            stats = meta_train(runtime, config, pid, seed)
+            stats = meta(runtime, pid, round_seed)
         else:  # the FedAvg stage of jiang
-            stats = local_sgd(runtime, config, pid, seed)
+            stats = sgd(runtime, pid, round_seed)
         return _train_reply(msg, runtime.weights(), stats, n, pid)
 
     @app.train("reptile")
@@ -531,7 +656,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
         stats = reptile_train(
-            runtime, config, pid, _seeded(config, pid, msg, Stream.REPTILE)
+            runtime, pid, _seeded(seed, pid, msg, Stream.REPTILE), reptile, batch_size
         )
         n = runtime.data.size(pid)
         return _train_reply(msg, runtime.weights(), stats, n, pid)
@@ -542,20 +667,20 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
         if algorithm in ADAPTING:
-            seed = _seeded(config, pid, msg, Stream.ADAPT)
-            before, after = adapted_counts(runtime, config, pid, seed)
+            adapt = _seeded(seed, pid, msg, Stream.ADAPT)
+            before, after = adapted_counts(
+                runtime, pid, adapt, finetune, eval_batch_size
+            )
             return _eval_reply(msg, pid, after, before)
-        return _eval_reply(
-            msg, pid, runtime.evaluate_test(pid, config["eval_batch_size"]), None
-        )
+        return _eval_reply(msg, pid, runtime.evaluate_test(pid, eval_batch_size), None)
 
     @app.evaluate("personalize")
     def personalize(msg: Message, context: Context) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
-        seed = _seeded(config, pid, msg, Stream.PERSONALIZE)
-        before, after = adapted_counts(runtime, config, pid, seed)
+        adapt = _seeded(seed, pid, msg, Stream.PERSONALIZE)
+        before, after = adapted_counts(runtime, pid, adapt, finetune, eval_batch_size)
         return _eval_reply(msg, pid, after, before)
 
     return app

@@ -22,7 +22,7 @@ held-out clients' 80/20 personalization split).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from pflcore.partition import (
 )
 from pflcore.runtime import ClientData
 
+if TYPE_CHECKING:
+    from perfedavg.settings import Partition, PerFedAvgDataset
+
 PARTITIONS = ("fallah", "dirichlet")
 
 # Seed streams of the partitions, as offsets from the run seed (fixed: they
@@ -43,22 +46,22 @@ PARTITIONS = ("fallah", "dirichlet")
 POOLS_STREAM, SPLIT_STREAM = 1, 2
 
 
-def load_image_data(dataset: dict[str, Any]) -> ImageData:
-    """Load the configured dataset (EMNIST through :mod:`perfedavg.emnist`)."""
-    if dataset["name"] == "emnist":
+def load_image_data(dataset: PerFedAvgDataset) -> ImageData:
+    """Load the ``dataset.*`` settings' data (EMNIST via :mod:`perfedavg.emnist`)."""
+    if dataset.name == "emnist":
         return load_emnist(
-            dataset["root"],
-            dataset["split"],
-            dataset["source"],
-            dataset["path"],
-            dataset["npz_orientation"],
+            dataset.root,
+            dataset.split,
+            dataset.source,
+            dataset.path,
+            dataset.npz_orientation,
         )
     return load_dataset(
-        dataset["name"],
-        dataset["root"],
-        dataset["source"],
-        dataset["path"],
-        dataset["download"],
+        dataset.name,
+        dataset.root,
+        dataset.source,
+        dataset.path,
+        dataset.download,
     )
 
 
@@ -199,71 +202,60 @@ def partition_dirichlet(
 
 
 def build_client_data(
-    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+    dataset: PerFedAvgDataset, partition: Partition, num_clients: int, seed: int
 ) -> ClientData:
     """Load the configured dataset and partition it.
 
     Parameters
     ----------
-    dataset : dict
-        The ``dataset`` config group (``name``, ``root``, ``source``, ``path``,
+    dataset : perfedavg.settings.PerFedAvgDataset
+        The ``dataset.*`` settings (``name``, ``root``, ``source``, ``path``,
         ``pool_test``, ...).
-    partition : dict
-        The ``partition`` block: ``name`` (``fallah`` or ``dirichlet``) and its
-        settings (``a``, ``test_ratio``; ``samples_per_client``, ``dirichlet_alpha``,
-        ``test_fraction``).
+    partition : perfedavg.settings.Partition
+        The ``partition.*`` settings: ``name`` (``fallah`` or ``dirichlet``)
+        and its values (``a``, ``test_ratio``; ``samples_per_client``,
+        ``dirichlet_alpha``, ``test_fraction``).
     num_clients : int
         Number of clients.
     seed : int
         Partition seed.
     """
     data = load_image_data(dataset)
-    x, y = data.pooled(include_test=bool(dataset["pool_test"]))
+    x, y = data.pooled(include_test=bool(dataset.pool_test))
     labels = y.numpy()
-    if partition["name"] == "fallah":
+    if partition.name == "fallah":
         split = partition_fallah(
             labels,
             data.num_classes,
             num_clients,
-            int(partition["a"]),
-            float(partition["test_ratio"]),
+            int(partition.a),
+            float(partition.test_ratio),
             seed,
         )
-    elif partition["name"] == "dirichlet":
+    elif partition.name == "dirichlet":
         split = partition_dirichlet(
             labels,
             data.num_classes,
             num_clients,
-            int(partition["samples_per_client"]),
-            float(partition["dirichlet_alpha"]),
-            float(partition["test_fraction"]),
+            int(partition.samples_per_client),
+            float(partition.dirichlet_alpha),
+            float(partition.test_fraction),
             seed,
         )
     else:
         raise PartitionError(
-            f"unknown partition {partition['name']!r}; choose one of {PARTITIONS}"
+            f"unknown partition {partition.name!r}; choose one of {PARTITIONS}"
         )
     check_min_samples(split)
     return ClientData.from_split(data, x, y, split)
 
 
 @lru_cache(maxsize=2)
-def _cached(
-    dataset: tuple[tuple[str, Any], ...],
-    partition: tuple[tuple[str, Any], ...],
-    num_clients: int,
-    seed: int,
-) -> ClientData:
-    return build_client_data(dict(dataset), dict(partition), num_clients, seed)
-
-
 def client_data(
-    dataset: dict[str, Any], partition: dict[str, Any], num_clients: int, seed: int
+    dataset: PerFedAvgDataset, partition: Partition, num_clients: int, seed: int
 ) -> ClientData:
-    """:func:`build_client_data`, cached per process (one load per Ray worker)."""
-    return _cached(
-        tuple(sorted(dataset.items())),
-        tuple(sorted(partition.items())),
-        num_clients,
-        seed,
-    )
+    """:func:`build_client_data`, cached per process (one load per Ray worker).
+
+    The settings groups are frozen dataclasses: equal settings hit the cache.
+    """
+    return build_client_data(dataset, partition, num_clients, seed)

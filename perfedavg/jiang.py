@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord
@@ -34,26 +34,37 @@ from flwr.serverapp import Grid
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.experiment import Checkpointer, resume_strategy, run_rounds
 from pflcore.results import RunRecorder
-from pflcore.strategy import server_settings
+
+if TYPE_CHECKING:
+    from perfedavg.settings import Jiang, Reptile
 
 PERSONALIZE = "evaluate.personalize"
 REPTILE = "train.reptile"
 
 
-def heldout_partitions(config: dict[str, Any]) -> list[int]:
-    """Partition-ids of the held-out (personalization) clients."""
-    n, holdout = config["num_clients"], config["jiang"]["holdout_clients"]
+def heldout_partitions(num_clients: int, holdout_clients: int) -> list[int]:
+    """Partition-ids of the held-out (personalization) clients: the last ones."""
+    n, holdout = num_clients, holdout_clients
     return list(range(n - holdout, n))
 
 
+def last_round(num_rounds: int, reptile_rounds: int) -> int:
+    """The personalization round: after the FedAvg and the Reptile stages."""
+    return num_rounds + int(reptile_rounds) + 1
+
+
 def _stage(
-    recorder: RunRecorder, config: dict[str, Any], **kwargs: Any
+    recorder: RunRecorder,
+    server: dict[str, Any],
+    holdout_clients: int,
+    **kwargs: Any,
 ) -> PersonalizedFedAvg:
+    num_clients = server["num_clients"]
     return PersonalizedFedAvg(
         recorder,
-        train_clients=config["num_clients"] - config["jiang"]["holdout_clients"],
-        eval_partitions=heldout_partitions(config),
-        **{**server_settings(config), **kwargs},  # each stage its own num_rounds
+        train_clients=num_clients - holdout_clients,
+        eval_partitions=heldout_partitions(num_clients, holdout_clients),
+        **{**server, **kwargs},  # each stage its own num_rounds
     )
 
 
@@ -85,21 +96,29 @@ def rounds_to(rows: list[dict[str, Any]], target: float) -> int | None:
 REPTILE_OPTIMIZERS = ("client_adam", "server_adam")
 
 
-def server_adam(reptile: dict[str, Any]) -> tuple[float, float, float] | None:
+def server_adam(reptile: Reptile) -> tuple[float, float, float] | None:
     """Adam's (lr, beta1, beta2) on the server, or None when the clients run Adam.
 
     ``client_adam`` (FedLab's seed): clients take Adam steps, the server an
     SGD step of ``server_lr``. ``server_adam`` (the paper): clients take SGD
     steps at ``client_lr``, the server applies Adam (``lr``, ``betas``).
     """
-    if reptile.get("optimizer", "client_adam") != "server_adam":
+    if reptile.optimizer != "server_adam":
         return None
-    beta1, beta2 = reptile["betas"]
-    return float(reptile["lr"]), float(beta1), float(beta2)
+    beta1, beta2 = reptile.betas
+    return float(reptile.lr), float(beta1), float(beta2)
 
 
 def jiang_main_loop(
-    config: dict[str, Any], recorder: RunRecorder, initial: ArrayRecord
+    recorder: RunRecorder,
+    initial: ArrayRecord,
+    checkpoints: Checkpointer,
+    *,
+    server: dict[str, Any],
+    jiang: Jiang,
+    server_lr: float,
+    server_momentum: float,
+    timeout: float,
 ) -> Callable[[Grid, dict[int, int]], None]:
     """The ServerApp's main loop: the three stages in sequence.
 
@@ -107,21 +126,39 @@ def jiang_main_loop(
     ``F+1..F+R``, personalization ``F+R+1``); a checkpoint records the
     global round, so a resumed run skips the stages it finished and
     continues the one it was in, with that stage's server state.
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        The run's recorder.
+    initial : ArrayRecord
+        The global model of the first round.
+    checkpoints : Checkpointer
+        The run's checkpoints, up to :func:`last_round`.
+    server : dict
+        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.strategy.server_settings`); its ``num_clients`` is
+        the population, its ``num_rounds`` F.
+    jiang : perfedavg.settings.Jiang
+        ``jiang.*``: the held-out clients and the Reptile stage.
+    server_lr, server_momentum : float
+        The FedAvg stage's server step and momentum.
+    timeout : float
+        Seconds to wait for a round's replies.
     """
-    reptile = config["jiang"]["reptile"]
-    fedavg_rounds, reptile_rounds = config["num_rounds"], int(reptile["rounds"])
-    timeout = float(config["timeout_s"])
-    last_round = fedavg_rounds + reptile_rounds + 1
-    checkpoints = Checkpointer(config, recorder, last_round)
+    reptile, holdout = jiang.reptile, jiang.holdout_clients
+    fedavg_rounds, reptile_rounds = server["num_rounds"], int(reptile.rounds)
+    final_round = last_round(fedavg_rounds, reptile_rounds)
 
     def main_loop(grid: Grid, partition_to_node: dict[int, int]) -> None:
         stages = [
             _stage(
                 recorder,
-                config,
+                server,
+                holdout,
                 num_rounds=fedavg_rounds,
-                server_lr=float(config["server_lr"]),
-                server_momentum=float(config["server_momentum"]),
+                server_lr=float(server_lr),
+                server_momentum=float(server_momentum),
                 stage="fedavg",
             )
         ]
@@ -129,10 +166,11 @@ def jiang_main_loop(
             stages.append(
                 _stage(
                     recorder,
-                    config,
+                    server,
+                    holdout,
                     num_rounds=reptile_rounds,
                     train_message=REPTILE,
-                    server_lr=float(reptile["server_lr"]),
+                    server_lr=float(reptile.server_lr),
                     server_adam=server_adam(reptile),
                     round_offset=fedavg_rounds,
                     stage="reptile",
@@ -164,16 +202,17 @@ def jiang_main_loop(
             )
         summary_rounds = {"fedavg": [1, fedavg_rounds]}
         if reptile_rounds > 0:
-            summary_rounds["reptile"] = [fedavg_rounds + 1, last_round - 1]
+            summary_rounds["reptile"] = [fedavg_rounds + 1, final_round - 1]
         recorder.set_summary(stage_rounds=summary_rounds)
-        if done >= last_round:
+        if done >= final_round:
             return
         last = _stage(
             recorder,
-            config,
+            server,
+            holdout,
             num_rounds=1,
             eval_message=PERSONALIZE,
-            round_offset=last_round - 1,
+            round_offset=final_round - 1,
             stage="personalize",
         )
         last.bind_partitions(partition_to_node)
@@ -183,7 +222,7 @@ def jiang_main_loop(
         recorder.set_summary(
             personalization=personalization_summary(recorder, recorder.rows[-1])
         )
-        checkpoints.after_round(last_round, arrays, last, grid, timeout)
+        checkpoints.after_round(final_round, arrays, last, grid, timeout)
 
     return main_loop
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,40 @@ class NoJiangRunsError(LookupError):
     """No finished Jiang run below the given folders."""
 
 
-def pipeline_of(config: dict[str, Any]) -> str:
-    """``FedAvg`` alone, or ``FedAvg + Reptile`` with its rounds and optimizer."""
-    reptile = config["jiang"]["reptile"]
-    if int(reptile["rounds"]) == 0:
-        return "FedAvg (paper's Table 1)"
-    optimizer = reptile.get("optimizer", "client_adam").replace("_", " ")
-    return f"FedAvg + {reptile['rounds']} Reptile rounds, {optimizer} (extension)"
+@dataclass(frozen=True, order=True)
+class Cell:
+    """What a row holds fixed: everything but the seed that the table shows.
+
+    Ordered as the rows are: by clients per round, E, Reptile rounds, optimizer.
+    """
+
+    clients_per_round: int
+    local_epochs: int
+    reptile_rounds: int
+    optimizer: str
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Cell:
+        """The cell of a run from the config its ``summary.json`` recorded.
+
+        The one place the table reads a recorded config (a plain dict: older
+        runs may lack keys that the settings now have, e.g. the optimizer).
+        """
+        reptile = config["jiang"]["reptile"]
+        return cls(
+            config["clients_per_round"],
+            config["local_epochs"],
+            int(reptile["rounds"]),
+            reptile.get("optimizer", "client_adam"),
+        )
+
+    @property
+    def pipeline(self) -> str:
+        """``FedAvg`` alone, or ``FedAvg + Reptile`` with its rounds and optimizer."""
+        if self.reptile_rounds == 0:
+            return "FedAvg (paper's Table 1)"
+        optimizer = self.optimizer.replace("_", " ")
+        return f"FedAvg + {self.reptile_rounds} Reptile rounds, {optimizer} (extension)"
 
 
 def _accuracy(summaries: list[dict[str, Any]], key: str) -> str:
@@ -69,18 +97,19 @@ def _mean_loss(personal: list[dict[str, Any]], key: str) -> str:
     return f"{statistics.fmean(p[key] for p in personal):.4f}"
 
 
-def row_of(summaries: list[dict[str, Any]], paper: dict[str, str], command: str) -> Row:
+def row_of(
+    cell: Cell, summaries: list[dict[str, Any]], paper: dict[str, str], command: str
+) -> Row:
     """One table row from the ``summary.json`` of a cell's finished runs."""
-    config = summaries[0]["config"]
-    k, epochs = config["clients_per_round"], config["local_epochs"]
-    fedavg_only = int(config["jiang"]["reptile"]["rounds"]) == 0
+    k, epochs = cell.clients_per_round, cell.local_epochs
+    fedavg_only = cell.reptile_rounds == 0
     reached = [s["personalization"]["rounds_to_0.8_initial"] for s in summaries]
     personal = [s["personalization"] for s in summaries]
     return Row(
         {
             "clients per round": str(k),
             "E": str(epochs),
-            "pipeline": pipeline_of(config),
+            "pipeline": cell.pipeline,
             "paper: initial -> personalized": (
                 paper.get(f"{k}/{epochs}", "-") if fedavg_only else "-"
             ),
@@ -99,17 +128,6 @@ def row_of(summaries: list[dict[str, Any]], paper: dict[str, str], command: str)
     )
 
 
-def cell_of(config: dict[str, Any]) -> tuple[Any, ...]:
-    """What a row holds fixed: everything but the seed that the table shows."""
-    reptile = config["jiang"]["reptile"]
-    return (
-        config["clients_per_round"],
-        config["local_epochs"],
-        int(reptile["rounds"]),
-        reptile.get("optimizer", "client_adam"),
-    )
-
-
 def find_rows(folders: list[str], paper: dict[str, str], command: str) -> list[Row]:
     """A row per cell of finished Jiang runs below ``folders`` (seeds pooled).
 
@@ -118,18 +136,18 @@ def find_rows(folders: list[str], paper: dict[str, str], command: str) -> list[R
     NoJiangRunsError
         If no ``summary.json`` below the folders has a personalization record.
     """
-    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    cells: dict[Cell, list[dict[str, Any]]] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("summary.json")):
             summary = json.loads(path.read_text())
             if summary.get("personalization"):
-                cells.setdefault(cell_of(summary["config"]), []).append(summary)
+                cells.setdefault(Cell.of(summary["config"]), []).append(summary)
     if not cells:
         raise NoJiangRunsError(
             "no run results (summary.json with a personalization record) under "
             + ", ".join(folders)
         )
-    return [row_of(cells[key], paper, command) for key in sorted(cells)]
+    return [row_of(cell, cells[cell], paper, command) for cell in sorted(cells)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,15 +16,21 @@ from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 
-from perfedavg.client import ADAPTING, META, initial_model, make_client_app
+from perfedavg.client import initial_model, make_client_app
 from perfedavg.dataset import build_client_data
-from perfedavg.jiang import heldout_partitions, jiang_main_loop
+from perfedavg.jiang import heldout_partitions, jiang_main_loop, last_round
 from perfedavg.models import count_parameters
-from perfedavg.settings import PerFedAvgSettings, parse_settings
+from perfedavg.settings import (
+    ADAPTING,
+    META,
+    PerFedAvgSettings,
+    parse_settings,
+    read_settings,
+)
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
 from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.experiment import Checkpointer, Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
 from pflcore.results import RunRecorder
 from pflcore.runtime import ClientData
@@ -43,24 +49,24 @@ def check_perfedavg(config: dict[str, Any]) -> PerFedAvgSettings:
     return parse_settings(config)
 
 
-def check_batches(config: dict[str, Any], data: ClientData) -> None:
+def check_batches(settings: PerFedAvgSettings, data: ClientData) -> None:
     """Batches drawn without replacement must fit in every client's training split."""
     sizes = data.sizes()["train"]
     smallest = min(sizes)
     who = sizes.index(smallest)
-    uses_steps = config["algorithm"] in META or config["local_steps"] > 0
+    uses_steps = settings.algorithm in META or settings.local_steps > 0
     if uses_steps:
         require(
-            config["batch_size"] <= smallest,
-            f"batch_size={config['batch_size']} exceeds the {smallest} training "
+            settings.batch_size <= smallest,
+            f"batch_size={settings.batch_size} exceeds the {smallest} training "
             f"samples of client {who}; lower batch_size",
         )
-    ft = config["finetune"]
-    adapts = config["algorithm"] in (*ADAPTING, "jiang")
-    if adapts and ft["unit"] == "steps" and ft["amount"] > 0:
+    ft = settings.finetune
+    adapts = settings.algorithm in (*ADAPTING, "jiang")
+    if adapts and ft.unit == "steps" and ft.amount > 0:
         require(
-            ft["batch_size"] <= smallest,
-            f"finetune.batch_size={ft['batch_size']} exceeds the {smallest} "
+            ft.batch_size <= smallest,
+            f"finetune.batch_size={ft.batch_size} exceeds the {smallest} "
             f"training samples of client {who}",
         )
 
@@ -70,6 +76,7 @@ class Prepared:
     """Everything ``main`` needs, built and checked before Ray starts."""
 
     config: dict[str, Any]
+    settings: PerFedAvgSettings
     data: ClientData
     initial: ArrayRecord
     num_parameters: int
@@ -90,33 +97,55 @@ def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
     """Resolve and check the config, load and partition the data, build the model."""
     config = resolve(cfg)
+    settings = read_settings(config)
     data = build_client_data(
-        config["dataset"], config["partition"], config["num_clients"], config["seed"]
+        settings.dataset, settings.partition, settings.num_clients, settings.seed
     )
-    check_batches(config, data)
+    check_batches(settings, data)
     try:
-        model = initial_model(config, data)
+        model = initial_model(
+            settings.model,
+            data,
+            image_size=settings.dataset.image_size,
+            seed=settings.seed,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     initial = (
         ArrayRecord()
-        if config["algorithm"] == "local"
+        if settings.algorithm == "local"
         else ArrayRecord(model.state_dict())
     )
-    return Prepared(config, data, initial, count_parameters(model))
+    return Prepared(config, settings, data, initial, count_parameters(model))
 
 
-def build_strategy(config: dict[str, Any], recorder: RunRecorder) -> PersonalizedFedAvg:
+def build_strategy(
+    recorder: RunRecorder,
+    server: dict[str, Any],
+    *,
+    server_lr: float,
+    server_momentum: float,
+) -> PersonalizedFedAvg:
     """The server of every one-stage algorithm: the same averaging rule for all.
 
     Per-FedAvg, FedAvg (+ update) and Local differ only on the client; the
     server averages by the run's ``averaging`` setting whichever runs.
+
+    Parameters
+    ----------
+    recorder : RunRecorder
+        The run's recorder.
+    server : dict
+        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.strategy.server_settings` of the run's config).
+    server_lr, server_momentum : float
+        The server's step along the averaged update and its momentum.
     """
     return PersonalizedFedAvg(
         recorder,
-        **server_settings(config),
-        server_lr=float(config["server_lr"]),
-        server_momentum=float(config["server_momentum"]),
+        **server,
+        server_lr=float(server_lr),
+        server_momentum=float(server_momentum),
     )
 
 
@@ -126,7 +155,7 @@ def client_app_for(config: dict[str, Any]) -> ClientApp:
 
 
 def build_experiment(
-    settings: DictConfig | dict[str, Any], out_dir: str | None = None
+    cfg: DictConfig | dict[str, Any], out_dir: str | None = None
 ) -> Experiment:
     """Load the data, build the model and the server: a run ready to start.
 
@@ -135,18 +164,41 @@ def build_experiment(
     ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
         On bad input, in one line.
     """
-    prepared = prepare(settings)
-    config = prepared.config
-    algorithm = config["algorithm"]
+    prepared = prepare(cfg)
+    config, settings = prepared.config, prepared.settings
+    algorithm = settings.algorithm
     extra = (BEFORE,) if algorithm in (*ADAPTING, "jiang") else ()
     recorder = open_recorder(config, out_dir, extra_evals=extra)
     recorder.write_partition(prepared.data.class_counts())
     recorder.set_summary(num_parameters=prepared.num_parameters)
+    server = server_settings(config)
     if algorithm == "jiang":
-        recorder.set_summary(heldout_partitions=heldout_partitions(config))
-        loop = jiang_main_loop(config, recorder, prepared.initial)
+        jiang = settings.jiang
+        recorder.set_summary(
+            heldout_partitions=heldout_partitions(
+                settings.num_clients, jiang.holdout_clients
+            )
+        )
+        checkpoints = Checkpointer(
+            config, recorder, last_round(settings.num_rounds, jiang.reptile.rounds)
+        )
+        loop = jiang_main_loop(
+            recorder,
+            prepared.initial,
+            checkpoints,
+            server=server,
+            jiang=jiang,
+            server_lr=settings.server_lr,
+            server_momentum=settings.server_momentum,
+            timeout=float(settings.timeout_s),
+        )
     else:
-        strategy = build_strategy(config, recorder)
+        strategy = build_strategy(
+            recorder,
+            server,
+            server_lr=settings.server_lr,
+            server_momentum=settings.server_momentum,
+        )
         loop = strategy_loop(strategy, prepared.initial, config)
     return Experiment(config, recorder, loop, client_app_for(config))
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from perfedavg.client import META
 from perfedavg.dataset import PARTITIONS
 from perfedavg.emnist import EMNIST_CLASSES, ORIENTATIONS
 from perfedavg.jiang import REPTILE_OPTIMIZERS
 from perfedavg.models import MODEL_NAMES
 from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
 from pflcore.finetune import FINETUNE_UNITS
+from pflcore.node_data import without_node_data
 from pflcore.settings import (
     ABSENT,
     BOOLEAN,
@@ -35,6 +35,8 @@ from pflcore.settings import (
 )
 
 ALGORITHMS = ("perfedavg_fo", "perfedavg_hf", "fedavg", "fedavg_ft", "local", "jiang")
+META = ("perfedavg_fo", "perfedavg_hf")  # Per-FedAvg: local_steps meta-steps
+ADAPTING = (*META, "fedavg_ft")  # evaluated before and after adaptation
 EMNIST_KEYS = ("split", "npz_orientation")
 CNN_DATASETS = ("emnist", "mnist")  # the FedLab CNN's 1x28x28 inputs
 BETAS = Rule(
@@ -167,3 +169,13 @@ class PerFedAvgSettings(SharedSettings):
 def parse_settings(config: dict[str, Any]) -> PerFedAvgSettings:
     """Check the composed config; the typed settings of the run."""
     return parse(PerFedAvgSettings, config)
+
+
+def read_settings(config: dict[str, Any]) -> PerFedAvgSettings:
+    """The typed settings of a config already checked by :func:`parse_settings`.
+
+    For the worker side and for second reads on the launching side: the values
+    only (the node's partition-file entry dropped), without the rules and the
+    machine checks (resources, tracker) that belong to the launch.
+    """
+    return parse(PerFedAvgSettings, without_node_data(config), checked=False)

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 
 from pfedhn.novel import distances, draw_mixes, take_for_novel
+from pfedhn.settings import HNPartition, Novel, PFedHNDataset
 from pflcore.data import ImageData, load_dataset
 from pflcore.partition import PartitionError
 from pflcore.runtime import ClientData
+from pflcore.settings import parse, to_dict
 from pflcore.transforms import BatchTransform
 
 SPLITS = ("train", "val", "test")
@@ -154,28 +156,28 @@ def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
 
 
 def build_data(
-    dataset: dict[str, Any],
-    partition: dict[str, Any],
+    dataset: PFedHNDataset,
+    partition: HNPartition,
     num_clients: int,
     seed: int,
-    novel: dict[str, Any] | None = None,
+    novel: Novel | None = None,
 ) -> PFedHNData:
     """Load the configured dataset and partition it (see the module docstring).
 
     Parameters
     ----------
-    dataset : dict
-        The ``dataset`` config group (``name``, ``root``, ``source``,
-        ``path``, ``download``).
-    partition : dict
+    dataset : PFedHNDataset
+        The ``dataset`` settings (``name``, ``root``, ``source``, ``path``,
+        ``download`` are read).
+    partition : HNPartition
         ``classes_per_client``, ``low``, ``high``, ``val_size``,
         ``test_source`` (``official`` or ``train``), ``test_size``.
     num_clients : int
         Number of clients N (novel clients included).
     seed : int
         Partition seed.
-    novel : dict, optional
-        The ``novel`` config group. With a non-empty ``dirichlet`` the last
+    novel : Novel, optional
+        The ``novel`` settings. With a non-empty ``dirichlet`` the last
         ``len(dirichlet) * per_concentration`` clients are drawn by
         :mod:`pfedhn.novel` and the authors' rule partitions the others.
 
@@ -185,23 +187,23 @@ def build_data(
         If the splits cannot be made or a client gets no sample in a split.
     """
     data = load_dataset(
-        dataset["name"],
-        dataset["root"],
-        dataset["source"],
-        dataset["path"],
-        dataset["download"],
+        dataset.name,
+        dataset.root,
+        dataset.source,
+        dataset.path,
+        dataset.download,
     )
     x, y = data.x_train, data.y_train
-    from_train = partition["test_source"] == "train"
+    from_train = partition.test_source == "train"
     if not from_train and data.x_test is None:
         raise PartitionError(
-            f"dataset {dataset['name']!r} from this source has no test split; "
+            f"dataset {dataset.name!r} from this source has no test split; "
             "set partition.test_source=train to hold the test set out of the "
             "training set"
         )
-    sizes = [int(partition["val_size"])]
+    sizes = [int(partition.val_size)]
     if from_train:
-        sizes.append(int(partition["test_size"]))
+        sizes.append(int(partition.test_size))
     parts = hold_out(x.shape[0], sizes, seed)
     pools = {}
     val_idx = torch.from_numpy(parts[0])
@@ -214,10 +216,10 @@ def build_data(
     else:
         assert data.x_test is not None and data.y_test is not None
         pools["test"] = (data.x_test, data.y_test)
-    concentrations = list((novel or {}).get("dirichlet") or [])
+    concentrations = list(novel.dirichlet) if novel is not None else []
     mixes = draw_mixes(
         concentrations,
-        int((novel or {}).get("per_concentration", 1)),
+        int(novel.per_concentration) if novel is not None else 1,
         data.num_classes,
         seed,
     )
@@ -230,10 +232,10 @@ def build_data(
     assignment = assign_classes(
         trained,
         data.num_classes,
-        int(partition["classes_per_client"]),
+        int(partition.classes_per_client),
         seed,
-        float(partition["low"]),
-        float(partition["high"]),
+        float(partition.low),
+        float(partition.high),
     )
     indices = {}
     for s, split in enumerate(SPLITS):
@@ -241,7 +243,7 @@ def build_data(
         taken: list[np.ndarray] = []
         if mixes:
             assert novel is not None
-            size = int(novel["sizes"][split])
+            size = int(getattr(novel.sizes, split))
             taken = take_for_novel(labels, mixes, size, split, seed)
             # the authors' cut sees the taken images as a class no client has
             labels = labels.copy()
@@ -287,38 +289,59 @@ def build_data(
     return PFedHNData(data, pools, indices, assignment, records)
 
 
-def make_transform(
-    data: ImageData, dataset: dict[str, Any], normalize: str
-) -> BatchTransform:
+def make_transform(data: ImageData, image_size: int, normalize: str) -> BatchTransform:
     """Normalisation only (the paper uses no augmentation).
 
-    ``normalize: paper`` uses the authors' constants where the dataset has
-    them and the training images' own statistics otherwise; ``data`` always
-    uses the training images' statistics.
+    Parameters
+    ----------
+    data : ImageData
+        The loaded dataset (its name and training images' statistics).
+    image_size : int
+        ``dataset.image_size``: the side batches are resized to.
+    normalize : str
+        ``paper`` uses the authors' constants where the dataset has them and
+        the training images' own statistics otherwise; ``data`` always uses
+        the training images' statistics.
     """
     if normalize == "paper" and data.name in PAPER_STATS:
         mean, std = PAPER_STATS[data.name]
     else:
         mean, std = data.channel_stats()
-    return BatchTransform(mean, std, image_size=int(dataset["image_size"]))
+    return BatchTransform(mean, std, image_size=int(image_size))
 
 
 @lru_cache(maxsize=2)
 def _cached(key: str) -> PFedHNData:
     spec = json.loads(key)
+    novel = spec.get("novel")
     return build_data(
-        spec["dataset"],
-        spec["partition"],
+        parse(PFedHNDataset, spec["dataset"], "dataset."),
+        parse(HNPartition, spec["partition"], "partition."),
         spec["num_clients"],
         spec["seed"],
-        spec.get("novel"),
+        parse(Novel, novel, "novel.") if novel is not None else None,
     )
 
 
-def cached_data(config: dict[str, Any]) -> PFedHNData:
-    """``build_data`` for a resolved config, cached per process."""
-    key = {k: config[k] for k in ("dataset", "partition", "num_clients", "seed")}
-    novel = config.get("novel") or {}
-    if novel.get("dirichlet"):  # the drawn novel clients are part of the partition
-        key["novel"] = novel
+def cached_data(
+    dataset: PFedHNDataset,
+    partition: HNPartition,
+    num_clients: int,
+    seed: int,
+    novel: Novel,
+) -> PFedHNData:
+    """``build_data``, cached per process by the settings that define the data.
+
+    ``novel`` counts only with ``novel.dirichlet`` (the drawn novel clients
+    are then part of the partition), so runs that differ in nothing else
+    share one load.
+    """
+    key: dict[str, Any] = {
+        "dataset": to_dict(dataset),
+        "partition": to_dict(partition),
+        "num_clients": num_clients,
+        "seed": seed,
+    }
+    if novel.dirichlet:
+        key["novel"] = to_dict(novel)
     return _cached(json.dumps(key, sort_keys=True))

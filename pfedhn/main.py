@@ -23,7 +23,13 @@ from omegaconf import DictConfig
 from pfedhn.client import initial_target, make_client_app, target_model
 from pfedhn.dataset import PFedHNData, build_data
 from pfedhn.models import HyperNetwork, embedding_dim, target_shapes
-from pfedhn.settings import HN_LR, PFedHNSettings, parse_settings
+from pfedhn.settings import (
+    HN_LR,
+    PFedHNSettings,
+    TargetModel,
+    parse_settings,
+    read_settings,
+)
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.apps import AppPackage
@@ -39,12 +45,16 @@ from pflcore.strategy import PartitionFedAvg
 def check_pfedhn(config: dict[str, Any]) -> PFedHNSettings:
     """Check the composed config against :class:`pfedhn.settings.PFedHNSettings`.
 
+    Also that ``server_device`` exists here (what a client's parse leaves out).
+
     Raises
     ------
     ConfigError
         On the first setting that cannot work, in one line naming it.
     """
-    return parse_settings(config)
+    settings = parse_settings(config)
+    settings.check_server_device()
+    return settings
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
@@ -65,17 +75,44 @@ def resolve_defaults(config: dict[str, Any]) -> None:
         novel["clients"] = list(range(n - count, n))
 
 
-def build_hypernetwork(config: dict[str, Any], data: PFedHNData) -> HyperNetwork:
-    """The seeded hypernetwork for the run's target."""
-    model = config["model"]
+def build_hypernetwork(
+    seed: int,
+    num_clients: int,
+    model: TargetModel,
+    data: PFedHNData,
+    *,
+    image_size: int,
+    with_head: bool,
+) -> HyperNetwork:
+    """The hypernetwork for the run's target, seeded with the run's ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed.
+    num_clients : int
+        Number of client embeddings N.
+    model : TargetModel
+        ``model.*``: the target and the hypernetwork's shape (``embed_dim``
+        resolved).
+    data : PFedHNData
+        The clients' data (channels, classes).
+    image_size : int
+        ``dataset.image_size``.
+    with_head : bool
+        Whether the target has its classifier (all but ``pfedhn_pc``).
+    """
+    embed_dim = model.embed_dim
+    assert embed_dim is not None, "resolve() fills model.embed_dim"
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"])
+        torch.manual_seed(seed)
+        target = target_model(model, data, image_size=image_size, with_head=with_head)
         return HyperNetwork(
-            config["num_clients"],
-            target_shapes(target_model(config, data)),
-            embed_dim=int(model["embed_dim"]),
-            hidden_dim=int(model["hidden_dim"]),
-            n_hidden=int(model["n_hidden"]),
+            num_clients,
+            target_shapes(target),
+            embed_dim=int(embed_dim),
+            hidden_dim=int(model.hidden_dim),
+            n_hidden=int(model.n_hidden),
         )
 
 
@@ -84,6 +121,7 @@ class Prepared:
     """Everything ``main`` needs, built and checked before Ray starts."""
 
     config: dict[str, Any]
+    settings: PFedHNSettings
     data: PFedHNData
 
 
@@ -103,65 +141,90 @@ def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
     """Resolve and check the config, load and partition the data."""
     config = resolve(cfg)
+    settings = read_settings(config)
     data = build_data(
-        config["dataset"],
-        config["partition"],
-        config["num_clients"],
-        config["seed"],
-        config["novel"],
+        settings.dataset,
+        settings.partition,
+        settings.num_clients,
+        settings.seed,
+        settings.novel,
     )
-    return Prepared(config, data)
+    return Prepared(config, settings, data)
 
 
 def build_strategy(
-    config: dict[str, Any], data: PFedHNData, recorder: RunRecorder
+    settings: PFedHNSettings, data: PFedHNData, recorder: RunRecorder
 ) -> tuple[PartitionFedAvg, ArrayRecord]:
-    """The server strategy and the arrays it starts from."""
-    common = {
-        "num_clients": config["num_clients"],
-        "clients_per_round": config["clients_per_round"],
-        "num_rounds": config["num_rounds"],
-        "eval_every": config["eval_every"],
-        "seed": config["seed"],
-        "on_client_failure": config["on_client_failure"],
+    """The server strategy and the arrays it starts from.
+
+    Parameters
+    ----------
+    settings : PFedHNSettings
+        The resolved settings (defaults filled): the server reads most of
+        them (sampling, rounds, the target, the hypernetwork and its
+        optimizer, the novel clients, the device, the client threads).
+    data : PFedHNData
+        The clients' data.
+    recorder : RunRecorder
+        The run's recorder (the model sizes go into its summary).
+    """
+    common: dict[str, Any] = {
+        "num_clients": settings.num_clients,
+        "clients_per_round": settings.clients_per_round,
+        "num_rounds": settings.num_rounds,
+        "eval_every": settings.eval_every,
+        "seed": settings.seed,
+        "on_client_failure": settings.on_client_failure,
     }
-    target = initial_target(config, data)
+    image_size, with_head = settings.dataset.image_size, settings.target_has_head
+    target = initial_target(
+        settings.seed, settings.model, data, image_size=image_size, with_head=with_head
+    )
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
-    if config["algorithm"] in BASELINES:
+    novel = settings.novel
+    if settings.algorithm in BASELINES:
         arrays = (
             ArrayRecord()
-            if config["algorithm"] == "local"
+            if settings.algorithm == "local"
             else ArrayRecord(target.state_dict())
         )
         baseline = BaselineFedAvg(
             recorder,
-            held_out=list(config["novel"]["clients"]),
-            averaging=config["averaging"],
+            held_out=list(novel.clients),
+            averaging=settings.averaging,
             **common,
         )
         return baseline, arrays
-    hn = build_hypernetwork(config, data)
+    hn = build_hypernetwork(
+        settings.seed,
+        settings.num_clients,
+        settings.model,
+        data,
+        image_size=image_size,
+        with_head=with_head,
+    )
     recorder.set_summary(
         hypernetwork_parameters=sum(p.numel() for p in hn.parameters())
     )
-    h = config["hn"]
-    apply_determinism(bool(config.get("deterministic", True)), config["server_device"])
+    h = settings.hn
+    assert h.lr is not None and novel.lr is not None, "resolve() fills them"
+    apply_determinism(bool(settings.deterministic), settings.server_device)
     strategy = PFedHN(
         recorder,
         hn,
-        novel_clients=list(config["novel"]["clients"]),
-        novel_rounds=int(config["novel"]["rounds"]),
-        lr=h["lr"],
-        embed_lr=h["embed_lr"],
-        momentum=h["momentum"],
-        weight_decay=h["weight_decay"],
-        clip=h["clip"],
-        novel_lr=config["novel"]["lr"],
-        device=config["server_device"],
+        novel_clients=list(novel.clients),
+        novel_rounds=int(novel.rounds),
+        lr=h.lr,
+        embed_lr=h.embed_lr,
+        momentum=h.momentum,
+        weight_decay=h.weight_decay,
+        clip=h.clip,
+        novel_lr=novel.lr,
+        device=settings.server_device,
         train_threads=train_threads(
-            config["client_threads"],
-            config["clients_per_round"],
-            config["client_resources"]["num_cpus"],
+            settings.client_threads,
+            settings.clients_per_round,
+            settings.client_resources.num_cpus,
         ),
         **common,
     )
@@ -193,7 +256,7 @@ def build_experiment(
     )
     if data.novel:  # the drawn novel clients and their distances (pfedhn/novel.py)
         recorder.set_summary(novel_clients=list(data.novel))
-    strategy, arrays = build_strategy(config, data, recorder)
+    strategy, arrays = build_strategy(prepared.settings, data, recorder)
     rounds = {**config, "num_rounds": strategy.num_rounds}
     loop = strategy_loop(strategy, arrays, rounds)
     return Experiment(rounds, recorder, loop, client_app_for(config))

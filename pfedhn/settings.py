@@ -10,6 +10,7 @@ import torch
 from pfedhn.models import TARGETS
 from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
 from pflcore.config import ConfigError
+from pflcore.node_data import without_node_data
 from pflcore.settings import (
     ABSENT,
     MOMENTUM,
@@ -158,7 +159,7 @@ class PFedHNSettings(SharedSettings):
     client_threads: int | str = setting(THREADS)
 
     def check(self) -> None:
-        """Held-out clients valid and leaving trainers; the server device present."""
+        """Held-out clients valid and leaving trainers; see check_server_device."""
         super().check()
         n, clients = self.num_clients, self.novel.clients
         require(
@@ -192,6 +193,18 @@ class PFedHNSettings(SharedSettings):
             f"clients_per_round={self.clients_per_round} exceeds the "
             f"{n - len(clients)} clients that train",
         )
+
+    @property
+    def target_has_head(self) -> bool:
+        """Whether the target carries its classifier (all but ``pfedhn_pc``)."""
+        return self.algorithm != "pfedhn_pc"
+
+    def check_server_device(self) -> None:
+        """The hypernetwork's device must exist on the machine that runs the server.
+
+        Not part of :meth:`check`: a client parses the same settings in a Ray
+        worker, which sees no GPU unless it was given a share.
+        """
         require(
             not self.server_device.startswith("cuda") or torch.cuda.is_available(),
             f"server_device={self.server_device!r} but CUDA is not available",
@@ -201,3 +214,14 @@ class PFedHNSettings(SharedSettings):
 def parse_settings(config: dict[str, Any]) -> PFedHNSettings:
     """Check the composed config; the typed settings of the run."""
     return parse(PFedHNSettings, config)
+
+
+def read_settings(config: dict[str, Any]) -> PFedHNSettings:
+    """The typed settings of a config already checked by :func:`parse_settings`.
+
+    For the worker side and for second reads on the launching side: the values
+    only (the node's partition-file entry dropped), without the rules and the
+    machine checks (resources, tracker, server device) that belong to the
+    launch.
+    """
+    return parse(PFedHNSettings, without_node_data(config), checked=False)

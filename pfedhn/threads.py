@@ -19,7 +19,7 @@ import torch
 from pflcore.protocol import THREADS_KEY
 
 
-def train_threads(setting: Any, clients_per_round: int, num_cpus: float) -> int:
+def train_threads(setting: int | str, clients_per_round: int, num_cpus: float) -> int:
     """Threads of each training client.
 
     Parameters

@@ -42,63 +42,76 @@ from pflcore.training import EvalStats
 BASELINES = ("fedavg", "fedavg_ft", "local")
 LOCAL_STATE_KEY = "local-model"
 
-Config = dict[str, Any]
-# fedavg_ft's whole evaluation: (runtime, config, pid, server_round) -> stats
-AdaptedTest = Callable[[WorkerRuntime, Config, int, int], dict[str, EvalStats]]
-
-
-def test_split_only(
-    runtime: WorkerRuntime, config: Config, pid: int
-) -> dict[str, EvalStats]:
-    """The default test: the loaded model on client ``pid``'s test split."""
-    return {"test": runtime.evaluate_test(pid, config["eval_batch_size"])}
-
-
-def adaptation_seed(config: Config, pid: int, server_round: int) -> int:
-    """The default seed of FedAvg + fine-tuning's batches (stream 1 of the round)."""
-    return derive_seed(config["seed"], pid, server_round, Stream.ADAPT)
+# fedavg_ft's whole evaluation: (runtime, pid, server_round) -> stats
+AdaptedTest = Callable[[WorkerRuntime, int, int], dict[str, EvalStats]]
 
 
 @dataclass(frozen=True)
 class LocalUpdate:
     """What a package gives the baseline ClientApp.
 
+    Every callable closes over the settings it reads; the ClientApp passes
+    only the message's values (the client, the round).
+
     Attributes
     ----------
     runtime : callable
-        ``config -> WorkerRuntime``: the worker's runtime (cached per process).
+        ``() -> WorkerRuntime``: the worker's runtime (cached per process).
     train : callable
-        ``(runtime, config, pid, server_round) -> mean loss``: the package's
-        local update of the loaded model (it seeds its own batches).
-    finetune : callable, optional
-        ``config -> FinetuneSpec``: how ``fedavg_ft`` adapts its copy
-        (required for ``fedavg_ft``).
-    test : callable
-        ``(runtime, config, pid) -> {"test": EvalStats, name: EvalStats}``:
-        what an evaluation reports of the loaded model (other names are
-        sent prefixed, e.g. ``val-correct``).
-    adapt_seed : callable
-        ``(config, pid, server_round) -> seed`` of ``fedavg_ft``'s batches.
+        ``(runtime, pid, server_round) -> mean loss``: the package's local
+        update of the loaded model (it seeds its own batches).
+    seed : int
+        The run's seed (``fedavg_ft``'s batches are drawn from its
+        :data:`pflcore.seeds.Stream.ADAPT` stream unless ``adapt_seed``).
+    eval_batch_size : int
+        Batch size of the default test.
+    finetune : FinetuneSpec, optional
+        How ``fedavg_ft`` adapts its copy (required for ``fedavg_ft``).
+    test : callable, optional
+        ``(runtime, pid) -> {"test": EvalStats, name: EvalStats}``: what an
+        evaluation reports of the loaded model (other names are sent
+        prefixed, e.g. ``val-correct``); default: the test split only.
+    adapt_seed : callable, optional
+        ``(pid, server_round) -> seed`` of ``fedavg_ft``'s batches.
     report_before : bool
         ``fedavg_ft`` also reports the unadapted model's test counts
         (``before-*``).
     prepare : callable, optional
         Called with every message before any work (pFedHN: torch threads).
     adapted_test : callable, optional
-        ``(runtime, config, pid, server_round) -> {"test": EvalStats, ...}``:
+        ``(runtime, pid, server_round) -> {"test": EvalStats, ...}``:
         ``fedavg_ft``'s whole evaluation, for a package that tests the adapted
         copy on more than the test split (pFedHN: validation too); without
         it ``finetune`` adapts and the test split is tested.
     """
 
-    runtime: Callable[[Config], WorkerRuntime]
-    train: Callable[[WorkerRuntime, Config, int, int], float]
-    finetune: Callable[[Config], FinetuneSpec] | None = None
-    test: Callable[[WorkerRuntime, Config, int], dict[str, EvalStats]] = test_split_only
-    adapt_seed: Callable[[Config, int, int], int] = adaptation_seed
+    runtime: Callable[[], WorkerRuntime]
+    train: Callable[[WorkerRuntime, int, int], float]
+    seed: int
+    eval_batch_size: int
+    finetune: FinetuneSpec | None = None
+    test: Callable[[WorkerRuntime, int], dict[str, EvalStats]] | None = None
+    adapt_seed: Callable[[int, int], int] | None = None
     report_before: bool = False
     prepare: Callable[[Message], None] | None = None
     adapted_test: AdaptedTest | None = None
+
+    def tested(self, runtime: WorkerRuntime, pid: int) -> dict[str, EvalStats]:
+        """What an evaluation of the loaded (unadapted) model reports."""
+        if self.test is not None:
+            return self.test(runtime, pid)
+        return {"test": runtime.evaluate_test(pid, self.eval_batch_size)}
+
+    def adaptation_seed(self, pid: int, server_round: int) -> int:
+        """The seed of ``fedavg_ft``'s batches for client ``pid`` in a round."""
+        if self.adapt_seed is not None:
+            return self.adapt_seed(pid, server_round)
+        return adaptation_seed(self.seed, pid, server_round)
+
+
+def adaptation_seed(seed: int, pid: int, server_round: int) -> int:
+    """The default seed of FedAvg + fine-tuning's batches (stream 1 of the round)."""
+    return derive_seed(seed, pid, server_round, Stream.ADAPT)
 
 
 def _load(runtime: WorkerRuntime, local: bool, msg: Message, context: Context) -> None:
@@ -109,26 +122,22 @@ def _load(runtime: WorkerRuntime, local: bool, msg: Message, context: Context) -
 
 
 def _adapted_counts(
-    update: LocalUpdate,
-    runtime: WorkerRuntime,
-    config: Config,
-    pid: int,
-    server_round: int,
+    update: LocalUpdate, runtime: WorkerRuntime, pid: int, server_round: int
 ) -> dict[str, EvalStats]:
     if update.adapted_test is not None:
-        return update.adapted_test(runtime, config, pid, server_round)
+        return update.adapted_test(runtime, pid, server_round)
     if update.finetune is None:
         raise ValueError("fedavg_ft needs LocalUpdate.finetune")
-    seed = update.adapt_seed(config, pid, server_round)
+    seed = update.adaptation_seed(pid, server_round)
     args = (
         runtime.model,
         runtime.train_split(pid),
         runtime.test_split(pid),
         runtime.transform,
-        update.finetune(config),
+        update.finetune,
     )
     options: dict[str, Any] = {
-        "eval_batch_size": config["eval_batch_size"],
+        "eval_batch_size": update.eval_batch_size,
         "generator": torch.Generator().manual_seed(seed),
         "device": runtime.device,
     }
@@ -138,18 +147,16 @@ def _adapted_counts(
     return {"test": finetune_copy_and_test(*args, **options)}
 
 
-def make_baseline_client_app(config: Config, update: LocalUpdate) -> ClientApp:
-    """A ClientApp for ``config["algorithm"]`` in ``fedavg``, ``fedavg_ft``, ``local``.
+def make_baseline_client_app(algorithm: str, update: LocalUpdate) -> ClientApp:
+    """A ClientApp for ``algorithm`` in ``fedavg``, ``fedavg_ft``, ``local``.
 
     Parameters
     ----------
-    config : dict
-        Resolved configuration (``algorithm``, ``eval_batch_size``, ``seed``
-        and whatever the package's update reads).
+    algorithm : str
+        One of :data:`BASELINES`.
     update : LocalUpdate
         The package's runtime, local update, test and adaptation.
     """
-    algorithm = config["algorithm"]
     if algorithm not in BASELINES:
         raise ValueError(f"{algorithm!r} is not a baseline {BASELINES}")
     local = algorithm == "local"
@@ -161,9 +168,9 @@ def make_baseline_client_app(config: Config, update: LocalUpdate) -> ClientApp:
         if update.prepare is not None:
             update.prepare(msg)
         pid = partition_id(context)
-        runtime = update.runtime(config)
+        runtime = update.runtime()
         _load(runtime, local, msg, context)
-        loss = update.train(runtime, config, pid, server_round_of(msg))
+        loss = update.train(runtime, pid, server_round_of(msg))
         arrays = ArrayRecord()
         if local:
             context.state[LOCAL_STATE_KEY] = runtime.weights()
@@ -177,12 +184,12 @@ def make_baseline_client_app(config: Config, update: LocalUpdate) -> ClientApp:
         if update.prepare is not None:
             update.prepare(msg)
         pid = partition_id(context)
-        runtime = update.runtime(config)
+        runtime = update.runtime()
         _load(runtime, local, msg, context)
         if algorithm == "fedavg_ft":
-            stats = _adapted_counts(update, runtime, config, pid, server_round_of(msg))
+            stats = _adapted_counts(update, runtime, pid, server_round_of(msg))
         else:
-            stats = update.test(runtime, config, pid)
+            stats = update.tested(runtime, pid)
         test = stats.pop("test")
         return reply(msg, metrics=eval_metrics(pid, test, **stats))
 

@@ -121,3 +121,13 @@ def with_node_data(
         )
     node = {"path": str(path), "population": json.loads(population)}
     return {**config, NODE_DATA: node}
+
+
+def without_node_data(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` less the node's partition-file entry: the settings alone.
+
+    :func:`with_node_data` adds that entry beside the settings; a package
+    parses its typed settings from what this returns and reads the node's
+    data with :func:`node_data` from the full ``config``.
+    """
+    return {k: v for k, v in config.items() if k != NODE_DATA}

@@ -179,23 +179,24 @@ class WorkerRuntime:
 
 def sgd_epochs(
     runtime: WorkerRuntime,
-    config: dict[str, Any],
     pid: int,
     *,
     lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
     epochs: int,
     seed: int,
     params: list[nn.Parameter] | None = None,
 ) -> TrainStats:
     """Epochs of SGD on client ``pid``'s training split, with a fresh optimizer.
 
-    Trains ``params`` (default: all of the loaded model's) with the config's
-    ``momentum``, ``weight_decay`` and ``batch_size``; the batches are
-    shuffled by a generator seeded with ``seed``.
+    Trains ``params`` (default: all of the loaded model's) with minibatches
+    of ``batch_size`` shuffled by a generator seeded with ``seed``.
     """
     x, y = runtime.train_split(pid)
     trained = list(runtime.model.parameters()) if params is None else params
-    optimizer = make_sgd(trained, lr, config["momentum"], config["weight_decay"])
+    optimizer = make_sgd(trained, lr, momentum, weight_decay)
     return train_epochs(
         runtime.model,
         x,
@@ -203,7 +204,7 @@ def sgd_epochs(
         optimizer,
         runtime.transform,
         epochs=epochs,
-        batch_size=config["batch_size"],
+        batch_size=batch_size,
         generator=torch.Generator().manual_seed(seed),
         device=runtime.device,
     )

@@ -11,8 +11,9 @@ from flwr.app import (
 )
 from hydra import compose, initialize_config_dir
 
-from fedfomo.client import BASELINE_UPDATE, get_runtime, local_loss
-from pflcore.baselines import LOCAL_STATE_KEY, make_baseline_client_app
+from fedfomo.client import LocalTraining, baseline_update, get_runtime, local_loss
+from fedfomo.settings import read_settings
+from pflcore.baselines import LOCAL_STATE_KEY, LocalUpdate, make_baseline_client_app
 from pflcore.config import to_plain
 from tests.messages import context, message
 
@@ -29,6 +30,14 @@ def fomo_config(algorithm: str) -> dict:
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return to_plain(compose("fedfomo", overrides=overrides))
+
+
+def update_for(config: dict) -> LocalUpdate:
+    return baseline_update(read_settings(config), config)
+
+
+def baseline_app(config: dict, update: LocalUpdate | None = None):
+    return make_baseline_client_app(config["algorithm"], update or update_for(config))
 
 
 def call(app, kind: str, server_round: int, arrays: ArrayRecord, ctx):
@@ -54,14 +63,14 @@ def perturbed(initial: dict[str, torch.Tensor], seed: int) -> ArrayRecord:
 
 def test_fedavg_ft_adapts_a_copy_and_leaves_the_worker_model_as_received():
     sent = perturbed(get_runtime(fomo_config("fedavg")).initial_state, 0)
-    fedavg = make_baseline_client_app(fomo_config("fedavg"), BASELINE_UPDATE)
+    fedavg = baseline_app(fomo_config("fedavg"))
     plain = counts(call(fedavg, MessageType.EVALUATE, 3, sent, context(2)))
 
     config = fomo_config("fedavg_ft")
     runtime = get_runtime(config)
     adapted = counts(
         call(
-            make_baseline_client_app(config, BASELINE_UPDATE),
+            baseline_app(config),
             MessageType.EVALUATE,
             3,
             sent,
@@ -76,14 +85,15 @@ def test_fedavg_ft_adapts_a_copy_and_leaves_the_worker_model_as_received():
 
 def test_local_starts_from_the_initial_weights_keeps_its_model_and_sends_nothing():
     config = fomo_config("local")
-    app, ctx = make_baseline_client_app(config, BASELINE_UPDATE), context(1)
+    app, ctx = baseline_app(config), context(1)
     reply = call(app, MessageType.TRAIN, 1, ArrayRecord(), ctx)
     assert len(reply.content.array_records["arrays"]) == 0
     saved = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
 
     runtime = get_runtime(config)  # the same update by hand, from the initial weights
     runtime.load(None)
-    loss = local_loss(runtime, config, 1, 1)
+    training = LocalTraining.of(read_settings(config))
+    loss = local_loss(runtime, training, 1, 1)
     for key, value in runtime.model.state_dict().items():
         assert torch.equal(saved[key], value), key
     assert reply.content.metric_records["metrics"]["train-loss"] == pytest.approx(loss)
@@ -91,7 +101,7 @@ def test_local_starts_from_the_initial_weights_keeps_its_model_and_sends_nothing
     call(app, MessageType.TRAIN, 2, ArrayRecord(), ctx)  # round 2 continues from it
     again = ctx.state.array_records[LOCAL_STATE_KEY].to_torch_state_dict()
     runtime.load(saved)
-    local_loss(runtime, config, 1, 2)
+    local_loss(runtime, training, 1, 2)
     for key, value in runtime.model.state_dict().items():
         assert torch.equal(again[key], value), key
 
@@ -99,9 +109,8 @@ def test_local_starts_from_the_initial_weights_keeps_its_model_and_sends_nothing
 def test_a_package_without_a_finetune_spec_cannot_run_fedavg_ft():
     from dataclasses import replace
 
-    app = make_baseline_client_app(
-        fomo_config("fedavg_ft"), replace(BASELINE_UPDATE, finetune=None)
-    )
+    config = fomo_config("fedavg_ft")
+    app = baseline_app(config, replace(update_for(config), finetune=None))
     sent = ArrayRecord(get_runtime(fomo_config("fedavg_ft")).initial_state)
     with pytest.raises(ValueError, match="finetune"):
         call(app, MessageType.EVALUATE, 1, sent, context(0))

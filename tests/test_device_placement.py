@@ -196,7 +196,8 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
 
 @pytest.mark.parametrize("algorithm", ["fedavg_ft", "local"])
 def test_fedfomo_baselines(on_stand_in, algorithm):
-    from fedfomo.client import BASELINE_UPDATE, get_runtime
+    from fedfomo.client import baseline_update, get_runtime
+    from fedfomo.settings import read_settings
     from pflcore.baselines import make_baseline_client_app
 
     config = composed(
@@ -207,7 +208,9 @@ def test_fedfomo_baselines(on_stand_in, algorithm):
         "partition.pool_fraction=0.2",
         "local_epochs=1",
     )
-    app = make_baseline_client_app(config, BASELINE_UPDATE)
+    app = make_baseline_client_app(
+        config["algorithm"], baseline_update(read_settings(config), config)
+    )
     ctx = context(1)
     initial = ArrayRecord(get_runtime(config).initial_state)  # to the host
     sent = message(MessageType.TRAIN, 1, arrays=initial)
@@ -228,6 +231,7 @@ def test_fedfomo_baselines(on_stand_in, algorithm):
 )
 def test_fedper_client_with_augmentation(on_stand_in, cifar_root, overrides):
     from fedper.client import get_runtime, initial_model, make_client_app
+    from fedper.settings import read_settings
 
     config = composed(
         "fedper",
@@ -243,7 +247,10 @@ def test_fedper_client_with_augmentation(on_stand_in, cifar_root, overrides):
     runtime = get_runtime(config)
     assert on_accelerator(runtime.model)
     with torch.random.fork_rng(devices=[]):
-        initial = initial_model(config, 10, 3).state_dict()
+        s = read_settings(config)
+        initial = initial_model(
+            s.model, 10, 3, seed=s.seed, image_size=s.dataset.image_size
+        ).state_dict()
     base = ArrayRecord({k: initial[k].cpu() for k in runtime.base})
     ctx = context(2)
     reply = app(message(MessageType.TRAIN, 1, arrays=base), ctx)
@@ -264,18 +271,18 @@ def test_fedper_client_with_augmentation(on_stand_in, cifar_root, overrides):
 )
 def test_perfedavg_client(on_stand_in, overrides):
     from perfedavg.client import get_runtime, initial_model, make_client_app
+    from perfedavg.settings import read_settings
 
     config = composed("perfedavg", "experiment=perfedavg/quick", *overrides)
     app = make_client_app(config)
     runtime = get_runtime(config)
     assert on_accelerator(runtime.model)
+    s = read_settings(config)
     with torch.random.fork_rng(devices=[]):
-        arrays = ArrayRecord(
-            {
-                k: v.cpu()
-                for k, v in initial_model(config, runtime.data).state_dict().items()
-            }
+        model = initial_model(
+            s.model, runtime.data, image_size=s.dataset.image_size, seed=s.seed
         )
+        arrays = ArrayRecord({k: v.cpu() for k, v in model.state_dict().items()})
     ctx = context(1)
     trained = app(message(MessageType.TRAIN, 1, arrays=arrays), ctx)
     arrays = trained.content.array_records["arrays"] or arrays
@@ -299,13 +306,21 @@ def test_perfedavg_client(on_stand_in, overrides):
 @pytest.mark.parametrize("algorithm", ["pfedhn", "pfedhn_pc", "fedavg", "local"])
 def test_pfedhn_client(on_stand_in, algorithm):
     from pfedhn.client import get_runtime, initial_target, make_client_app
+    from pfedhn.settings import read_settings
 
     config = composed("pfedhn", "experiment=pfedhn/quick", f"algorithm={algorithm}")
     app = make_client_app(config)
     runtime = get_runtime(config)
     assert on_accelerator(runtime.model)
     with torch.random.fork_rng(devices=[]):
-        weights = initial_target(config, runtime.data).state_dict()
+        s = read_settings(config)
+        weights = initial_target(
+            s.seed,
+            s.model,
+            runtime.data,
+            image_size=s.dataset.image_size,
+            with_head=s.target_has_head,
+        ).state_dict()
     arrays = ArrayRecord({k: v.cpu() for k, v in weights.items()})
     ctx = context(0)
     for server_round in (1, 2):  # PC: the second round reloads head and momentum

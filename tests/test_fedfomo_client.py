@@ -124,8 +124,8 @@ def test_common_initialisation_depends_only_on_the_seed():
 
 
 def test_learning_rate_decays_per_round_to_a_floor():
-    config = {"lr": 0.1, "lr_decay": 0.99, "lr_min": 1e-4}
-    assert round_lr(config, 1) == pytest.approx(0.1)
-    assert round_lr(config, 3) == pytest.approx(0.1 * 0.99**2)
-    assert round_lr(config, 2000) == pytest.approx(1e-4)
-    assert round_lr({"lr": 0.05}, 9) == pytest.approx(0.05)
+    decay = {"lr_decay": 0.99, "lr_min": 1e-4}
+    assert round_lr(0.1, 1, **decay) == pytest.approx(0.1)
+    assert round_lr(0.1, 3, **decay) == pytest.approx(0.1 * 0.99**2)
+    assert round_lr(0.1, 2000, **decay) == pytest.approx(1e-4)
+    assert round_lr(0.05, 9) == pytest.approx(0.05)

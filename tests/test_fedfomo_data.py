@@ -1,5 +1,7 @@
 """FedFomo's partitions: shards, latent distributions, and the fixed 80/20 split."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,10 @@ from hypothesis import strategies as st
 
 from fedfomo.dataset import build_fomo_data
 from fedfomo.latent import distribution_parts, kmeans, pixel_pca_features
+from fedfomo.settings import FedFomoDataset, FomoPartition
 from fedfomo.splits import shard_classes, shard_parts, split_validation
 from pflcore.partition import PartitionError
+from pflcore.settings import parse
 from tests.fakedata import write_cifar10
 
 
@@ -150,7 +154,37 @@ def root(tmp_path_factory):
     return folder
 
 
-def fomo_settings(root, **partition):
+def fomo_groups(dataset: dict, partition: dict) -> tuple[FedFomoDataset, FomoPartition]:
+    """The typed ``dataset.*`` and ``partition.*`` settings of two plain groups.
+
+    Keys a test leaves out (the batch transform's, ``pool_fraction``, the
+    embedding network's, ...) get the values of ``conf/fedfomo.yaml``.
+    """
+    transform = {"image_size": 32, "crop_padding": 0, "flip": False}
+    defaults = {
+        "kind": "pathological",
+        "shards_per_client": 2,
+        "num_distributions": 5,
+        "features": "pca",
+        "embedding_path": None,
+        "embedding": {
+            "epochs": 3,
+            "batch_size": 128,
+            "lr": 0.05,
+            "width": 512,
+            "cache_dir": ".cache/pfl",
+        },
+        "pca_dim": 64,
+        "val_fraction": 0.2,
+        "pool_fraction": 1.0,
+    }
+    return (
+        parse(FedFomoDataset, {**transform, **dataset}, "dataset."),
+        parse(FomoPartition, {**defaults, **partition}, "partition."),
+    )
+
+
+def fomo_settings(root, **partition) -> tuple[FedFomoDataset, FomoPartition]:
     dataset = {
         "name": "cifar10",
         "root": str(root),
@@ -170,7 +204,7 @@ def fomo_settings(root, **partition):
         "val_fraction": 0.2,
     }
     part.update(partition)
-    return dataset, part
+    return fomo_groups(dataset, part)
 
 
 @pytest.mark.parametrize(
@@ -239,7 +273,7 @@ def test_labels_case_needs_one_distribution_per_class(root):
 
 def test_official_test_split_shares_the_test_set_by_the_same_shards(root):
     dataset, partition = fomo_settings(root)
-    dataset = dict(dataset, test_split="official")
+    dataset = replace(dataset, test_split="official")
     data = build_fomo_data(dataset, partition, num_clients=5, seed=0)
     n_train = 300  # fake CIFAR-10: 5 batches x 60 training images, 20 test images
     labels = data.y.numpy()
@@ -252,11 +286,11 @@ def test_official_test_split_shares_the_test_set_by_the_same_shards(root):
         assert set(labels[te]) <= set(labels[tr]) | set(labels[va])
         assert np.unique(labels[np.concatenate([tr, va])]).size <= 2
     latent = build_fomo_data(
-        dataset, dict(partition, kind="latent"), num_clients=4, seed=0
+        dataset, replace(partition, kind="latent"), num_clients=4, seed=0
     )
     assert np.array_equal(
         np.sort(np.concatenate(latent.test)), np.arange(n_train, n_train + 20)
     )
-    no_test = dict(dataset, name="digits", source="default")
+    no_test = replace(dataset, name="digits", source="default")
     with pytest.raises(PartitionError, match="has no test split"):
         build_fomo_data(no_test, partition, num_clients=5, seed=0)

@@ -14,6 +14,7 @@ from fedfomo.embedding import (
 )
 from pflcore.data import DataFormatError
 from tests.fakedata import write_cifar10
+from tests.test_fedfomo_data import fomo_groups
 
 SPEC = EmbeddingSpec(epochs=4, batch_size=32, lr=0.05, width=32, seed=0)
 
@@ -101,7 +102,7 @@ def test_trained_latent_split_follows_the_labels(tmp_path):
         "pca_dim": 16,
         "val_fraction": 0.2,
     }
-    data = build_fomo_data(dataset, partition, num_clients=5, seed=0)
+    data = build_fomo_data(*fomo_groups(dataset, partition), num_clients=5, seed=0)
     histograms, distances = distribution_labels(data)
     assert sum(map(sum, histograms)) == 320  # every train and test image
     # 10 classes into 5 distributions: content clusters hold few classes each,

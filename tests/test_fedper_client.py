@@ -13,8 +13,10 @@ from flwr.app import (
 )
 from hydra import compose, initialize_config_dir
 
-from fedper.client import STATE_KEY, get_runtime, initial_model, make_client_app
-from fedper.models import personal_keys
+from fedper.client import STATE_KEY, Sgd, get_runtime, make_client_app
+from fedper.client import initial_model as build_initial_model
+from fedper.models import FedPerNetwork, personal_keys
+from fedper.settings import parse_settings
 from pflcore.config import to_plain
 from pflcore.training import evaluate
 from pflcore.transforms import BatchTransform
@@ -38,6 +40,29 @@ def config(tmp_path_factory) -> dict:
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return to_plain(compose("fedper", overrides=overrides))
+
+
+def initial_model(config: dict, num_classes: int, channels: int) -> FedPerNetwork:
+    """The run's initial network for the plain ``config``."""
+    settings = parse_settings(config)
+    return build_initial_model(
+        settings.model,
+        num_classes,
+        channels,
+        seed=settings.seed,
+        image_size=settings.dataset.image_size,
+    )
+
+
+def sgd_of(config: dict) -> Sgd:
+    """The SGD settings the ClientApp builds for the plain ``config``."""
+    settings = parse_settings(config)
+    return Sgd(
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+    )
 
 
 def base_of(config: dict) -> tuple[ArrayRecord, list[str]]:
@@ -153,7 +178,14 @@ def test_head_finetune_phase_changes_only_the_personal_layers(config):
     base, personal = base_of(config)
     runtime.load_client(base, RecordDict())
     before = {k: v.clone() for k, v in runtime.model.state_dict().items()}
-    loss = finetune_head(runtime, tuned, pid=1, server_round=3)
+    loss = finetune_head(
+        runtime,
+        sgd_of(tuned),
+        pid=1,
+        server_round=3,
+        lr=tuned["lr"],
+        epochs=tuned["head_finetune_epochs"],
+    )
     after = runtime.model.state_dict()
     assert loss > 0
     assert set(runtime.personal) == set(personal)
@@ -175,7 +207,9 @@ def test_head_finetune_zero_leaves_training_as_it_was(config):
     # Independent composition: load the received base, run the plain local update.
     runtime = get_runtime(config)
     runtime.load_client(base, RecordDict())
-    local_train(runtime, config, 0, 2)
+    local_train(
+        runtime, sgd_of(config), 0, 2, lr=config["lr"], epochs=config["local_epochs"]
+    )
     expected = runtime.model.state_dict()
     sent = reply.content.array_records["arrays"].to_torch_state_dict()
     for key, value in sent.items():

@@ -18,6 +18,7 @@ import fedper.dataset as fedper_dataset
 from fedper.dataset import build_federated_data, partition_raters
 from fedper.flickr import read_flickr_ratings
 from fedper.main import check_fedper
+from fedper.settings import FedPerDataset, parse_settings
 from pflcore.config import ConfigError, to_plain
 from pflcore.data import DatasetNotFoundError
 from pflcore.partition import PartitionError, select_users
@@ -46,6 +47,11 @@ def _fresh_cache():
     read_flickr_ratings.cache_clear()
     yield
     read_flickr_ratings.cache_clear()
+
+
+def flickr_dataset(root: Path, *overrides: str) -> FedPerDataset:
+    """The typed ``dataset`` settings of :func:`flickr_config`."""
+    return parse_settings(flickr_config(root, *overrides)).dataset
 
 
 def flickr_config(root: Path, *overrides: str) -> dict:
@@ -114,9 +120,9 @@ def test_min_per_score_keeps_workers_with_every_score_often_enough():
 
 def test_each_worker_is_split_80_20_disjoint_and_the_same_every_time(written):
     root, _ = written
-    config = flickr_config(root, "dataset.image_size=16")
-    fed = build_federated_data(config["dataset"], 3, seed=1)
-    again = build_federated_data(config["dataset"], 3, seed=1)
+    dataset = flickr_dataset(root, "dataset.image_size=16")
+    fed = build_federated_data(dataset, 3, seed=1)
+    again = build_federated_data(dataset, 3, seed=1)
     assert fed.client_names is not None and len(fed.client_names) == 3
     assert set(fed.client_names) <= set(ELIGIBLE)
     assert fed.client_names == again.client_names
@@ -132,7 +138,7 @@ def test_each_worker_is_split_80_20_disjoint_and_the_same_every_time(written):
         total += n
     assert fed.pools["train"][0].shape == (total, 3, 16, 16)
     assert fed.pools["train"][1].shape == (total,)
-    other = build_federated_data(config["dataset"], 3, seed=2)
+    other = build_federated_data(dataset, 3, seed=2)
     assert other.client_names != fed.client_names or any(
         not np.array_equal(a, b)
         for a, b in zip(other.indices["test"], fed.indices["test"], strict=True)
@@ -141,8 +147,8 @@ def test_each_worker_is_split_80_20_disjoint_and_the_same_every_time(written):
 
 def test_labels_are_the_workers_own_scores_minus_one(written):
     root, fake = written
-    config = flickr_config(root, "dataset.image_size=8")
-    fed = build_federated_data(config["dataset"], 4, seed=3)
+    dataset = flickr_dataset(root, "dataset.image_size=8")
+    fed = build_federated_data(dataset, 4, seed=3)
     assert fed.data.num_classes == 5 and fed.data.channels == 3
     for j, worker in enumerate(fed.client_names):
         own = fake.ratings_of(worker)
@@ -171,8 +177,8 @@ def test_only_the_drawn_workers_images_are_decoded_once_each(written, monkeypatc
         return original(paths, size)
 
     monkeypatch.setattr(fedper_dataset, "decode_images", spy)
-    config = flickr_config(root, "dataset.image_size=8")
-    fed = build_federated_data(config["dataset"], 2, seed=0)
+    dataset = flickr_dataset(root, "dataset.image_size=8")
+    fed = build_federated_data(dataset, 2, seed=0)
     wanted = set().union(*(fake.ratings_of(w) for w in fed.client_names))
     assert len(decoded) == len(set(decoded)) == len(wanted)
     assert set(decoded) == wanted
@@ -184,27 +190,27 @@ def test_images_are_found_wherever_the_zip_put_them(tmp_path):
         tmp_path, {"A": 62, "B": 63}, image_folder="FLICKR-AES-001/images"
     )
     assert not (fake.folder / "40K").exists()
-    config = flickr_config(tmp_path, "dataset.image_size=8")
-    fed = build_federated_data(config["dataset"], 2, seed=0)
+    dataset = flickr_dataset(tmp_path, "dataset.image_size=8")
+    fed = build_federated_data(dataset, 2, seed=0)
     assert fed.pools["train"][0].shape[0] == 62 + 63
 
 
 def test_missing_files_name_the_path_and_what_to_do(tmp_path, written):
-    config = flickr_config(tmp_path / "nowhere")
+    dataset = flickr_dataset(tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match="nowhere/flickr") as info:
-        build_federated_data(config["dataset"], 2, seed=0)
+        build_federated_data(dataset, 2, seed=0)
     assert "FLICKR-AES-001.zip" in str(info.value)
 
     fake = write_flickr(tmp_path, {"A": 62, "B": 63})
     (fake.folder / LABELS_FILE).unlink()
     with pytest.raises(DatasetNotFoundError, match=LABELS_FILE):
-        build_federated_data(flickr_config(tmp_path)["dataset"], 2, seed=0)
+        build_federated_data(flickr_dataset(tmp_path), 2, seed=0)
 
     fake = write_flickr(tmp_path, {"A": 62, "B": 63})
     victim = fake.images[0]
     (fake.folder / "40K" / victim).unlink()
     with pytest.raises(DatasetNotFoundError, match=victim):
-        build_federated_data(flickr_config(tmp_path)["dataset"], 2, seed=0)
+        build_federated_data(flickr_dataset(tmp_path), 2, seed=0)
 
 
 def test_partition_raters_rejects_too_many_clients(written):

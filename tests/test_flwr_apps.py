@@ -117,9 +117,11 @@ def test_the_module_level_client_app_answers_as_the_embedded_one():
     from fedper.client import initial_model
     from fedper.main import PACKAGE, client_app_for
     from fedper.models import personal_keys
+    from fedper.settings import read_settings
 
     config = PACKAGE.resolve(composed("fedper", "experiment=fedper/quick"))
-    model = initial_model(config, 10, 1)
+    s = read_settings(config)
+    model = initial_model(s.model, 10, 1, seed=s.seed, image_size=s.dataset.image_size)
     personal = set(personal_keys(model, "fedper", 2, "aggregate"))
     base = ArrayRecord(
         {k: v for k, v in model.state_dict().items() if k not in personal}

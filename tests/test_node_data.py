@@ -88,9 +88,11 @@ def test_the_nodes_app_on_its_file_replies_as_the_embedded_app_on_all_data(expor
     from fedper.client import initial_model
     from fedper.main import client_app_for
     from fedper.models import personal_keys
+    from fedper.settings import read_settings
 
     config, _, out, run_config = exported
-    model = initial_model(config, 10, 1)
+    s = read_settings(config)
+    model = initial_model(s.model, 10, 1, seed=s.seed, image_size=s.dataset.image_size)
     personal = set(personal_keys(model, "fedper", 2, "aggregate"))
     base = ArrayRecord(
         {k: v for k, v in model.state_dict().items() if k not in personal}

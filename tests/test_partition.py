@@ -402,6 +402,7 @@ def test_stratified_subset_keeps_the_share_of_every_class_and_is_seeded():
 
 def test_fedper_subset_fraction_shrinks_every_class_before_partitioning(tmp_path):
     from fedper.dataset import build_federated_data
+    from fedper.settings import FedPerDataset
     from tests.fakedata import write_cifar10
 
     write_cifar10(tmp_path, per_batch=100, test=100)
@@ -415,9 +416,14 @@ def test_fedper_subset_fraction_shrinks_every_class_before_partitioning(tmp_path
         "test_fraction": 0.2,
         "classes_per_client": 10,
         "class_assignment": "random",
+        "image_size": 32,
+        "crop_padding": 0,
+        "flip": False,
     }
-    full = build_federated_data(dataset, 2, seed=0)
-    half = build_federated_data({**dataset, "subset_fraction": 0.5}, 2, seed=0)
+    full = build_federated_data(FedPerDataset(**dataset), 2, seed=0)
+    half = build_federated_data(
+        FedPerDataset(**dataset, subset_fraction=0.5), 2, seed=0
+    )
     kept = half.class_counts().sum(axis=(0, 1))
     total = full.class_counts().sum(axis=(0, 1))
     assert total.sum() == 600

@@ -20,9 +20,12 @@ import pflcore.batching
 import pflcore.finetune
 from perfedavg.client import get_runtime, initial_model, make_client_app
 from perfedavg.main import build_strategy
+from perfedavg.settings import Model
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.config import to_plain
 from pflcore.results import RunRecorder
+from pflcore.settings import parse
+from pflcore.strategy import server_settings
 from tests.fakedata import write_mnist
 from tests.messages import context, message
 
@@ -48,9 +51,18 @@ def config(tmp_path_factory) -> dict:
         return to_plain(compose("perfedavg", overrides=overrides))
 
 
+def initial_of(config: dict, data) -> torch.nn.Module:
+    return initial_model(
+        parse(Model, config["model"]),
+        data,
+        image_size=config["dataset"]["image_size"],
+        seed=config["seed"],
+    )
+
+
 def global_arrays(config: dict) -> ArrayRecord:
     runtime = get_runtime(config)
-    return ArrayRecord(initial_model(config, runtime.data).state_dict())
+    return ArrayRecord(initial_of(config, runtime.data).state_dict())
 
 
 def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
@@ -90,7 +102,7 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
     assert not (x_seen.shape == x_test.shape and torch.equal(x_seen, x_test))
 
     # Independent recomputation: w - alpha * grad CE(w; that batch), then test.
-    model = initial_model(config, runtime.data)
+    model = initial_of(config, runtime.data)
     model.load_state_dict(arrays.to_torch_state_dict())
     idx = drawn[0]
     inputs = runtime.transform(x_train[idx], train=True)
@@ -218,7 +230,10 @@ def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
     config, monkeypatch
 ):
     """With alpha = 0, FO's step w - beta * grad f(w - 0 * g; D') is SGD on D'."""
+
     config = dict(config, algorithm="perfedavg_fo", alpha=0.0, beta=0.05)
+    # the settings refuse alpha = 0 at launch (it must be > 0); a worker reads
+    # the values of a config already checked, so the client runs it as given
     drawn = []
     real_draw = pflcore.batching.draw_batch
 
@@ -235,7 +250,7 @@ def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
     runtime = get_runtime(config)
     x, y = runtime.data.split_of(pid, "train")
     assert len(drawn) == 3 * config["local_steps"]
-    model = initial_model(config, runtime.data)
+    model = initial_of(config, runtime.data)
     model.load_state_dict(arrays.to_torch_state_dict())
     for step in range(config["local_steps"]):
         d_prime = drawn[3 * step + 1]  # batches are drawn as D, D', D''
@@ -257,7 +272,12 @@ def test_the_server_aggregates_per_fedavg_exactly_as_fedavg(tmp_path, config, ru
     results = []
     for algorithm in ("perfedavg_fo", "fedavg_ft", "fedavg"):
         run = dict(config, algorithm=algorithm, averaging=rule, num_clients=4)
-        server = build_strategy(run, RunRecorder(tmp_path / algorithm, run))
+        server = build_strategy(
+            RunRecorder(tmp_path / algorithm, run),
+            server_settings(run),
+            server_lr=run["server_lr"],
+            server_momentum=run["server_momentum"],
+        )
         server.bind_partitions({i: i + 10 for i in range(4)})
         start = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
         server.configure_train(1, start, ConfigRecord(), None)
@@ -316,7 +336,7 @@ def test_reptile_clients_run_adam_or_sgd_by_where_adam_lives(
         config,
         algorithm="jiang",
         local_steps=0,
-        jiang=dict(config["jiang"], reptile=reptile),
+        jiang=dict(config["jiang"], reptile=reptile, holdout_clients=1),
     )
     seen = []
 

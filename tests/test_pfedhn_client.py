@@ -9,52 +9,50 @@ from flwr.app import (
     MessageType,
     RecordDict,
 )
+from hydra import compose, initialize_config_dir
 
 from pfedhn.client import (
     HEAD_KEY,
+    InnerLoop,
     build_runtime,
     eval_client,
     get_runtime,
     make_client_app,
     train_client,
 )
+from pfedhn.main import resolve
+from pfedhn.settings import parse_settings
 from pflcore.baselines import LOCAL_STATE_KEY
 from tests.fakedata import write_mnist
+from tests.mainrun import REPO
 from tests.messages import context, message
 
 
 def config_for(root, algorithm: str) -> dict:
-    return {
-        "algorithm": algorithm,
-        "num_clients": 4,
-        "seed": 0,
-        "local_steps": 5,
-        "batch_size": 16,
-        "eval_batch_size": 64,
-        "lr": 5e-3,
-        "momentum": 0.9,
-        "weight_decay": 5e-5,
-        "clip": 50.0,
-        "normalize": "paper",
-        "model": {"target": "mlp", "n_kernels": 16},
-        "dataset": {
-            "name": "mnist",
-            "root": str(root),
-            "source": "default",
-            "path": None,
-            "download": False,
-            "image_size": 28,
-        },
-        "partition": {
-            "classes_per_client": 2,
-            "low": 0.4,
-            "high": 0.6,
-            "val_size": 200,
-            "test_source": "official",
-            "test_size": 1,
-        },
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-    }
+    """A small resolved MNIST run (the rest at ``conf/pfedhn.yaml``'s defaults)."""
+    overrides = [
+        f"algorithm={algorithm}",
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "num_clients=4",
+        "seed=0",
+        "local_steps=5",
+        "batch_size=16",
+        "eval_batch_size=64",
+        "model.target=mlp",
+        "partition.val_size=200",
+        "partition.test_source=official",
+        "client_resources.num_cpus=1",
+        "client_resources.num_gpus=0.0",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return resolve(compose("pfedhn", overrides=overrides))
+
+
+def update_of(config: dict) -> dict:
+    """``train_client``'s settings for ``config``: the inner loop and the seed."""
+    settings = parse_settings(config)
+    return {"loop": InnerLoop.of(settings), "seed": settings.seed}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,8 @@ def test_pfedhn_returns_old_minus_new(root):
     config = config_for(root, "pfedhn")
     runtime = build_runtime(config)
     sent = random_weights(runtime, 1)
-    delta, loss = train_client(runtime, config, 2, 1, sent, RecordDict())
+    update = update_of(config)
+    delta, loss = train_client(runtime, 2, 1, sent, RecordDict(), **update)
     old = sent.to_torch_state_dict()
     new = runtime.model.state_dict()
     assert list(delta.keys()) == list(old)
@@ -88,7 +87,7 @@ def test_pfedhn_returns_old_minus_new(root):
         d.abs().sum() > 0 for d in delta.to_torch_state_dict().values()
     )
     # Same seed and round: the same update (fresh optimizer each call).
-    again, _ = train_client(runtime, config, 2, 1, sent, RecordDict())
+    again, _ = train_client(runtime, 2, 1, sent, RecordDict(), **update)
     assert all(
         torch.equal(a, b)
         for a, b in zip(
@@ -105,27 +104,26 @@ def test_pc_classifier_and_its_momentum_persist(root):
     state = RecordDict()
     sent = random_weights(runtime, 2)
     assert "fc2.weight" not in sent  # the body only crosses the wire
-    delta, _ = train_client(runtime, config, 1, 1, sent, state)
+    update = update_of(config)
+    delta, _ = train_client(runtime, 1, 1, sent, state, **update)
     assert list(delta.keys()) == ["fc1.weight", "fc1.bias"]
     saved1 = state.array_records[HEAD_KEY].to_torch_state_dict()
     assert set(saved1) == {"weight", "bias", "momentum.weight", "momentum.bias"}
     assert torch.equal(saved1["weight"], runtime.head.weight.detach())
     # Another client in the same worker overwrites the module, not client 1's state.
-    train_client(runtime, config, 0, 1, sent, RecordDict())
+    train_client(runtime, 0, 1, sent, RecordDict(), **update)
     # Round 2 starts from client 1's saved classifier: it differs from a run of the
     # same round that starts without it.
-    train_client(runtime, config, 1, 2, sent, state)
+    train_client(runtime, 1, 2, sent, state, **update)
     saved2 = state.array_records[HEAD_KEY].to_torch_state_dict()
     assert not torch.equal(saved2["weight"], saved1["weight"])
     fresh = RecordDict()
-    train_client(
-        runtime, config, 1, 2, sent, fresh
-    )  # same round without the saved head
+    train_client(runtime, 1, 2, sent, fresh, **update)  # without the saved head
     assert not torch.equal(
         fresh.array_records[HEAD_KEY].to_torch_state_dict()["weight"], saved2["weight"]
     )
     # Evaluation uses the saved classifier without changing it.
-    stats = eval_client(runtime, config, 1, sent, state)
+    stats = eval_client(runtime, 1, sent, state, seed=0, eval_batch_size=64)
     assert stats["test"].num_samples > 0 and stats["val"].num_samples > 0
     assert torch.equal(
         state.array_records[HEAD_KEY].to_torch_state_dict()["weight"], saved2["weight"]

@@ -7,8 +7,27 @@ import pytest
 import torch
 
 from pfedhn.dataset import assign_classes, build_data, cut_split, hold_out
+from pfedhn.settings import HNPartition, PFedHNDataset
 from pflcore.partition import PartitionError
+from pflcore.settings import parse
 from tests.fakedata import write_mnist
+
+
+def mnist_settings(root) -> PFedHNDataset:
+    """``dataset.*`` of the fake MNIST at ``root``."""
+    return parse(
+        PFedHNDataset,
+        {
+            "name": "mnist",
+            "root": str(root),
+            "source": "default",
+            "path": None,
+            "download": False,
+            "image_size": 28,
+            "crop_padding": 0,
+            "flip": False,
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,21 +73,18 @@ def test_cut_split_hand_worked():
 
 def test_same_class_mix_in_train_val_and_test(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
-    dataset = {
-        "name": "mnist",
-        "root": str(tmp_path),
-        "source": "default",
-        "path": None,
-        "download": False,
-    }
-    partition = {
-        "classes_per_client": 2,
-        "low": 0.4,
-        "high": 0.6,
-        "val_size": 600,
-        "test_source": "official",
-        "test_size": 1,
-    }
+    dataset = mnist_settings(tmp_path)
+    partition = parse(
+        HNPartition,
+        {
+            "classes_per_client": 2,
+            "low": 0.4,
+            "high": 0.6,
+            "val_size": 600,
+            "test_source": "official",
+            "test_size": 1,
+        },
+    )
     data = build_data(dataset, partition, num_clients=8, seed=3)
     assert {s: len(data.pools[s][0]) for s in data.pools} == {
         "train": 2400,
@@ -99,21 +115,18 @@ def test_same_class_mix_in_train_val_and_test(tmp_path):
 
 def test_test_pool_from_training_images(tmp_path):
     written = write_mnist(tmp_path, train=2000, test=100)
-    dataset = {
-        "name": "mnist",
-        "root": str(tmp_path),
-        "source": "default",
-        "path": None,
-        "download": False,
-    }
-    partition = {
-        "classes_per_client": 2,
-        "low": 0.4,
-        "high": 0.6,
-        "val_size": 300,
-        "test_source": "train",
-        "test_size": 500,
-    }
+    dataset = mnist_settings(tmp_path)
+    partition = parse(
+        HNPartition,
+        {
+            "classes_per_client": 2,
+            "low": 0.4,
+            "high": 0.6,
+            "val_size": 300,
+            "test_source": "train",
+            "test_size": 500,
+        },
+    )
     data = build_data(dataset, partition, num_clients=5, seed=0)
     sizes = {s: len(data.pools[s][0]) for s in data.pools}
     assert sizes == {"train": 1200, "val": 300, "test": 500}

@@ -7,7 +7,9 @@ import pytest
 
 from pfedhn.dataset import build_data
 from pfedhn.novel import class_counts, draw_mixes, total_variation
+from pfedhn.settings import HNPartition, Novel, PFedHNDataset
 from pflcore.partition import PartitionError
+from pflcore.settings import parse
 from tests.fakedata import write_mnist
 
 SIZES = {"train": 60, "val": 20, "test": 20}
@@ -43,29 +45,42 @@ def test_mixes_are_seeded_and_ordered_by_concentration():
     assert min(total_variation(p, uniform) for _, p in mixes[3:]) > 0.6
 
 
-def _dataset(root):
-    return {
-        "name": "mnist",
-        "root": str(root),
-        "source": "default",
-        "path": None,
-        "download": False,
-    }
+def _dataset(root) -> PFedHNDataset:
+    return parse(
+        PFedHNDataset,
+        {
+            "name": "mnist",
+            "root": str(root),
+            "source": "default",
+            "path": None,
+            "download": False,
+            "image_size": 28,
+            "crop_padding": 0,
+            "flip": False,
+        },
+    )
 
 
-PARTITION = {
-    "classes_per_client": 2,
-    "low": 0.4,
-    "high": 0.6,
-    "val_size": 600,
-    "test_source": "official",
-    "test_size": 1,
-}
+PARTITION = parse(
+    HNPartition,
+    {
+        "classes_per_client": 2,
+        "low": 0.4,
+        "high": 0.6,
+        "val_size": 600,
+        "test_source": "official",
+        "test_size": 1,
+    },
+)
+
+
+def _novel(**values) -> Novel:
+    return parse(Novel, {"clients": [], "rounds": 0, "lr": None, **values})
 
 
 def test_novel_clients_get_their_mix_from_images_no_training_client_holds(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
-    novel = {"dirichlet": [50.0, 0.1], "per_concentration": 2, "sizes": SIZES}
+    novel = _novel(dirichlet=[50.0, 0.1], per_concentration=2, sizes=SIZES)
     data = build_data(_dataset(tmp_path), PARTITION, 10, seed=3, novel=novel)
     mixes = draw_mixes([50.0, 0.1], 2, 10, seed=3)
     assert [r["partition_id"] for r in data.novel] == [6, 7, 8, 9]
@@ -97,7 +112,7 @@ def test_novel_clients_get_their_mix_from_images_no_training_client_holds(tmp_pa
 def test_without_dirichlet_the_authors_partition_is_unchanged(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
     plain = build_data(_dataset(tmp_path), PARTITION, 8, seed=3)
-    off = {"dirichlet": [], "per_concentration": 2, "sizes": SIZES}
+    off = _novel(dirichlet=[], per_concentration=2, sizes=SIZES)
     same = build_data(_dataset(tmp_path), PARTITION, 8, seed=3, novel=off)
     assert same.novel == () and same.assignment == plain.assignment
     for split in ("train", "val", "test"):
@@ -107,12 +122,12 @@ def test_without_dirichlet_the_authors_partition_is_unchanged(tmp_path):
 
 def test_too_many_novel_images_fail_with_the_setting_to_change(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
-    novel = {
-        "dirichlet": [0.01],
-        "per_concentration": 1,
+    novel = _novel(
+        dirichlet=[0.01],
+        per_concentration=1,
         # nearly one class: ~250 of it, where the 600 test images hold ~60 a class
-        "sizes": {**SIZES, "test": 250},
-    }
+        sizes={**SIZES, "test": 250},
+    )
     with pytest.raises(PartitionError, match=r"lower novel\.sizes\.test"):
         build_data(_dataset(tmp_path), PARTITION, 10, seed=3, novel=novel)
 

@@ -7,10 +7,11 @@ import pytest
 
 from pfedhn.dataset import build_data
 from pfedhn.novel import class_counts, draw_mixes, total_variation
-from pfedhn.settings import HNPartition, Novel, PFedHNDataset
+from pfedhn.settings import HNPartition, Novel
 from pflcore.partition import PartitionError
 from pflcore.settings import parse
 from tests.fakedata import write_mnist
+from tests.test_pfedhn_dataset import mnist_settings
 
 SIZES = {"train": 60, "val": 20, "test": 20}
 
@@ -45,22 +46,6 @@ def test_mixes_are_seeded_and_ordered_by_concentration():
     assert min(total_variation(p, uniform) for _, p in mixes[3:]) > 0.6
 
 
-def _dataset(root) -> PFedHNDataset:
-    return parse(
-        PFedHNDataset,
-        {
-            "name": "mnist",
-            "root": str(root),
-            "source": "default",
-            "path": None,
-            "download": False,
-            "image_size": 28,
-            "crop_padding": 0,
-            "flip": False,
-        },
-    )
-
-
 PARTITION = parse(
     HNPartition,
     {
@@ -81,7 +66,7 @@ def _novel(**values) -> Novel:
 def test_novel_clients_get_their_mix_from_images_no_training_client_holds(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
     novel = _novel(dirichlet=[50.0, 0.1], per_concentration=2, sizes=SIZES)
-    data = build_data(_dataset(tmp_path), PARTITION, 10, seed=3, novel=novel)
+    data = build_data(mnist_settings(tmp_path), PARTITION, 10, seed=3, novel=novel)
     mixes = draw_mixes([50.0, 0.1], 2, 10, seed=3)
     assert [r["partition_id"] for r in data.novel] == [6, 7, 8, 9]
     counts = data.class_counts(("train", "val", "test"))
@@ -111,9 +96,9 @@ def test_novel_clients_get_their_mix_from_images_no_training_client_holds(tmp_pa
 
 def test_without_dirichlet_the_authors_partition_is_unchanged(tmp_path):
     write_mnist(tmp_path, train=3000, test=600)
-    plain = build_data(_dataset(tmp_path), PARTITION, 8, seed=3)
+    plain = build_data(mnist_settings(tmp_path), PARTITION, 8, seed=3)
     off = _novel(dirichlet=[], per_concentration=2, sizes=SIZES)
-    same = build_data(_dataset(tmp_path), PARTITION, 8, seed=3, novel=off)
+    same = build_data(mnist_settings(tmp_path), PARTITION, 8, seed=3, novel=off)
     assert same.novel == () and same.assignment == plain.assignment
     for split in ("train", "val", "test"):
         for a, b in zip(plain.indices[split], same.indices[split], strict=True):
@@ -129,7 +114,7 @@ def test_too_many_novel_images_fail_with_the_setting_to_change(tmp_path):
         sizes={**SIZES, "test": 250},
     )
     with pytest.raises(PartitionError, match=r"lower novel\.sizes\.test"):
-        build_data(_dataset(tmp_path), PARTITION, 10, seed=3, novel=novel)
+        build_data(mnist_settings(tmp_path), PARTITION, 10, seed=3, novel=novel)
 
 
 def test_the_figure_takes_each_novel_clients_last_round_accuracy(tmp_path):

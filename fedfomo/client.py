@@ -343,6 +343,7 @@ def baseline_update(settings: FedFomoSettings, config: dict[str, Any]) -> LocalU
             momentum=settings.momentum,
             weight_decay=settings.weight_decay,
         ),
+        report_before=True,
     )
 
 

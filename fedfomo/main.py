@@ -151,7 +151,10 @@ def build_experiment(
     """
     prepared = prepare(cfg)
     config, settings, data = prepared.config, prepared.settings, prepared.data
-    recorder = open_recorder(config, out_dir)
+    # FedAvg + FT also tests the global model before fine-tuning: FedAvg's own
+    # numbers, from the same training (see baseline_update)
+    extra = ("before",) if settings.algorithm == "fedavg_ft" else ()
+    recorder = open_recorder(config, out_dir, extra_evals=extra)
     recorder.write_partition(data.class_counts())
     recorder.set_summary(
         num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),

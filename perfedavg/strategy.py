@@ -35,13 +35,11 @@ from pflcore.protocol import (
     ARRAYS,
     CONFIG,
     SERVER_ROUND,
-    eval_counts,
-    has_eval,
     metrics_of,
 )
 from pflcore.results import ClientEval, RunRecorder
 from pflcore.simulation import ClientSampler
-from pflcore.strategy import PartitionFedAvg, client_eval
+from pflcore.strategy import PartitionFedAvg, client_eval, extra_evaluations
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
@@ -304,19 +302,6 @@ def parse_evaluations(
     contents: list[RecordDict],
 ) -> tuple[list[ClientEval], list[ClientEval]]:
     """Headline and (if every reply has them) before-adaptation counts per client."""
-    after: list[ClientEval] = []
-    before: list[ClientEval] = []
-    for content in contents:
-        m = metrics_of(content)
-        after.append(client_eval(m))
-        if has_eval(m, BEFORE):
-            correct, loss_sum, _ = eval_counts(m, BEFORE)
-            before.append(
-                ClientEval(
-                    partition_id=after[-1].partition_id,
-                    correct=correct,
-                    loss_sum=loss_sum,
-                    num_samples=after[-1].num_samples,  # the same test split
-                )
-            )
-    return after, before if len(before) == len(after) else []
+    after = [client_eval(metrics_of(content)) for content in contents]
+    before = dict(extra_evaluations(contents, (BEFORE,))).get(BEFORE, [])
+    return after, before

@@ -36,6 +36,7 @@ from pflcore.protocol import (
     TRAIN_LOSS,
     ClientError,
     eval_counts,
+    has_eval,
     metrics_of,
     reply_partition,
     scalar,
@@ -129,6 +130,22 @@ def client_eval(metrics: MetricRecord, name: str = "") -> ClientEval:
         loss_sum=loss_sum,
         num_samples=num_samples,
     )
+
+
+def extra_evaluations(
+    contents: list[RecordDict], names: tuple[str, ...]
+) -> list[tuple[str, list[ClientEval]]]:
+    """Each extra evaluation in ``names`` that every reply in ``contents`` holds.
+
+    An evaluation some reply lacks is left out: its across-client statistics
+    would describe a different set of clients than the headline ones.
+    """
+    found = []
+    for name in names:
+        metrics = [metrics_of(content) for content in contents]
+        if metrics and all(has_eval(m, name) for m in metrics):
+            found.append((name, [client_eval(m, name) for m in metrics]))
+    return found
 
 
 SERVER_KEYS = (
@@ -378,6 +395,8 @@ class PartitionFedAvg(FedAvg):
         )
         evals = [client_eval(metrics_of(content)) for content in contents]
         self.recorder.log_eval(evals)
+        for name, extra in extra_evaluations(contents, self.recorder.extra_evals):
+            self.recorder.log_extra_eval(name, extra)
         acc = [e.accuracy for e in evals]
         return MetricRecord({"accuracy-mean": float(np.mean(acc))})
 

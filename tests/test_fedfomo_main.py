@@ -37,7 +37,7 @@ def sweep(data_root, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sweep")
     result = run_main(
         "--multirun",
-        "algorithm=fedfomo,fedavg,local",
+        "algorithm=fedfomo,fedavg,fedavg_ft,local",
         f"dataset.root={data_root}",
         f"hydra.sweep.dir={folder}",
         "hydra.sweep.subdir=${algorithm}",
@@ -51,7 +51,7 @@ def sweep(data_root, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
     partitions = []
-    for algorithm in ("fedfomo", "fedavg", "local"):
+    for algorithm in ("fedfomo", "fedavg", "fedavg_ft", "local"):
         rounds, clients, summary = read_run(sweep / algorithm)
         assert summary["status"] == "completed", summary.get("error")
         assert rounds["round"].tolist() == [1, 2]
@@ -59,8 +59,30 @@ def test_fedfomo_and_baselines_record_every_round_on_one_partition(sweep):
         assert len(clients) == 2 * 6  # every client tested every round
         assert summary["num_parameters"] == 122_570
         partitions.append(pd.read_csv(sweep / algorithm / "partition.csv"))
-    pd.testing.assert_frame_equal(partitions[0], partitions[1])
-    pd.testing.assert_frame_equal(partitions[0], partitions[2])
+    for other in partitions[1:]:
+        pd.testing.assert_frame_equal(partitions[0], other)
+
+
+@pytest.mark.slow
+def test_fedavg_ft_records_fedavg_before_fine_tuning(sweep):
+    # the same seed trains the same global models; fine-tuning adapts a copy, so
+    # FedAvg + FT's "before" counts are the separate FedAvg run's, client by client
+    fedavg_rounds, fedavg_clients, _ = read_run(sweep / "fedavg")
+    ft_rounds, ft_clients, _ = read_run(sweep / "fedavg_ft")
+    assert ft_rounds["train_loss"].tolist() == fedavg_rounds["train_loss"].tolist()
+    key = ["round", "partition_id"]
+    fedavg_clients = fedavg_clients.sort_values(key).reset_index(drop=True)
+    ft_clients = ft_clients.sort_values(key).reset_index(drop=True)
+    assert ft_clients[key].equals(fedavg_clients[key])
+    assert np.array_equal(ft_clients["before_accuracy"], fedavg_clients["accuracy"])
+    np.testing.assert_allclose(
+        ft_clients["before_loss"], fedavg_clients["loss"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ft_rounds["before_acc_mean"], fedavg_rounds["test_acc_mean"], rtol=1e-12
+    )
+    # and the adapted models are different models
+    assert not np.allclose(ft_clients["loss"], ft_clients["before_loss"])
 
 
 @pytest.mark.slow

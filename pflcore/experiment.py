@@ -267,13 +267,15 @@ def _command_line_overrides() -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
-def _same_as_typed(saved: dict[str, Any], cfg: DictConfig) -> bool:
+def _typed_difference(saved: dict[str, Any], cfg: DictConfig) -> str | None:
+    """The first typed setting on which ``cfg`` differs from a saved run's, or None."""
     before, after = flatten(saved), flatten(to_plain(cfg))
-    return all(
-        before.get(key, "<absent>") == after[key]
-        for key in _command_line_overrides()
-        if key.split(".")[0] not in RESUMABLE_KEYS and key in after
-    )
+    for key in _command_line_overrides():
+        if key.split(".")[0] in RESUMABLE_KEYS or key not in after:
+            continue
+        if before.get(key, "<absent>") != after[key]:
+            return f"{key}={before.get(key, '<absent>')!r} there, {after[key]!r} now"
+    return None
 
 
 def continue_in_place(cfg: DictConfig) -> DictConfig | None:
@@ -282,8 +284,14 @@ def continue_in_place(cfg: DictConfig) -> DictConfig | None:
     When the run folder (e.g. a fixed ``hydra.run.dir`` or a sweep's job
     folder) holds a run of the same settings, a completed run is left as it
     is (None: nothing to do) and an interrupted or failed one with a
-    checkpoint is resumed; otherwise ``cfg`` starts a new run there. This is
-    how re-running an interrupted sweep picks up where it stopped.
+    checkpoint is resumed; a run of other settings is refused in one line
+    (it would be overwritten). This is how re-running an interrupted sweep
+    picks up where it stopped.
+
+    Raises
+    ------
+    ConfigError
+        If the folder holds a run of other settings, or one still running.
     """
     folder = Path(hydra_output_dir())
     path = folder / "summary.json"
@@ -295,8 +303,15 @@ def continue_in_place(cfg: DictConfig) -> DictConfig | None:
         return cfg
     if not isinstance(summary.get("config"), dict):
         return cfg
-    if not _same_as_typed(summary["config"], cfg):
-        return cfg
+    difference = _typed_difference(summary["config"], cfg)
+    if difference is not None:
+        # e.g. a seed sweep whose hydra.sweep.subdir leaves out the seed: each
+        # job would overwrite the last one's records
+        raise ConfigError(
+            f"{folder} already holds a run with other settings ({difference}); "
+            "delete it, or give each run its own folder (hydra.run.dir, or a "
+            "hydra.sweep.subdir naming every swept key)"
+        )
     status = effective_status(summary)
     if status == "completed":
         print(f"already complete: {folder} (delete it to run again)", flush=True)

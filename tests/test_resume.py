@@ -198,3 +198,15 @@ def test_the_same_command_again_finishes_an_interrupted_run(roots, tmp_path):
         3,
         4,
     ]
+
+    # another seed into the same folder (a seed sweep whose subdir leaves the
+    # seed out) is refused in one line, and the finished run's records stay
+    before = (tmp_path / "run" / "rounds.csv").read_text()
+    other = run_module(module, *command, "seed=1", cwd=tmp_path)
+    assert other.returncode == 2, output_tail(other)
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'run'} already holds a run with other settings "
+        "(seed=0 there, 1 now); delete it, or give each run its own folder "
+        "(hydra.run.dir, or a hydra.sweep.subdir naming every swept key)"
+    )
+    assert (tmp_path / "run" / "rounds.csv").read_text() == before

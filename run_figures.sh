@@ -25,7 +25,7 @@ absolute() { [[ $1 == /* ]] && echo "$1" || echo "$PWD/$1"; }
 all_figures=(
   fedper_cifar10 fedper_kp fedper_finetune fedper_linear_base fedper_cifar100 fedper_flickr
   pfedhn_mnist pfedhn_cifar10 pfedhn_cifar100 pfedhn_novel
-  perfedavg_mnist perfedavg_jiang
+  perfedavg_mnist perfedavg_cifar10 perfedavg_jiang
   fedfomo_cifar10 fedfomo_cifar100
 )
 mode=full
@@ -113,6 +113,8 @@ jiang_paper=(--paper "5/2=74.73 % -> 82.92 % (Table 1, EMNIST-62; FedLab-benchma
   --paper "20/2=84.03 % -> 89.57 % (same source)" --paper "20/5=84.71 % -> 90.57 % (same source)")
 perfedavg_paper=(--paper "fedavg_ft=75.96 ± 0.02 (Table 1, FedAvg + update)"
   --paper "perfedavg_fo=78.00 ± 0.02 (Table 1)" --paper "perfedavg_hf=79.85 ± 0.02 (Table 1)")
+perfedavg_paper_c10=(--paper "fedavg_ft=40.49 ± 0.07 (Table 1, FedAvg + update)"
+  --paper "perfedavg_fo=46.98 ± 0.1 (Table 1)" --paper "perfedavg_hf=52.49 ± 0.04 (Table 1)")
 
 fedper_tiny=(experiment=fedper/quick num_rounds=1 local_epochs=1)
 fedper_quick=(dataset.subset_fraction=0.2 num_rounds=4)
@@ -277,10 +279,21 @@ perfedavg_mnist() {
     tiny) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/quick num_rounds=2 \
       algorithm=fedavg_ft,perfedavg_hf ;;
     quick) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_cpu num_rounds=100 ;;
-    cpu|full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 ;;
+    cpu|full) run_sweep perfedavg_mnist perfedavg experiment=perfedavg/mnist_table1 seed=0,1,2 ;;
   esac
   plot perfedavg_mnist "$sweeps/perfedavg_mnist" --extra before
   table perfedavg_mnist final.test_acc_mean "$sweeps/perfedavg_mnist" "${perfedavg_paper[@]}"
+}
+
+# The same four methods on Table 1's CIFAR-10 row (the exact training set from the .npz).
+perfedavg_cifar10() {
+  case "$mode" in
+    tiny) return ;;  # CIFAR-10 is not among the tiny mode's generated data
+    quick) run_sweep perfedavg_cifar10 perfedavg experiment=perfedavg/cifar10_table1 num_rounds=100 ;;
+    cpu|full) run_sweep perfedavg_cifar10 perfedavg experiment=perfedavg/cifar10_table1 seed=0,1,2 ;;
+  esac
+  plot perfedavg_cifar10 "$sweeps/perfedavg_cifar10" --extra before
+  table perfedavg_cifar10 final.test_acc_mean "$sweeps/perfedavg_cifar10" "${perfedavg_paper_c10[@]}"
 }
 
 # Jiang et al.'s pipeline: FedAvg, Reptile fine-tuning, personalization of held-out clients.
@@ -348,10 +361,10 @@ declare -A minutes=(
   [tiny]=1
   [quick_fedper_cifar10]=4 [quick_fedper_kp]=6 [quick_fedper_finetune]=3
   [quick_fedper_linear_base]=4 [quick_pfedhn_mnist]=2 [quick_pfedhn_cifar10]=3
-  [quick_perfedavg_mnist]=3 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
+  [quick_perfedavg_mnist]=3 [quick_perfedavg_cifar10]=6 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
   [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=60
-  [cpu_perfedavg_mnist]=30 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=25
+  [cpu_perfedavg_mnist]=165 [cpu_perfedavg_cifar10]=150 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=25
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"
 total=0
@@ -363,7 +376,7 @@ for figure in "${selected[@]}"; do
   m="${minutes[${mode}_$figure]:-${minutes[tiny]}}"
   [[ $mode == tiny ]] && m=1
   case "$figure" in fedper_cifar100|fedper_flickr|pfedhn_cifar100|fedfomo_cifar100) m=0 ;; esac
-  [[ $mode == tiny && $figure == pfedhn_cifar10 ]] && m=0
+  [[ $mode == tiny ]] && case "$figure" in pfedhn_cifar10|pfedhn_novel|perfedavg_cifar10) m=0 ;; esac
   total=$((total + m))
   echo "  $figure: about $m min"
 done

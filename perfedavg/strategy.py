@@ -35,11 +35,10 @@ from pflcore.protocol import (
     ARRAYS,
     CONFIG,
     SERVER_ROUND,
-    metrics_of,
 )
-from pflcore.results import ClientEval, RunRecorder
+from pflcore.results import RunRecorder
 from pflcore.simulation import ClientSampler
-from pflcore.strategy import PartitionFedAvg, client_eval, extra_evaluations
+from pflcore.strategy import PartitionFedAvg
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
@@ -268,23 +267,6 @@ class PersonalizedFedAvg(PartitionFedAvg):
         """The ``eval_partitions`` given (every client by default)."""
         return list(self.evaluated)
 
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Record per-client counts (and the un-adapted ones when sent)."""
-        if not self.is_eval_round(server_round):
-            return None
-        contents = self.check_replies(
-            replies, len(self.evaluated), "evaluation", server_round
-        )
-        after, before = parse_evaluations(contents)
-        self.recorder.log_eval(after)
-        if before:
-            self.recorder.log_extra_eval(BEFORE, before)
-        return MetricRecord(
-            {"accuracy-mean": float(np.mean([e.accuracy for e in after]))}
-        )
-
     # -- end of round ---------------------------------------------------------
 
     def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -296,12 +278,3 @@ class PersonalizedFedAvg(PartitionFedAvg):
         note = f"(before adaptation {before:.4f})" if before is not None else ""
         self.progress.update(server_round, row, prefix=self.stage, note=note)
         return None
-
-
-def parse_evaluations(
-    contents: list[RecordDict],
-) -> tuple[list[ClientEval], list[ClientEval]]:
-    """Headline and (if every reply has them) before-adaptation counts per client."""
-    after = [client_eval(metrics_of(content)) for content in contents]
-    before = dict(extra_evaluations(contents, (BEFORE,))).get(BEFORE, [])
-    return after, before

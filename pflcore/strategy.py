@@ -140,9 +140,9 @@ def extra_evaluations(
     An evaluation some reply lacks is left out: its across-client statistics
     would describe a different set of clients than the headline ones.
     """
+    metrics = [metrics_of(content) for content in contents]
     found = []
     for name in names:
-        metrics = [metrics_of(content) for content in contents]
         if metrics and all(has_eval(m, name) for m in metrics):
             found.append((name, [client_eval(m, name) for m in metrics]))
     return found

@@ -322,29 +322,41 @@ perfedavg_jiang() {
     "${jiang_paper[@]}" --out "$out/perfedavg_jiang$suffix.md"
 }
 
-# FedFomo vs Local vs FedAvg, CIFAR-10 training set, 15 clients, pathological and latent.
+# FedFomo vs Local, FedAvg and FedAvg + FT at the authors' protocol and budget (NVlabs/FedFomo):
+# CIFAR-10, 15 clients, latent (trained embedding) and pathological splits, M = 5 on both and
+# M = 10 on the pathological one. FedAvg's row is FedAvg + FT's global model before fine-tuning
+# (the same training, recorded as before_*). --cpu runs seed 0, the full mode seeds 0-2.
+fedfomo_fedavg_row="before=fedavg (FedAvg + FT's global model, before fine-tuning)"
 fedfomo_cifar10() {
+  local seeds=0
   case "$mode" in
     tiny) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/quick num_rounds=2 algorithm=fedfomo,fedavg
       plot fedfomo_digits "$sweeps/fedfomo_cifar10"
       return ;;
-    quick) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu num_rounds=3 ;;
-    cpu) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu \
-      algorithm=fedfomo,local,fedavg,fedavg_ft ;;
-    full)
-      run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/paper algorithm=fedfomo,fedavg,fedavg_ft,local
-      run_sweep fedfomo_cifar10_pathological fedfomo experiment=fedfomo/paper_pathological \
-        algorithm=fedfomo,fedavg,fedavg_ft,local
-      plot fedfomo_paper_latent "$sweeps/fedfomo_cifar10"
-      plot fedfomo_paper_pathological "$sweeps/fedfomo_cifar10_pathological"
+    quick) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu num_rounds=3
+      for kind in pathological latent; do
+        plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
+        python -m pflcore.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
+          --command "$(cat "$sweeps/fedfomo_cifar10/.command")" \
+          --out "$out/fedfomo_cifar10_cpu_$kind$suffix.md"
+      done
       return ;;
+    full) seeds=0,1,2 ;;
   esac
-  for kind in pathological latent; do
-    plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
-    python -m pflcore.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
-      --command "$(cat "$sweeps/fedfomo_cifar10/.command")" \
-      --out "$out/fedfomo_cifar10_cpu_$kind$suffix.md"
-  done
+  run_sweep fedfomo_paper_latent fedfomo experiment=fedfomo/paper \
+    algorithm=fedfomo,local,fedavg_ft seed=$seeds
+  run_sweep fedfomo_paper_pathological fedfomo experiment=fedfomo/paper_pathological \
+    algorithm=fedfomo,local,fedavg_ft seed=$seeds
+  run_sweep fedfomo_paper_pathological_m10 fedfomo experiment=fedfomo/paper_pathological \
+    algorithm=fedfomo fomo.num_candidates=10 seed=$seeds
+  plot fedfomo_paper_latent "$sweeps/fedfomo_paper_latent" --extra before
+  table fedfomo_paper_latent final.test_acc_mean "$sweeps/fedfomo_paper_latent" \
+    --extra "$fedfomo_fedavg_row"
+  local path="$sweeps/fedfomo_paper_pathological" m10="$sweeps/fedfomo_paper_pathological_m10"
+  plot fedfomo_paper_pathological "$path" "$m10" --extra before
+  python -m pflcore.tables "$path" "$m10" --metric final.test_acc_mean \
+    --command "$(cat "$path/.command"); $(cat "$m10/.command")" \
+    --extra "$fedfomo_fedavg_row" --out "$out/fedfomo_paper_pathological$suffix.md"
 }
 
 fedfomo_cifar100() {

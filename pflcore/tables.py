@@ -8,6 +8,9 @@ differ between runs (seeds pooled), reads ``KEY`` (a dotted path into
 per group as Markdown (``table.md``) and CSV (``table.csv``): setting, method,
 paper number, ours (mean +- std over seeds, in percent), seeds, rounds, the
 server's averaging rule, wall time and hardware, and the command that produced the runs.
+``--extra PREFIX=LABEL`` adds, after each group whose runs recorded the extra
+evaluation ``PREFIX`` (e.g. FedAvg + FT's ``before``: FedAvg's own global model
+from the same training), a row ``LABEL`` read from that evaluation's key.
 """
 
 from __future__ import annotations
@@ -92,6 +95,27 @@ def paper_for(label: str, algorithm: str, paper: dict[str, str]) -> str:
     return paper.get(label) or paper.get(algorithm) or "-"
 
 
+def extra_metric(metric: str, prefix: str) -> str:
+    """The key of extra evaluation ``prefix`` beside ``metric``.
+
+    ``final.test_acc_mean`` with prefix ``before`` is ``final.before_acc_mean``
+    (the names :class:`pflcore.strategy.PartitionFedAvg` records).
+
+    Raises
+    ------
+    ValueError
+        If the metric's last part does not start with ``test_``.
+    """
+    head, _, last = metric.rpartition(".")
+    if not last.startswith("test_"):
+        raise ValueError(
+            f"--extra needs a --metric whose last part starts with 'test_', "
+            f"got {metric!r}"
+        )
+    name = f"{prefix}_{last.removeprefix('test_')}"
+    return f"{head}.{name}" if head else name
+
+
 def build_rows(
     runs: list[Run],
     metric: str,
@@ -99,6 +123,7 @@ def build_rows(
     command: str,
     paper: dict[str, str],
     hardware: str = "unrecorded",
+    extras: dict[str, str] | None = None,
 ) -> list[Row]:
     """Group ``runs`` by label and summarise ``metric`` per group.
 
@@ -116,6 +141,10 @@ def build_rows(
         Published number per label or per algorithm name.
     hardware : str
         Shown for runs whose ``summary.json`` predates the ``hardware`` entry.
+    extras : dict, optional
+        Extra evaluation prefix -> row label (see :func:`extra_metric`). The
+        row follows its group's and is labelled ``label`` when one group
+        recorded the evaluation, ``"<group>: <label>"`` when several did.
 
     Returns
     -------
@@ -128,41 +157,75 @@ def build_rows(
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(label_of(run, keys), []).append(run)
+    extra_keys = {p: extra_metric(metric, p) for p in (extras or {})}
+    with_extra = {
+        p: [
+            label
+            for label, members in groups.items()
+            if any(lookup(_summary(r), key) is not None for r in members)
+        ]
+        for p, key in extra_keys.items()
+    }
     rows = []
     for label, members in groups.items():
-        summaries = [_summary(r) for r in members]
-        values = [v for s in summaries if (v := lookup(s, metric)) is not None]
-        statuses = [effective_status(s) for s in summaries]
-        unfinished = sum(status != "completed" for status in statuses)
-        ours = _percent(values) if values else "not recorded"
-        if unfinished:
-            kinds = ", ".join(sorted({st for st in statuses if st != "completed"}))
-            ours += f" ({unfinished} of {len(members)} runs unfinished: {kinds})"
-        rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
-        machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
-        rules = sorted({averaging_of(s) for s in summaries})
-        algorithm = str(members[0].config.get("algorithm", ""))
-        rows.append(
-            Row(
-                {
-                    "setting": setting,
-                    "method": label,
-                    "paper": paper_for(label, algorithm, paper),
-                    "ours": ours,
-                    "seeds": ", ".join(
-                        str(s.get("seed", "?")) for s in summaries if "seed" in s
-                    ),
-                    "rounds": "/".join(str(r) for r in rounds),
-                    "averaging": "/".join(rules),
-                    "wall_time": _minutes(
-                        [float(s.get("wall_time_s", 0.0)) for s in summaries]
-                    ),
-                    "hardware": "; ".join(machines),
-                    "command": command,
-                }
-            )
-        )
+        rows.append(_row(label, members, metric, setting, command, paper, hardware))
+        for prefix, key in extra_keys.items():
+            if label in with_extra[prefix]:
+                name = (extras or {})[prefix]
+                if len(with_extra[prefix]) > 1:
+                    name = f"{label}: {name}"
+                rows.append(
+                    _row(name, members, key, setting, command, paper, hardware, "")
+                )
     return rows
+
+
+def _row(
+    label: str,
+    members: list[Run],
+    metric: str,
+    setting: str,
+    command: str,
+    paper: dict[str, str],
+    hardware: str,
+    algorithm: str | None = None,
+) -> Row:
+    """The row of one group of runs that differ only in their seed.
+
+    ``algorithm`` is the name the paper number may be given under (default:
+    the runs' ``algorithm``); an extra-evaluation row passes ``""``.
+    """
+    summaries = [_summary(r) for r in members]
+    values = [v for s in summaries if (v := lookup(s, metric)) is not None]
+    statuses = [effective_status(s) for s in summaries]
+    unfinished = sum(status != "completed" for status in statuses)
+    ours = _percent(values) if values else "not recorded"
+    if unfinished:
+        kinds = ", ".join(sorted({st for st in statuses if st != "completed"}))
+        ours += f" ({unfinished} of {len(members)} runs unfinished: {kinds})"
+    rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
+    machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
+    rules = sorted({averaging_of(s) for s in summaries})
+    if algorithm is None:
+        algorithm = str(members[0].config.get("algorithm", ""))
+    return Row(
+        {
+            "setting": setting,
+            "method": label,
+            "paper": paper_for(label, algorithm, paper),
+            "ours": ours,
+            "seeds": ", ".join(
+                str(s.get("seed", "?")) for s in summaries if "seed" in s
+            ),
+            "rounds": "/".join(str(r) for r in rounds),
+            "averaging": "/".join(rules),
+            "wall_time": _minutes(
+                [float(s.get("wall_time_s", 0.0)) for s in summaries]
+            ),
+            "hardware": "; ".join(machines),
+            "command": command,
+        }
+    )
 
 
 def to_markdown(rows: list[Row], columns: tuple[str, ...] = COLUMNS) -> str:
@@ -196,15 +259,20 @@ def write_tables(
     return md_path, csv_path
 
 
+def parse_pairs(items: list[str], option: str, form: str) -> dict[str, str]:
+    """``["KEY=TEXT", ...]`` as a dict; a ValueError names a malformed item."""
+    pairs = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects {form}, got {item!r}")
+        pairs[key] = text
+    return pairs
+
+
 def parse_paper(items: list[str]) -> dict[str, str]:
     """``["LABEL=TEXT", ...]`` as a dict; a ValueError names a malformed item."""
-    paper = {}
-    for item in items:
-        label, sep, text = item.partition("=")
-        if not sep or not label:
-            raise ValueError(f"--paper expects LABEL=TEXT, got {item!r}")
-        paper[label] = text
-    return paper
+    return parse_pairs(items, "--paper", "LABEL=TEXT")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,13 +295,23 @@ def main(argv: list[str] | None = None) -> None:
         default="unrecorded",
         help="for runs whose summary.json does not record it",
     )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="PREFIX=LABEL: also a row from the extra evaluation PREFIX "
+        "(e.g. before=fedavg for FedAvg + FT's global model), repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         paper = parse_paper(args.paper)
+        extras = parse_pairs(args.extra, "--extra", "PREFIX=LABEL")
+        if not all(extras.values()):
+            raise ValueError("--extra expects PREFIX=LABEL with a non-empty LABEL")
         runs = find_runs(args.folders)
         setting = args.setting or title_of(runs)
         rows = build_rows(
-            runs, args.metric, setting, args.command, paper, args.hardware
+            runs, args.metric, setting, args.command, paper, args.hardware, extras
         )
     except (NoResultsError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")

@@ -157,3 +157,40 @@ def test_a_killed_run_shows_as_interrupted(tmp_path):
     )
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert rows[0]["ours"] == "50.00 (1 of 1 runs unfinished: interrupted)"
+
+
+def test_extra_evaluation_gets_its_own_row_after_its_group(tmp_path):
+    # FedAvg + FT records FedAvg's global model as before_*: 0.50 and 0.60 over two
+    # seeds (mean 55.00, population std 5.00), beside 0.80 and 0.90 after fine-tuning.
+    for seed, before, after in [(0, 0.50, 0.80), (1, 0.60, 0.90)]:
+        folder = tmp_path / f"ft{seed}"
+        write_run(folder, "fedavg_ft", seed, after)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["final"]["before_acc_mean"] = before
+        (folder / "summary.json").write_text(json.dumps(summary))
+    write_run(tmp_path / "fomo0", "fedfomo", 0, 0.70)
+    write_run(tmp_path / "fomo1", "fedfomo", 1, 0.70)
+    args = [str(tmp_path), "--out", str(tmp_path / "t.md"), "--setting", "s"]
+    args += ["--command", "c", "--paper", "fedavg_ft=40 (T1)"]
+    tables_main([*args, "--metric", "final.test_acc_mean", "--extra", "before=fedavg"])
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    methods = [r["method"] for r in rows]
+    assert methods.index("fedavg") == methods.index("fedavg_ft") + 1
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["fedavg"]["ours"] == "55.00 ± 5.00"
+    assert by_method["fedavg_ft"]["ours"] == "85.00 ± 5.00"
+    assert by_method["fedavg"]["paper"] == "-"  # not fedavg_ft's paper number
+    assert len(rows) == 3  # no extra row for FedFomo, which has no before_*
+
+
+def test_extra_evaluation_needs_a_test_metric_and_a_label(tmp_path, capsys):
+    write_run(tmp_path / "a0", "fedavg_ft", 0, 0.5)
+    args = [str(tmp_path), "--out", str(tmp_path / "t.md"), "--command", "c"]
+    for metric, extra in [
+        ("best_test_acc_mean", "before=x"),
+        ("final.test_acc_mean", "before="),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            tables_main([*args, "--metric", metric, "--extra", extra])
+        assert exc.value.code == 2
+        assert "--extra" in capsys.readouterr().err

@@ -376,7 +376,7 @@ declare -A minutes=(
   [quick_perfedavg_mnist]=3 [quick_perfedavg_cifar10]=6 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
   [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=60
-  [cpu_perfedavg_mnist]=165 [cpu_perfedavg_cifar10]=150 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=25
+  [cpu_perfedavg_mnist]=165 [cpu_perfedavg_cifar10]=150 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=160
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"
 total=0

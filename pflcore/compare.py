@@ -83,8 +83,7 @@ def has_column(folder: Path, column: str) -> bool:
     path = folder / "clients.csv"
     if not path.is_file():
         return False
-    with path.open() as handle:
-        return column in handle.readline().strip().split(",")
+    return column in pd.read_csv(path, nrows=0).columns
 
 
 def check_same_partition(reference: Path, other: Path) -> None:

@@ -157,57 +157,58 @@ def build_rows(
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(label_of(run, keys), []).append(run)
-    extra_keys = {p: extra_metric(metric, p) for p in (extras or {})}
+    extras = extras or {}
+    summaries = {
+        label: [_summary(r) for r in members] for label, members in groups.items()
+    }
+    extra_keys = {p: extra_metric(metric, p) for p in extras}
     with_extra = {
         p: [
             label
-            for label, members in groups.items()
-            if any(lookup(_summary(r), key) is not None for r in members)
+            for label, group in summaries.items()
+            if any(lookup(s, key) is not None for s in group)
         ]
         for p, key in extra_keys.items()
     }
     rows = []
     for label, members in groups.items():
-        rows.append(_row(label, members, metric, setting, command, paper, hardware))
+        common = (summaries[label], setting, command, paper, hardware)
+        algorithm = str(members[0].config.get("algorithm", ""))
+        rows.append(_row(label, metric, *common, algorithm))
         for prefix, key in extra_keys.items():
             if label in with_extra[prefix]:
-                name = (extras or {})[prefix]
+                name = extras[prefix]
                 if len(with_extra[prefix]) > 1:
                     name = f"{label}: {name}"
-                rows.append(
-                    _row(name, members, key, setting, command, paper, hardware, "")
-                )
+                # the paper number of the group's algorithm is not this row's
+                rows.append(_row(name, key, *common, algorithm=""))
     return rows
 
 
 def _row(
     label: str,
-    members: list[Run],
     metric: str,
+    summaries: list[dict[str, Any]],
     setting: str,
     command: str,
     paper: dict[str, str],
     hardware: str,
-    algorithm: str | None = None,
+    algorithm: str,
 ) -> Row:
-    """The row of one group of runs that differ only in their seed.
+    """The row of one group of runs (their summaries) that differ only in their seed.
 
-    ``algorithm`` is the name the paper number may be given under (default:
-    the runs' ``algorithm``); an extra-evaluation row passes ``""``.
+    ``algorithm`` is the name the paper number may also be given under.
     """
-    summaries = [_summary(r) for r in members]
     values = [v for s in summaries if (v := lookup(s, metric)) is not None]
     statuses = [effective_status(s) for s in summaries]
     unfinished = sum(status != "completed" for status in statuses)
     ours = _percent(values) if values else "not recorded"
     if unfinished:
         kinds = ", ".join(sorted({st for st in statuses if st != "completed"}))
-        ours += f" ({unfinished} of {len(members)} runs unfinished: {kinds})"
+        ours += f" ({unfinished} of {len(summaries)} runs unfinished: {kinds})"
     rounds = sorted({int(s.get("rounds_completed", 0)) for s in summaries})
     machines = sorted({str(s.get("hardware", hardware)) for s in summaries})
     rules = sorted({averaging_of(s) for s in summaries})
-    if algorithm is None:
-        algorithm = str(members[0].config.get("algorithm", ""))
     return Row(
         {
             "setting": setting,

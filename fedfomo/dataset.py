@@ -57,6 +57,7 @@ from fedfomo.splits import (
 )
 from pflcore.data import DataFormatError, DatasetNotFoundError, ImageData, load_dataset
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
+from pflcore.provenance import note_read
 from pflcore.runtime import ClientData
 
 if TYPE_CHECKING:
@@ -250,6 +251,7 @@ def load_test_file(path: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
             x, y = archive["x_test"], archive["y_test"]
     except (OSError, ValueError) as exc:
         raise DataFormatError(f"{file}: not a readable .npz ({exc})") from exc
+    note_read(file)  # provenance: summary.json records its sha256
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
         raise DataFormatError(
             f"{file}: expected uint8 images (N, H, W[, C]) and N labels, got "

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pflcore.config import ConfigError
+from pflcore.provenance import note_bundled_digits, note_read
 
 KNOWN_DATASETS = ("cifar10", "cifar100", "mnist", "digits", "npz")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "digits": 10}
@@ -164,6 +165,7 @@ def reading(path: Path, what: str) -> Iterator[None]:
         raise DataFormatError(
             f"{path} is not a readable {what} ({detail}); replace the file"
         ) from exc
+    note_read(path)  # provenance: summary.json records its sha256
 
 
 def _read_cifar_pickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +332,7 @@ def _load_digits() -> ImageData:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    note_bundled_digits()  # provenance: summary.json records its sha256
     # 8x8 images with intensities 0..16, scaled to the full uint8 range.
     x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     xt, yt = _to_tensors(x, bunch.target, "NHW")

@@ -2,7 +2,9 @@
 
 A run folder holds ``rounds.csv``, ``clients.csv``, ``partition.csv`` and
 ``summary.json``. Every row is flushed as soon as its round ends, so a run
-that stops early keeps every round it finished.
+that stops early keeps every round it finished. ``summary.json`` also
+records the run's provenance (code commit, data digests, command line; see
+:mod:`pflcore.provenance`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pflcore.provenance import provenance
 from pflcore.tracking import make_tracker
 from pflcore.training import EvalStats
 
@@ -406,6 +409,7 @@ class RunRecorder:
             "averaging": self.config.get("averaging"),
             "versions": _versions(),
             "hardware": _hardware(),
+            "provenance": provenance(self.config),
         }
         if evaluated:
             last = evaluated[-1]

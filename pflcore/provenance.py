@@ -1,0 +1,244 @@
+"""Where a run's numbers come from: code commit, data digests, command line.
+
+``summary.json`` carries a ``provenance`` entry (see :func:`provenance`):
+
+* ``code``: the commit of the checkout the suite was imported from
+  (``git rev-parse HEAD``), whether tracked files differ from it
+  (``dirty``) and how many untracked, non-ignored files it holds; every
+  field is ``"unknown"`` where the suite is not a git checkout (an
+  installed wheel, a SuperNode) or git is missing.
+* ``data_files``: the sha256 of every data file this process read, each
+  named by its path under the data root (``cifar10/cifar10_train.npz``),
+  never by the machine's absolute path. A file outside the data root is
+  named by its file name and ``"where": "outside the data root"``; a file
+  that ships inside a library (scikit-learn's digits) by its path in that
+  library. The loaders call :func:`note_read` where they open a file. A
+  multirun's jobs share one process and its dataset cache, so a job lists
+  every data file its process has read.
+* ``command``: the Hydra overrides of this run (the command that reruns it
+  alone), where a Hydra job runs in this process.
+
+Hashing is done once per file and process, cached by path, size and
+modification time, so writing the summary after every round costs nothing
+after the first time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+UNKNOWN = "unknown"
+DATA_ROOT = "<data root>"
+LOCAL_PATH = "<local path>"
+
+_lock = threading.Lock()
+_read: dict[Path, str | None] = {}  # resolved path -> label (None: name by the root)
+_digests: dict[tuple[Path, int, int], str] = {}
+
+
+def note_read(path: str | Path, label: str | None = None) -> None:
+    """Register that this process read the data file ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file as the loader opened it.
+    label : str, optional
+        The name to record instead of the path under the data root (e.g. a
+        file that ships inside a library).
+    """
+    resolved = Path(path).expanduser().resolve()
+    with _lock:
+        _read.setdefault(resolved, label)
+
+
+def note_bundled_digits() -> None:
+    """Register scikit-learn's bundled digits file (``load_digits`` reads it)."""
+    from importlib.resources import files
+
+    resource = files("sklearn.datasets.data") / "digits.csv.gz"
+    note_read(str(resource), label="scikit-learn/datasets/data/digits.csv.gz")
+
+
+def files_read() -> list[tuple[Path, str | None]]:
+    """The data files registered so far, in the order they were first read."""
+    with _lock:
+        return list(_read.items())
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256 (hex), computed once per path, size and mtime."""
+    stat = path.stat()
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        cached = _digests.get(key)
+    if cached is not None:
+        return cached
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    with _lock:
+        _digests[key] = digest
+    return digest
+
+
+def name_under(path: Path, root: str | Path | None) -> dict[str, str]:
+    """How a record names ``path``: relative to ``root``, else its file name.
+
+    Returns
+    -------
+    dict
+        ``{"path": ...}``, plus ``"where": "outside the data root"`` when the
+        file does not lie below ``root``.
+    """
+    if root is not None:
+        try:
+            relative = path.resolve().relative_to(Path(root).expanduser().resolve())
+            return {"path": relative.as_posix()}
+        except ValueError:
+            pass
+    return {"path": path.name, "where": "outside the data root"}
+
+
+def data_files(root: str | Path | None) -> list[dict[str, str]]:
+    """Name and sha256 of every data file this process read.
+
+    A file that has gone since it was read is listed with ``"sha256":
+    "unknown (file no longer readable)"``.
+    """
+    entries = []
+    for path, label in files_read():
+        entry = {"path": label} if label else name_under(path, root)
+        try:
+            entry["sha256"] = sha256_of(path)
+        except OSError:
+            entry["sha256"] = f"{UNKNOWN} (file no longer readable)"
+        entries.append(entry)
+    return entries
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    """``git -C repo ARGS`` output, or None where git or the checkout is missing."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_state(repo: str | Path) -> dict[str, Any]:
+    """The commit of the git checkout at ``repo`` and whether it is dirty.
+
+    Returns
+    -------
+    dict
+        ``commit`` (40 hex digits), ``dirty`` (tracked files differ from the
+        commit) and ``untracked_files`` (untracked, non-ignored files); each
+        ``"unknown"`` when ``repo`` is not inside a git checkout.
+    """
+    repo = Path(repo)
+    head = _git(repo, "rev-parse", "HEAD")
+    if head is None:
+        return {"commit": UNKNOWN, "dirty": UNKNOWN, "untracked_files": UNKNOWN}
+    tracked = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    untracked = _git(repo, "ls-files", "--others", "--exclude-standard")
+    return {
+        "commit": head.strip(),
+        "dirty": UNKNOWN if tracked is None else bool(tracked.strip()),
+        "untracked_files": (
+            UNKNOWN if untracked is None else len(untracked.splitlines())
+        ),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def suite_code_state() -> dict[str, Any]:
+    """:func:`code_state` of the checkout this ``pflcore`` was imported from."""
+    return code_state(Path(__file__).resolve().parent.parent)
+
+
+def portable_text(text: str, root: str | Path | None) -> str:
+    """``text`` (one override) with absolute paths made machine-independent.
+
+    The data root becomes ``<data root>``; any other absolute path becomes
+    ``<local path>``.
+    """
+    key, sep, value = text.partition("=")
+    if not sep:
+        return text
+    return f"{key}={portable_value(value, root)}"
+
+
+def portable_value(value: str, root: str | Path | None) -> str:
+    """A path-valued string made machine-independent (see :func:`portable_text`)."""
+    if not (value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":")):
+        return value
+    if root is not None:
+        base = Path(root).expanduser().resolve()
+        try:
+            relative = Path(value).expanduser().resolve().relative_to(base)
+        except (ValueError, OSError):
+            pass
+        else:
+            text = relative.as_posix()
+            return DATA_ROOT if text == "." else f"{DATA_ROOT}/{text}"
+    return LOCAL_PATH
+
+
+def hydra_overrides() -> list[str] | None:
+    """The task overrides of the Hydra job running here; None outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(item) for item in HydraConfig.get().overrides.task]
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def main_module() -> str | None:
+    """The module run with ``python -m`` (e.g. ``fedper.main``), if any."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None)
+
+
+def command(root: str | Path | None) -> dict[str, Any]:
+    """The command line that reruns this run alone, from Hydra's overrides."""
+    overrides = hydra_overrides()
+    if overrides is None:
+        return {"overrides": UNKNOWN, "note": "not started by a Hydra job here"}
+    portable = [portable_text(item, root) for item in overrides]
+    module = main_module()
+    line = " ".join(
+        ["python", "-m", module, *portable] if module else ["<entry point>", *portable]
+    )
+    return {"overrides": portable, "line": line}
+
+
+def provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``provenance`` entry of a run's ``summary.json``.
+
+    Parameters
+    ----------
+    config : dict
+        The run's resolved configuration (its ``dataset.root`` names the
+        data root that data files are named relative to).
+    """
+    dataset = config.get("dataset")
+    root = dataset.get("root") if isinstance(dataset, dict) else None
+    return {
+        "recorded": "by the run",
+        "code": suite_code_state(),
+        "data_files": data_files(root),
+        "command": command(root),
+    }

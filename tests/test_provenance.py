@@ -1,0 +1,190 @@
+"""Provenance in summary.json, each field checked against an independent computation.
+
+The commit is read from the temporary repository's ref file, the digest with
+hashlib on a file the test wrote, the overrides from what the test handed
+Hydra; none of them from the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from pflcore import provenance
+from pflcore.results import RunRecorder
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """An empty registry of files read (the process-wide one is left alone)."""
+    monkeypatch.setattr(provenance, "_read", {})
+    monkeypatch.setattr(provenance, "_digests", {})
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+            "HOME": str(repo),
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+        },
+    )
+
+
+@needs_git
+def test_commit_and_dirty_flag_of_a_temporary_repository(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "code.py").write_text("x = 1\n")
+    git(repo, "add", "code.py")
+    git(repo, "commit", "-q", "-m", "first")
+    # the commit as git stored it, read without asking git
+    head_ref = (repo / ".git" / "HEAD").read_text().split(":", 1)[1].strip()
+    expected = (repo / ".git" / head_ref).read_text().strip()
+    assert len(expected) == 40
+    state = provenance.code_state(repo)
+    assert state == {"commit": expected, "dirty": False, "untracked_files": 0}
+    (repo / "new.py").write_text("")  # untracked: counted, not dirty
+    assert provenance.code_state(repo) == {
+        "commit": expected,
+        "dirty": False,
+        "untracked_files": 1,
+    }
+    (repo / "code.py").write_text("x = 2\n")  # a tracked file changed: dirty
+    assert provenance.code_state(repo)["dirty"] is True
+    not_a_repo = tmp_path / "plain"
+    not_a_repo.mkdir()
+    assert provenance.code_state(not_a_repo) == {
+        "commit": "unknown",
+        "dirty": "unknown",
+        "untracked_files": "unknown",
+    }
+
+
+def test_digest_and_name_of_a_file_read_below_the_data_root(tmp_path, fresh_registry):
+    root = tmp_path / "data"
+    (root / "cifar10").mkdir(parents=True)
+    inside = root / "cifar10" / "train.npz"
+    inside.write_bytes(b"some image bytes" * 1000)
+    outside = tmp_path / "elsewhere.npy"
+    outside.write_bytes(b"\x00\x01\x02")
+    provenance.note_read(inside)
+    provenance.note_read(outside)
+    provenance.note_read(inside)  # read twice, listed once
+    entries = provenance.data_files(root)
+    assert entries == [
+        {
+            "path": "cifar10/train.npz",
+            "sha256": hashlib.sha256(inside.read_bytes()).hexdigest(),
+        },
+        {
+            "path": "elsewhere.npy",
+            "where": "outside the data root",
+            "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest(),
+        },
+    ]
+    # a changed file is hashed again (the cache is keyed by size and mtime)
+    inside.write_bytes(b"other bytes")
+    assert (
+        provenance.data_files(root)[0]["sha256"]
+        == hashlib.sha256(b"other bytes").hexdigest()
+    )
+
+
+def test_absolute_paths_in_overrides_are_made_portable(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    assert provenance.portable_text(f"dataset.root={root}", root) == (
+        "dataset.root=<data root>"
+    )
+    assert provenance.portable_text(f"dataset.path={root}/x/y.npz", root) == (
+        "dataset.path=<data root>/x/y.npz"
+    )
+    assert provenance.portable_text("hydra.run.dir=/home/me/out", root) == (
+        "hydra.run.dir=<local path>"
+    )
+    assert provenance.portable_text("seed=3", root) == "seed=3"
+    assert provenance.portable_text("dataset.path=cifar/x.npz", root) == (
+        "dataset.path=cifar/x.npz"
+    )
+
+
+@pytest.fixture
+def hydra_job(tmp_path):
+    """A Hydra job's config holding the overrides a command line would give."""
+    overrides = [
+        "experiment=fedper/quick",
+        "algorithm=fedavg",
+        f"dataset.root={tmp_path}",
+    ]
+    config = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    config.hydra.overrides.task = overrides
+    HydraConfig.instance().set_config(config)
+    yield overrides
+    HydraConfig.instance().cfg = None
+
+
+def test_summary_records_provenance_from_the_run(tmp_path, fresh_registry, hydra_job):
+    data = tmp_path / "MNIST" / "raw"
+    data.mkdir(parents=True)
+    images = data / "train-images-idx3-ubyte"
+    images.write_bytes(b"\x00\x00\x08\x01" + bytes(range(200)))
+    provenance.note_read(images)
+    RunRecorder(tmp_path / "run", {"seed": 0, "dataset": {"root": str(tmp_path)}})
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    record = summary["provenance"]
+    assert record["recorded"] == "by the run"
+    assert record["data_files"] == [
+        {
+            "path": "MNIST/raw/train-images-idx3-ubyte",
+            "sha256": hashlib.sha256(images.read_bytes()).hexdigest(),
+        }
+    ]
+    assert record["command"]["overrides"] == [
+        "experiment=fedper/quick",
+        "algorithm=fedavg",
+        "dataset.root=<data root>",
+    ]
+    assert record["command"]["line"].endswith(
+        "experiment=fedper/quick algorithm=fedavg dataset.root=<data root>"
+    )
+    assert str(tmp_path) not in json.dumps(record)
+    assert set(record["code"]) == {"commit", "dirty", "untracked_files"}
+
+
+def test_outside_a_hydra_job_the_command_is_unknown(tmp_path, fresh_registry):
+    RunRecorder(tmp_path, {"seed": 0})
+    record = json.loads((tmp_path / "summary.json").read_text())["provenance"]
+    assert record["command"]["overrides"] == "unknown"
+    assert record["data_files"] == []
+
+
+def test_the_suite_checkout_commit_is_the_repositorys_head():
+    repo = Path(provenance.__file__).resolve().parents[1]
+    head = repo / ".git" / "HEAD"
+    if not head.is_file():
+        pytest.skip("the suite is not a git checkout here")
+    text = head.read_text().strip()
+    if text.startswith("ref:"):
+        ref = repo / ".git" / text.split(":", 1)[1].strip()
+        if not ref.is_file():  # packed refs
+            pytest.skip("HEAD's ref is packed")
+        text = ref.read_text().strip()
+    assert provenance.code_state(repo)["commit"] == text

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Regenerate the suite's figures (PNG) and tables (Markdown + CSV) into _static/ with
-# Hydra multirun sweeps and the shared plotting code (pflcore.plots, pflcore.tables).
+# Regenerate the suite's figures (PNG) into _static/ and the sweeps' working tables
+# (Markdown + CSV) with Hydra multirun sweeps and the shared plotting code (pflcore.plots,
+# pflcore.tables). The tables the READMEs publish are not written here: they come from the
+# committed run folders (_static/runs/) through `python -m pflcore.reports.publish`; copy a
+# finished run there with `python -m pflcore.reports.import_run RUN _static/runs/...`.
 #
 #   bash run_figures.sh [--cpu | --quick | --tiny] [--data-root DIR] [--out DIR] [--sweeps DIR] [--list] [FIGURE ...]
 #
 #   (default)   the papers' budgets (224 px FedPer, 5000 pFedHN steps, ...); meant for a GPU
-#   --cpu       the CPU-sized runs whose figures and numbers the README shows (hours)
+#   --cpu       the CPU-sized runs of the evidence in the READMEs (hours)
 #   --quick     reduced rounds (and, for FedPer, a fifth of CIFAR-10) on real data, sized
 #               for a 2-core CPU (28 minutes for every figure, measured on an idle 2-core CPU)
 #   --tiny      one or two rounds on scikit-learn's digits (smoke test of the pipeline)
 #   --data-root where the datasets are (default: $PFL_DATA_ROOT, else ./datasets); quick
 #               mode needs MNIST/raw/, cifar10/cifar10_train.npz, emnist_letters/ there
-#   --out       where figures and tables go (default: _static)
+#   --out       where figures go, and the reduced modes' tables (default: _static); the cpu
+#               and full modes write their tables beside their sweeps
 #   --sweeps    where the run folders go (default: multirun/figures; one folder per mode)
 #   FIGURE      one or more names from --list (default: all)
 #
@@ -42,7 +46,7 @@ while [[ $# -gt 0 ]]; do
     --out) out="$(absolute "$2")"; shift ;;
     --sweeps) sweep_root="$(absolute "$2")"; shift ;;
     --list) echo "${all_figures[*]}"; exit 0 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) selected+=("$1") ;;
   esac
@@ -68,6 +72,13 @@ sweeps="$sweep_root/$mode"
 # run never overwrites the figures the README shows.
 suffix=""
 [[ $mode == quick || $mode == tiny ]] && suffix="_$mode"
+
+# table_out NAME: where a working table goes. The reduced modes' go to $out with their suffix;
+# the cpu and full modes' beside their sweeps, so they never replace the published tables in
+# _static/ (python -m pflcore.reports.publish writes those from the committed records).
+table_out() {
+  if [[ -n $suffix ]]; then echo "$out/$1$suffix.md"; else echo "$sweeps/$1.md"; fi
+}
 
 # run_sweep NAME PACKAGE OVERRIDES...: one Hydra multirun into $sweeps/NAME, skipped if done.
 # Every run writes checkpoints (pFedHN's thousands of short rounds: every 100), so an
@@ -96,12 +107,12 @@ plot() {
   python -m pflcore.plots "$@" --out "$out/$name$suffix.png"
 }
 
-# table NAME METRIC FOLDER [tables options]: $out/NAME$suffix.{md,csv}, one row per method,
+# table NAME METRIC FOLDER [tables options]: NAME.{md,csv} (see table_out), one row per method,
 # beside the paper's number, with the command that made the runs.
 table() {
   local name="$1" metric="$2" folder="$3"; shift 3
   python -m pflcore.tables "$folder" --metric "$metric" \
-    --command "$(cat "$folder/.command")" --out "$out/$name$suffix.md" "$@"
+    --command "$(cat "$folder/.command")" --out "$(table_out "$name")" "$@"
 }
 
 # The papers' numbers beside ours (sources in the README).
@@ -308,18 +319,18 @@ perfedavg_jiang() {
         clients_per_round=5 jiang.reptile.rounds=0
       python -m perfedavg.jiang "$sweeps/perfedavg_jiang" "$sweeps/perfedavg_jiang_noreptile" \
         --command "$(cat "$sweeps/perfedavg_jiang/.command"); $(cat "$sweeps/perfedavg_jiang_noreptile/.command")" \
-        "${jiang_paper[@]}" --out "$out/perfedavg_jiang.md"
+        "${jiang_paper[@]}" --out "$(table_out perfedavg_jiang)"
       # Jiang et al.'s Table 1 cells: FedAvg alone, K in {5, 20} x E in {2, 5}, three seeds
       run_sweep perfedavg_jiang_fedavg perfedavg experiment=perfedavg/jiang_cpu \
         clients_per_round=5,20 local_epochs=2,5 jiang.reptile.rounds=0 seed=0,1,2
       python -m perfedavg.jiang "$sweeps/perfedavg_jiang_fedavg" \
         --command "$(cat "$sweeps/perfedavg_jiang_fedavg/.command")" \
-        "${jiang_paper[@]}" --out "$out/perfedavg_jiang_fedavg.md"
+        "${jiang_paper[@]}" --out "$(table_out perfedavg_jiang_fedavg)"
       return ;;
     full) run_sweep perfedavg_jiang perfedavg experiment=perfedavg/jiang_seed ;;
   esac
   python -m perfedavg.jiang "$sweeps/perfedavg_jiang" --command "$(cat "$sweeps/perfedavg_jiang/.command")" \
-    "${jiang_paper[@]}" --out "$out/perfedavg_jiang$suffix.md"
+    "${jiang_paper[@]}" --out "$(table_out perfedavg_jiang)"
 }
 
 # FedFomo vs Local, FedAvg and FedAvg + FT at the authors' protocol and budget (NVlabs/FedFomo):
@@ -338,7 +349,7 @@ fedfomo_cifar10() {
         plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
         python -m pflcore.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
           --command "$(cat "$sweeps/fedfomo_cifar10/.command")" \
-          --out "$out/fedfomo_cifar10_cpu_$kind$suffix.md"
+          --out "$(table_out "fedfomo_cifar10_cpu_$kind")"
       done
       return ;;
     full) seeds=0,1,2 ;;
@@ -356,7 +367,7 @@ fedfomo_cifar10() {
   plot fedfomo_paper_pathological "$path" "$m10" --extra before
   python -m pflcore.tables "$path" "$m10" --metric final.test_acc_mean \
     --command "$(cat "$path/.command"); $(cat "$m10/.command")" \
-    --extra "$fedfomo_fedavg_row" --out "$out/fedfomo_paper_pathological$suffix.md"
+    --extra "$fedfomo_fedavg_row" --out "$(table_out fedfomo_paper_pathological)"
 }
 
 fedfomo_cifar100() {
@@ -396,4 +407,8 @@ done
 for figure in "${selected[@]}"; do
   "$figure"
 done
-echo "done: figures and tables in $out/"
+echo "done: figures in $out/, working tables in $( [[ -n $suffix ]] && echo "$out/" || echo "$sweeps/" )"
+if [[ $mode == cpu || $mode == full ]]; then
+  echo "to publish: python -m pflcore.reports.import_run RUN _static/runs/... for each finished run,"
+  echo "  a [[table]] entry in _static/tables.toml, then python -m pflcore.reports.publish"
+fi

@@ -6,8 +6,10 @@ the folders (as :mod:`pflcore.plots` does), groups them by the config keys that
 differ between runs (seeds pooled), reads ``KEY`` (a dotted path into
 ``summary.json``, e.g. ``final.test_acc_mean``) from each, and writes one row
 per group as Markdown (``table.md``) and CSV (``table.csv``): setting, method,
-paper number, ours (mean +- std over seeds, in percent), seeds, rounds, the
-server's averaging rule, wall time and hardware, and the command that produced the runs.
+paper number, ours (mean ± sample std, ddof = 1, over seeds, in percent),
+seeds, rounds, the server's averaging rule, wall time and hardware, and the
+command that produced the runs. These are a sweep's working tables; the
+published ones come from :mod:`pflcore.reports.publish`.
 ``--extra PREFIX=LABEL`` adds, after each group whose runs recorded the extra
 evaluation ``PREFIX`` (e.g. FedAvg + FT's ``before``: FedAvg's own global model
 from the same training), a row ``LABEL`` read from that evaluation's key.
@@ -76,7 +78,7 @@ def _percent(values: list[float]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.2f}"
     return (
-        f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
+        f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
     )
 
 
@@ -242,17 +244,28 @@ def to_markdown(rows: list[Row], columns: tuple[str, ...] = COLUMNS) -> str:
     return "\n".join(lines) + "\n"
 
 
+OURS_NOTE = (
+    "\nours: mean ± sample std (ddof = 1) over the seeds listed, in percent "
+    "(one seed: its value). A working table of a sweep; the published tables "
+    "are written by `python -m pflcore.reports.publish`.\n"
+)
+
+
 def write_tables(
-    rows: list[Row], out: str | Path, columns: tuple[str, ...] = COLUMNS
+    rows: list[Row],
+    out: str | Path,
+    columns: tuple[str, ...] = COLUMNS,
+    note: str = "",
 ) -> tuple[Path, Path]:
     """Write ``rows`` as Markdown at ``out`` and as CSV beside it.
 
-    ``columns`` names the entries of each row's ``values``, in order.
+    ``columns`` names the entries of each row's ``values``, in order;
+    ``note`` follows the Markdown table (what its numbers are).
     """
     md_path = Path(out).with_suffix(".md")
     csv_path = md_path.with_suffix(".csv")
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(to_markdown(rows, columns))
+    md_path.write_text(to_markdown(rows, columns) + note)
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -316,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except (NoResultsError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")
-    md_path, csv_path = write_tables(rows, args.out)
+    md_path, csv_path = write_tables(rows, args.out, note=OURS_NOTE)
     print(f"wrote {md_path} and {csv_path}")
 
 

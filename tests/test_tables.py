@@ -49,16 +49,18 @@ def test_rows_pool_seeds_and_sit_beside_the_paper_number(tmp_path):
     )
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     by_method = {r["method"]: r for r in rows}
-    # mean 85.00, population std 5.00 over the two seeds
-    assert by_method["fedper"]["ours"] == "85.00 ± 5.00"
+    # mean 85.00, sample std sqrt(2 * 5.00**2 / 1) = 7.07 over the two seeds
+    assert by_method["fedper"]["ours"] == "85.00 ± 7.07"
     assert by_method["fedper"]["seeds"] == "0, 1"
     assert by_method["fedper"]["paper"] == "85.0 (Fig. 2)"
     assert by_method["fedper"]["wall_time"] == "2.5 min"  # median of 2 and 3 min
     assert by_method["fedavg"]["ours"] == "25.00 (1 of 1 runs unfinished: failed)"
     assert by_method["fedavg"]["paper"] == "-"
     markdown = out.read_text()
+    assert "mean ± sample std (ddof = 1) over the seeds" in markdown
     assert "`python -m fedper.main --multirun x=1`" in markdown
-    assert markdown.count("\n") == 4  # header, rule, two rows
+    table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table_lines) == 4  # header, rule, two rows
 
 
 def test_missing_metric_is_reported_not_invented(tmp_path):
@@ -161,7 +163,7 @@ def test_a_killed_run_shows_as_interrupted(tmp_path):
 
 def test_extra_evaluation_gets_its_own_row_after_its_group(tmp_path):
     # FedAvg + FT records FedAvg's global model as before_*: 0.50 and 0.60 over two
-    # seeds (mean 55.00, population std 5.00), beside 0.80 and 0.90 after fine-tuning.
+    # seeds (mean 55.00, sample std 7.07), beside 0.80 and 0.90 after fine-tuning.
     for seed, before, after in [(0, 0.50, 0.80), (1, 0.60, 0.90)]:
         folder = tmp_path / f"ft{seed}"
         write_run(folder, "fedavg_ft", seed, after)
@@ -177,8 +179,8 @@ def test_extra_evaluation_gets_its_own_row_after_its_group(tmp_path):
     methods = [r["method"] for r in rows]
     assert methods.index("fedavg") == methods.index("fedavg_ft") + 1
     by_method = {r["method"]: r for r in rows}
-    assert by_method["fedavg"]["ours"] == "55.00 ± 5.00"
-    assert by_method["fedavg_ft"]["ours"] == "85.00 ± 5.00"
+    assert by_method["fedavg"]["ours"] == "55.00 ± 7.07"
+    assert by_method["fedavg_ft"]["ours"] == "85.00 ± 7.07"
     assert by_method["fedavg"]["paper"] == "-"  # not fedavg_ft's paper number
     assert len(rows) == 3  # no extra row for FedFomo, which has no before_*
 

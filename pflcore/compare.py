@@ -3,7 +3,9 @@
 ``python -m pflcore.compare REFERENCE OTHER [OTHER ...] [--last K]`` reads each
 run folder's ``clients.csv`` (one row per client and evaluated round) and, for
 every OTHER, prints how REFERENCE compares with it on the same clients: the
-mean of the per-client accuracy differences after the last round, on how many
+mean of the per-client accuracy differences after the last round with its
+Student-t 95 % interval over clients and the word the published tables use
+("above" / "below" only where the interval excludes 0, "tie" otherwise), on how many
 clients REFERENCE is higher, lower or equal, the range of the differences, and
 each run's mean client accuracy averaged over its last ``K`` evaluated rounds
 (one round's number moves by a point or more from round to round on a small
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pflcore.reports.stats import t_interval, verdict
+
 
 class CompareError(ValueError):
     """The folders cannot be compared (missing records, different partitions)."""
@@ -34,6 +38,9 @@ class Comparison:
     reference: str
     other: str
     mean_difference: float
+    ci_low: float | None
+    ci_high: float | None
+    word: str
     higher: int
     lower: int
     equal: int
@@ -46,9 +53,15 @@ class Comparison:
     def line(self) -> str:
         """One line of text for the command line."""
         clients = self.higher + self.lower + self.equal
+        ci = (
+            "no interval"
+            if self.ci_low is None or self.ci_high is None
+            else f"95 % CI [{self.ci_low:+.2f}, {self.ci_high:+.2f}] over clients"
+        )
         return (
             f"{self.reference} vs {self.other}: final round, mean per-client "
-            f"difference {self.mean_difference:+.2f} points (higher on "
+            f"difference {self.mean_difference:+.2f} points, {ci}: {self.word} "
+            f"(higher on "
             f"{self.higher}/{clients} clients, lower on {self.lower}, equal on "
             f"{self.equal}; range {self.min_difference:+.2f} to "
             f"{self.max_difference:+.2f}); mean client accuracy over the last "
@@ -144,10 +157,14 @@ def compare(
             f"the last rounds of {reference} and {other} evaluated different clients"
         )
     diff = 100 * (a - b.loc[a.index])
+    interval = t_interval(list(diff))
     return Comparison(
         reference=reference.name,
         other=other.name if extra is None else f"{other.name} ({extra})",
         mean_difference=float(diff.mean()),
+        ci_low=interval.low,
+        ci_high=interval.high,
+        word=verdict(interval),
         higher=int((diff > 0).sum()),
         lower=int((diff < 0).sum()),
         equal=int((diff == 0).sum()),

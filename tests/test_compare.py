@@ -30,6 +30,13 @@ def test_differences_counts_and_last_rounds_by_hand(tmp_path):
     )
     c = compare(ref, other, last_k=2)
     assert c.mean_difference == pytest.approx(-5 / 3)
+    # sample std of (+5, 0, -10): sqrt((6.67**2 + 1.67**2 + 8.33**2) / 2) = 7.638;
+    # 95 % t quantile with 2 df: 4.30265 (printed table)
+    half = 4.30265 * 7.637626 / 3**0.5
+    assert c.ci_low == pytest.approx(-5 / 3 - half, abs=1e-3)
+    assert c.ci_high == pytest.approx(-5 / 3 + half, abs=1e-3)
+    assert c.word == "tie"
+    assert ": tie (higher on 1/3 clients" in c.line()
     assert (c.higher, c.equal, c.lower) == (1, 1, 1)
     assert c.min_difference == pytest.approx(-10) and c.max_difference == pytest.approx(
         5

@@ -188,3 +188,35 @@ def test_the_suite_checkout_commit_is_the_repositorys_head():
             pytest.skip("HEAD's ref is packed")
         text = ref.read_text().strip()
     assert provenance.code_state(repo)["commit"] == text
+
+
+def test_the_loaders_register_the_files_they_read(tmp_path, fresh_registry):
+    import numpy as np
+
+    from pflcore.data import load_dataset
+
+    root = tmp_path / "data"
+    (root / "mine").mkdir(parents=True)
+    archive = root / "mine" / "set.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        archive,
+        x_train=rng.integers(0, 255, (6, 8, 8), dtype=np.uint8),
+        y_train=np.arange(6) % 2,
+    )
+    load_dataset.cache_clear()  # a cached dataset is not read again
+    load_dataset("npz", str(root), "npz", "mine/set.npz")
+    load_dataset("digits", str(root))
+    from importlib.resources import files
+
+    digits = Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
+    assert provenance.data_files(root) == [
+        {
+            "path": "mine/set.npz",
+            "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        },
+        {
+            "path": "scikit-learn/datasets/data/digits.csv.gz",
+            "sha256": hashlib.sha256(digits.read_bytes()).hexdigest(),
+        },
+    ]

@@ -1,6 +1,6 @@
 """Generated blocks inside hand-written documents.
 
-A document holds a table between ``<!-- table:NAME -->`` and
+A document holds a table between the lines ``<!-- table:NAME -->`` and
 ``<!-- /table:NAME -->``; :func:`fill` replaces what lies between with the
 rendered table, :func:`blocks` reads what is there now, and
 :func:`first_difference` names the table row and column (or line) where a
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-OPEN = re.compile(r"<!-- table:([\w.-]+) -->")
+# A marker is a line of its own, so prose may quote the syntax.
+OPEN = re.compile(r"^<!-- table:([\w.-]+) -->$", re.MULTILINE)
 
 
 class MarkerError(ValueError):

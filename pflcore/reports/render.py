@@ -363,6 +363,11 @@ def caption(table: TableSpec, results: list[RowResult]) -> str:
             "**Clients below Local:** share of clients whose accuracy is below "
             f"Local's (row {named}) on the same partition, mean over seeds."
         )
+    else:
+        lines.append(
+            "**Clients below Local:** not given: no Local run on these partitions "
+            "is on record."
+        )
     if any(r.spec.paper is not None for r in results):
         lines.append(
             '**Paper:** "matches the paper" only within the paper\'s ±; '

@@ -1,0 +1,24 @@
+"""The results check CI runs (fast tier): every published table equals its records.
+
+Every table in ``_static/tables.toml`` is recomputed from the committed run
+folders under ``_static/runs/`` and compared with ``_static/<table>.md|csv``
+and with the marked blocks of the README files; a committed record naming an
+absolute path, or lacking a record file, fails it too. On a failure, run
+``python -m pflcore.reports.publish --check`` for the list, and
+``python -m pflcore.reports.publish`` to regenerate after a deliberate change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pflcore.reports import publish
+from pflcore.reports.spec import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_published_tables_match_the_committed_records():
+    catalog = load(ROOT / publish.DEFAULT_SPEC)
+    problems = publish.check(catalog, ROOT)
+    assert problems == [], "\n".join(problems)

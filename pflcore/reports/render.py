@@ -315,8 +315,10 @@ def _ours_cell(result: RowResult) -> str:
     text = pct(result.mean)
     if result.sd is not None:
         text += f" ± {100 * result.sd:.2f}"
-    if result.sd_over == "clients":
-        text += " (clients)"
+        if result.sd_over == "clients":
+            text += " (clients)"
+    elif result.sd_over == "clients":
+        text += " (one client)"
     return text
 
 

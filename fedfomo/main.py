@@ -29,6 +29,7 @@ from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
 from pflcore.results import RunRecorder
+from pflcore.stopping import run_entry
 from pflcore.strategy import PartitionFedAvg, server_settings
 
 
@@ -192,4 +193,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main)

@@ -27,6 +27,7 @@ from pflcore.apps import AppPackage
 from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
+from pflcore.stopping import run_entry
 from pflcore.strategy import server_settings
 
 
@@ -166,4 +167,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main)

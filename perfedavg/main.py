@@ -35,6 +35,7 @@ from pflcore.launch import launch
 from pflcore.results import RunRecorder
 from pflcore.runtime import ClientData
 from pflcore.settings import require
+from pflcore.stopping import run_entry
 from pflcore.strategy import server_settings
 
 
@@ -220,4 +221,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main)

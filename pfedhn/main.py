@@ -39,6 +39,7 @@ from pflcore.devices import apply_determinism
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
 from pflcore.results import RunRecorder
+from pflcore.stopping import run_entry
 from pflcore.strategy import PartitionFedAvg
 
 
@@ -279,4 +280,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry(main)

@@ -36,6 +36,7 @@ from flwr.serverapp import Grid
 
 from pflcore.config import ConfigError, flatten
 from pflcore.data import DataFormatError
+from pflcore.protocol import CONFIG, SERVER_ROUND
 
 CHECKPOINT_FILE = "checkpoint.pkl"
 # 2: one Local state key for every package (pflcore.baselines.LOCAL_STATE_KEY);
@@ -142,11 +143,18 @@ def _exchange(
 
 
 def fetch_client_states(
-    grid: Grid, node_of: dict[int, int], timeout: float
+    grid: Grid, node_of: dict[int, int], timeout: float, server_round: int = 0
 ) -> dict[int, dict[str, Any]]:
-    """Every client's ``context.state``, by partition-id."""
+    """Every client's ``context.state``, by partition-id.
+
+    The messages name ``server_round``, the round the checkpoint follows
+    (the clients' handler ignores it; ``inject.client_failure`` reads it).
+    """
+    round_config = ConfigRecord({SERVER_ROUND: int(server_round)})
     messages = [
-        Message(RecordDict(), dst_node_id=node, message_type=FETCH)
+        Message(
+            RecordDict({CONFIG: round_config}), dst_node_id=node, message_type=FETCH
+        )
         for node in node_of.values()
     ]
     pid_of = {node: pid for pid, node in node_of.items()}

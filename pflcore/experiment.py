@@ -33,6 +33,16 @@ from pflcore.config import ConfigError, flatten, to_plain
 from pflcore.faults import with_faults
 from pflcore.results import RunRecorder, effective_status
 from pflcore.simulation import build_server_app, run_federation
+from pflcore.stopping import (
+    StopSignal,
+    forget,
+    note_checkpoint,
+    raise_if_stopped,
+    received_signal,
+    resume_command,
+    signal_of,
+    watch,
+)
 from pflcore.strategy import PartitionFedAvg
 
 log = logging.getLogger(__name__)
@@ -165,6 +175,7 @@ def run_rounds(
     """
     flower_log = logging.getLogger("flwr")  # shown with verbose=true, as Flower's
     for server_round in range(first, last + 1):
+        raise_if_stopped()
         flower_log.info("[ROUND %d/%d]", server_round, last)
         replies = grid.send_and_receive(
             strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
@@ -232,10 +243,13 @@ class Checkpointer:
                 "arrays": arrays_to_plain(arrays),
                 "server": strategy.checkpoint_state(),
                 "recorder": self.recorder.checkpoint_state(),
-                "clients": fetch_client_states(grid, strategy.node_of, timeout),
+                "clients": fetch_client_states(
+                    grid, strategy.node_of, timeout, server_round
+                ),
                 **(extra or {}),
             },
         )
+        note_checkpoint(server_round)
         if kill_after is not None and server_round == int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)  # a crash right after a checkpoint
 
@@ -380,7 +394,9 @@ def open_recorder(
         kwargs["extra_fields"] = (*fields, "failed_clients", "failed_partitions")
     folder = config.get("resume")
     if not folder:
-        return RunRecorder(out_dir or hydra_output_dir(), config, **kwargs)
+        recorder = RunRecorder(out_dir or hydra_output_dir(), config, **kwargs)
+        watch(recorder)
+        return recorder
     folder = str(Path(folder).expanduser().resolve())
     config["resume"] = folder
     checkpoint = read_checkpoint(folder)
@@ -388,6 +404,7 @@ def open_recorder(
     recorder = RunRecorder(folder, config, resuming=True, **kwargs)
     recorder.restore(checkpoint["recorder"])
     recorder.resumed_from = checkpoint
+    watch(recorder)
     print(
         f"resuming {folder} after round {checkpoint['round']}",
         file=sys.stderr,
@@ -399,15 +416,14 @@ def open_recorder(
 def stopped_by_signal(exc: BaseException) -> bool:
     """Whether ``exc`` is how a run ends when SIGINT or SIGTERM stops it.
 
-    Ctrl-C raises ``KeyboardInterrupt``; Ray's driver turns SIGTERM into
-    ``SystemExit(15)``. Such a run did not fail: its rounds and its last
-    checkpoint are intact, and the same command resumes it.
+    :mod:`pflcore.stopping` raises :class:`~pflcore.stopping.RunStopped` in
+    the server's thread and :class:`~pflcore.stopping.StopSignal` in the
+    main thread; ``KeyboardInterrupt`` and Ray's ``SystemExit(15)`` count
+    too (:func:`pflcore.stopping.signal_of`). Such a run did not fail: its
+    rounds and its last checkpoint are intact, and the same command resumes
+    it.
     """
-    if isinstance(exc, KeyboardInterrupt):
-        return True
-    # not bare SIGINT (2): exit status 2 is also a clean error exit (stop_with)
-    stops = {signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
-    return isinstance(exc, SystemExit) and exc.code in stops
+    return signal_of(exc) is not None
 
 
 def run_main_loop(
@@ -435,6 +451,7 @@ def run_main_loop(
     """
     server_app = build_server_app(recorded(main_loop, recorder), config["num_clients"])
     client_app = with_faults(client_app, config)
+    watch(recorder)
     try:
         run_federation(
             server_app,
@@ -446,16 +463,54 @@ def run_main_loop(
         )
     except BaseException as exc:
         detail = describe(exc)
+        signum = stop_signal_of(exc)
+        if signum is not None:  # not a failure: the run stops, resumable
+            if not recorder.finished:
+                recorder.write_summary(status="interrupted", error=detail)
+            raise StopSignal(signum) from None
+        forget(recorder)
         if not recorder.finished:  # it failed before or outside the ServerApp
-            status = "interrupted" if stopped_by_signal(exc) else "failed"
-            recorder.write_summary(status=status, error=detail)
+            recorder.write_summary(status="failed", error=detail)
         stop_with(
             f"run failed after {len(recorder.rows)} recorded rounds "
             f"(kept in {recorder.out_dir}): {detail}"
         )
+    forget(recorder)
     if not recorder.finished:
         recorder.write_summary(status="completed")
     print(f"results: {recorder.out_dir}", flush=True)
+
+
+def stop_signal_of(exc: BaseException) -> int | None:
+    """The signal that ended a federation, or None if ``exc`` is an error.
+
+    Once a signal has come, whatever the engine raises while it stops (an
+    actor that is gone, ``RuntimeError: Simulation Runtime crashed``) is
+    that stop, not a failure.
+    """
+    received = received_signal()
+    return received if received is not None else signal_of(exc)
+
+
+def command_resuming(folder: str | Path) -> str:
+    """The command that finishes this run (or sweep) in ``folder``.
+
+    A single run: this command with ``hydra.run.dir=<folder>``; a sweep: with
+    ``hydra.sweep.dir=<its folder>`` (see
+    :func:`pflcore.stopping.resume_command`).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra = HydraConfig.get()
+    except ValueError:  # outside a Hydra run
+        return resume_command("hydra.run.dir", folder)
+    if hydra.mode != RunMode.MULTIRUN:
+        return resume_command("hydra.run.dir", folder)
+    job = Path(str(hydra.runtime.output_dir)).resolve()
+    depth = len(Path(str(hydra.sweep.subdir)).parts)
+    return resume_command("hydra.sweep.dir", job.parents[depth - 1] if depth else job)
 
 
 def describe(exc: BaseException) -> str:

@@ -8,7 +8,10 @@ renormalised over them) and records the failures per round and per client.
 
 ``inject.client_failure`` (never set in real runs) makes one client raise,
 or sleep past the timeout, in one stage of one round, so both policies can
-be tested through the real simulation.
+be tested through the real simulation. The stage ``checkpoint`` is the
+client's handing over of its state for the checkpoint after that round; a
+sleeping client holds the run in its stage, where tests stop it with a
+signal. A client prints one line when its fault fires.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from pflcore.protocol import SERVER_ROUND, config_int, instruction_of
 from pflcore.simulation import partition_id
 
 POLICIES = ("stop", "tolerate")
-STAGES = ("train", "evaluate")
+STAGES = ("train", "evaluate", "checkpoint")
+
+
+def stage_of(message_type: str) -> str:
+    """The stage an instruction of ``message_type`` belongs to."""
+    if message_type == "query.checkpoint":
+        return "checkpoint"
+    return message_type.split(".")[0]  # train.personal is training
 
 
 class InjectedFailureError(RuntimeError):
@@ -43,7 +53,8 @@ class FaultInjectingApp(ClientApp):
     inner : ClientApp
         The package's ClientApp.
     fault : dict
-        ``partition``, ``round``, ``stage`` (``train`` or ``evaluate``) and
+        ``partition``, ``round``, ``stage`` (``train``, ``evaluate`` or
+        ``checkpoint``) and
         ``mode``: ``raise`` or ``timeout`` (sleep ``sleep_s`` seconds first).
     """
 
@@ -53,10 +64,9 @@ class FaultInjectingApp(ClientApp):
         self.fault = fault
 
     def _hits(self, message: Message, context: Context) -> bool:
-        kind = message.metadata.message_type.split(".")[0]
-        if kind != self.fault["stage"] or partition_id(context) != int(
-            self.fault["partition"]
-        ):
+        if stage_of(message.metadata.message_type) != self.fault["stage"]:
+            return False
+        if partition_id(context) != int(self.fault["partition"]):
             return False
         instruction = instruction_of(message)
         server_round = config_int(instruction, SERVER_ROUND, default=-1)
@@ -65,8 +75,15 @@ class FaultInjectingApp(ClientApp):
     def __call__(self, message: Message, context: Context) -> Message:
         """Fail as configured, else run the package's ClientApp."""
         if self._hits(message, context):
-            if self.fault.get("mode", "raise") == "timeout":
-                time.sleep(float(self.fault.get("sleep_s", 30)))
+            fault = self.fault
+            print(
+                f"injected fault: client {fault['partition']} "
+                f"{'sleeps' if fault.get('mode') == 'timeout' else 'raises'} in "
+                f"{fault['stage']} of round {fault['round']}",
+                flush=True,
+            )
+            if fault.get("mode", "raise") == "timeout":
+                time.sleep(float(fault.get("sleep_s", 30)))
             else:
                 raise InjectedFailureError(
                     f"injected failure of client {self.fault['partition']} "

@@ -17,9 +17,12 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import DictConfig
 
@@ -27,6 +30,7 @@ from pflcore.apps import OUTPUT_DIR_KEY, AppPackage
 from pflcore.common_settings import ClientResources
 from pflcore.config import ConfigError
 from pflcore.experiment import (
+    command_resuming,
     guarded,
     hydra_output_dir,
     resumed_config,
@@ -35,7 +39,8 @@ from pflcore.experiment import (
 )
 from pflcore.node_data import POPULATION_KEY, population_of
 from pflcore.partition_files import client_data_of
-from pflcore.results import effective_status
+from pflcore.results import effective_status, pid_alive
+from pflcore.stopping import StopSignal, expect_run, start_reaper, watch
 
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
 RUN_CONFIG_FILE = "run_config.toml"
@@ -45,6 +50,7 @@ OFFLINE = ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 def launch(cfg: DictConfig, package: AppPackage) -> None:
     """Run the experiment ``cfg`` describes with the launcher it names."""
+    expect_run(command_resuming(hydra_output_dir()))
     settings = guarded(lambda: resumed_config(cfg), package.errors)
     if settings is None:  # the run in this folder is complete
         return
@@ -171,10 +177,19 @@ def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
     run_config_file.write_text(toml_table(entries))
     env = {**os.environ, OFFLINE[0]: OFFLINE[1]}
     print(f"submitting: {' '.join(command)}", flush=True)
+    start_reaper()
     try:
-        code = subprocess.run(command, env=env, check=False).returncode
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     except FileNotFoundError:
         stop_with("launcher=flwr: the `flwr` command is not on PATH")
+    output = FlwrOutput(process.stdout)
+    try:
+        code = process.wait()
+        output.join()
+    except StopSignal:
+        stop_submitted(process, output.run_id, str(config.get("superlink") or "local"))
+        watch(SubmittedRun.read(out), checkpoint_known=False)
+        raise
     summary = out / "summary.json"
     local = "--federation-config" in command
     if not summary.is_file():
@@ -186,3 +201,122 @@ def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
     if code != 0 or status != "completed":
         stop_with(f"flwr run ended with status {status} (exit {code}); see {out}")
     print(f"results: {out}", flush=True)
+
+
+RUN_STARTED = "Successfully started run "
+
+
+class FlwrOutput:
+    """Passes ``flwr run``'s output on as it comes and notes the run id it prints."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.run_id: int | None = None
+        self._thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: IO[str] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if RUN_STARTED in line and self.run_id is None:
+                word = line.split(RUN_STARTED, 1)[1].split()[0]
+                self.run_id = int(word) if word.isdigit() else None
+
+    def join(self) -> None:
+        """Wait until all of the output has been passed on."""
+        self._thread.join(timeout=5)
+
+
+def stop_submitted(
+    process: subprocess.Popen[str], run_id: int | None, superlink: str
+) -> None:
+    """Stop a run submitted with ``flwr run``: on the SuperLink, then the CLI.
+
+    The SuperLink stops the run's ServerApp and simulation; the local
+    ``flwr run`` (streaming the logs) is ended too.
+    """
+    if run_id is not None:
+        try:
+            stop_run_on_superlink(superlink, run_id)
+        except Exception as exc:  # the SuperLink may be gone already
+            text = " ".join(str(exc).split())
+            print(
+                f"warning: could not stop run {run_id} on superlink={superlink} "
+                f"({type(exc).__name__}: {text}); stop it with "
+                f"`flwr stop {run_id} {superlink}`",
+                file=sys.stderr,
+                flush=True,
+            )
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def stop_run_on_superlink(superlink: str, run_id: int) -> None:
+    """``flwr stop RUN_ID SUPERLINK``, in this process (no second CLI to start)."""
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.proto.control_pb2 import StopRunRequest
+
+    client = init_http_client_from_connection(read_superlink_connection(superlink))
+    try:
+        client.StopRun(request=StopRunRequest(run_id=run_id))
+    finally:
+        client.close()
+
+
+@dataclass
+class SubmittedRun:
+    """What a stopped ``flwr run`` left in its folder, for the interruption line.
+
+    Its ServerApp, in another process, recorded it; once that process has
+    ended, a summary it left ``running`` or ``failed`` (its grid was cut
+    off by the stop) is marked ``interrupted``.
+    """
+
+    out_dir: Path
+    rows: list[int] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    finished: bool = True
+
+    WAIT_S = 3.0  # for the ServerApp's last write
+
+    @classmethod
+    def read(cls, out: Path) -> SubmittedRun:
+        """The run in ``out``, its summary marked ``interrupted``."""
+        path = out / "summary.json"
+        summary = cls._settled_summary(path)
+        if summary is None:
+            return cls(out)
+        if summary.get("status") in ("running", "failed"):
+            summary["status"] = "interrupted"
+            summary["error"] = "stopped by a signal to the command that submitted it"
+            tmp = path.with_name("summary.json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2, default=str))
+            tmp.replace(path)
+        rounds = int(summary.get("rounds_completed", 0) or 0)
+        config = summary.get("config")
+        return cls(out, list(range(rounds)), config if isinstance(config, dict) else {})
+
+    @classmethod
+    def _settled_summary(cls, path: Path) -> dict[str, Any] | None:
+        deadline = time.monotonic() + cls.WAIT_S
+        summary: dict[str, Any] | None = None
+        while True:
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError):
+                summary = None
+            pid = summary.get("pid") if summary else None
+            writing = isinstance(pid, int) and pid_alive(pid)
+            if not writing or time.monotonic() > deadline:
+                return summary
+            time.sleep(0.1)
+
+    def write_summary(self, status: str, error: str | None = None) -> None:
+        """Nothing: :meth:`read` has written the summary."""

@@ -28,6 +28,13 @@ from flwr.serverapp import Grid, ServerApp
 
 from pflcore.checkpoint import add_checkpoint_handlers
 from pflcore.protocol import PARTITION_KEY, ClientError, identity_of, identity_reply
+from pflcore.stopping import (
+    ending_new_processes,
+    federating,
+    raise_if_stopped,
+    start_reaper,
+    stop_between_polls,
+)
 
 log = logging.getLogger(__name__)
 # Flower's state database imports alembic lazily, before ``quiet_logging`` can run,
@@ -149,6 +156,7 @@ def discover_partitions(
     """
     deadline = time.time() + timeout
     while len(node_ids := list(grid.get_node_ids())) < num_nodes:
+        raise_if_stopped()
         if time.time() > deadline:
             raise ClientError(f"only {len(node_ids)} of {num_nodes} nodes registered")
         time.sleep(0.05)
@@ -262,6 +270,7 @@ def build_server_app(
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         poll_quickly(grid)
+        stop_between_polls(grid)
         main_loop(grid, discover_partitions(grid, num_clients))
 
     return app
@@ -292,6 +301,10 @@ def run_federation(
     ray_address : str, optional
         Join the running Ray cluster there (``ray.init(address=...)``): its
         nodes host the client actors. ``None`` starts a private Ray.
+
+    SIGINT and SIGTERM stop it within seconds (:mod:`pflcore.stopping`), and
+    no process it starts outlives it: those still running when it returns
+    are ended, and a reaper ends them should this process be killed.
     """
     # Flower 1.41 deprecates run_simulation for `flwr run`, which needs a SuperLink
     # process (about 45 s to start here) and loads the apps by module path. The
@@ -308,7 +321,8 @@ def run_federation(
     if ray_address is not None:
         init_args["address"] = ray_address
     feed_messages_quickly()
-    with quiet_simulation(verbose):
+    start_reaper()
+    with ending_new_processes(), federating(), quiet_simulation(verbose):
         run_simulation(
             server_app=server_app,
             client_app=client_app,

@@ -7,8 +7,10 @@ import pytest
 from flwr.clientapp import ClientApp
 
 import pflcore.experiment
+import pflcore.stopping
 from pflcore.experiment import run_main_loop, stopped_by_signal
 from pflcore.results import RunRecorder
+from pflcore.stopping import RunStopped, StopSignal
 
 CONFIG = {"num_clients": 2, "client_resources": {"num_cpus": 1}, "verbose": False}
 
@@ -17,6 +19,8 @@ CONFIG = {"num_clients": 2, "client_resources": {"num_cpus": 1}, "verbose": Fals
     ("exc", "expected"),
     [
         (KeyboardInterrupt(), True),
+        (RunStopped(int(signal.SIGINT)), True),
+        (StopSignal(int(signal.SIGTERM)), True),
         (SystemExit(int(signal.SIGTERM)), True),
         (SystemExit(128 + int(signal.SIGTERM)), True),
         (SystemExit(2), False),
@@ -28,23 +32,46 @@ def test_signals_stop_a_run_errors_fail_it(exc, expected):
 
 
 @pytest.mark.parametrize(
-    ("exc", "status"),
-    [(SystemExit(15), "interrupted"), (RuntimeError("boom"), "failed")],
+    ("exc", "status", "ends_with"),
+    [
+        (SystemExit(15), "interrupted", StopSignal),
+        (RuntimeError("boom"), "failed", SystemExit),
+    ],
 )
 def test_the_summary_says_interrupted_for_a_signal_and_failed_for_an_error(
-    tmp_path, monkeypatch, capsys, exc, status
+    tmp_path, monkeypatch, capsys, exc, status, ends_with
 ):
     def ends(*args, **kwargs):
         raise exc
 
     monkeypatch.setattr(pflcore.experiment, "run_federation", ends)
+    monkeypatch.setattr(pflcore.stopping, "STATE", pflcore.stopping.RunState())
     recorder = RunRecorder(tmp_path, CONFIG)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(ends_with) as stop:
         run_main_loop(lambda grid, mapping: None, recorder, ClientApp(), CONFIG)
-    assert stop.value.code == 2
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == status
-    assert "run failed after 0 recorded rounds" in capsys.readouterr().err
+    if ends_with is SystemExit:  # an error: one line, exit status 2
+        assert stop.value.code == 2
+        assert "run failed after 0 recorded rounds" in capsys.readouterr().err
+    else:  # a signal: the entry point prints the line and exits 143
+        assert stop.value.signum == signal.SIGTERM
+        assert "run failed" not in capsys.readouterr().err
+
+
+def test_after_a_signal_whatever_the_engine_raises_is_the_stop(tmp_path, monkeypatch):
+    def crashes(*args, **kwargs):
+        raise RuntimeError("Simulation Runtime crashed.")  # actors gone
+
+    state = pflcore.stopping.RunState(signum=int(signal.SIGINT))
+    monkeypatch.setattr(pflcore.stopping, "STATE", state)
+    monkeypatch.setattr(pflcore.experiment, "run_federation", crashes)
+    recorder = RunRecorder(tmp_path, CONFIG)
+    with pytest.raises(StopSignal):
+        run_main_loop(lambda grid, mapping: None, recorder, ClientApp(), CONFIG)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == (
+        "interrupted"
+    )
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ class FedFomoDataset(DatasetSettings):
 
     def check(self) -> None:
         """No subsetting: the pool is sized by ``partition.pool_fraction``."""
+        super().check()
         self.refuse_subset("use partition.pool_fraction")
 
 

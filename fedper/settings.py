@@ -52,6 +52,7 @@ class FedPerDataset(DatasetSettings):
 
     def check(self) -> None:
         """FLICKR-AES comes from its own group; its rating bounds in order."""
+        super().check()
         if self.name != "flickr":
             return
         absent = [k for k in FLICKR_KEYS if getattr(self, k) is ABSENT]

@@ -55,6 +55,7 @@ class PerFedAvgDataset(DatasetSettings):
 
     def check(self) -> None:
         """No subsetting (sizes are ``partition.*``); EMNIST comes with its keys."""
+        super().check()
         self.refuse_subset("client sizes follow partition.* (a, samples_per_client)")
         absent = [k for k in EMNIST_KEYS if getattr(self, k) is ABSENT]
         require(

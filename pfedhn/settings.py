@@ -16,7 +16,6 @@ from pflcore.settings import (
     MOMENTUM,
     NON_NEGATIVE,
     POSITIVE,
-    TEXT,
     Group,
     Rule,
     integer,
@@ -37,9 +36,24 @@ FEDPER_PARTITION_KEYS = (
     "classes_per_client",
     "class_assignment",
 )
+MAX_THREADS = 1024  # more than any machine's cores
 THREADS = Rule(
-    lambda v: v == "auto" or (is_int(v) and v >= 1), "be 'auto' or a positive integer"
+    lambda v: v == "auto" or (is_int(v) and 1 <= v <= MAX_THREADS),
+    f"be 'auto' or an integer in 1..{MAX_THREADS}",
 )
+
+
+def is_device(value: Any) -> bool:
+    """Whether ``value`` names a CPU or CUDA device as Torch spells it."""
+    if not isinstance(value, str):
+        return False
+    kind, _, index = value.partition(":")
+    if kind == "cpu":
+        return index == ""
+    return kind == "cuda" and (index == "" or (index.isdigit() and index.isascii()))
+
+
+DEVICE = Rule(is_device, "be cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +62,7 @@ class PFedHNDataset(DatasetSettings):
 
     def check(self) -> None:
         """FedPer's partition keys unset; no subsetting (sizes are ``partition.*``)."""
+        super().check()
         stray = [
             k for k in FEDPER_PARTITION_KEYS if getattr(self, k) not in (None, ABSENT)
         ]
@@ -155,7 +170,7 @@ class PFedHNSettings(SharedSettings):
     novel: Novel
     dataset: PFedHNDataset
     finetune: Finetune
-    server_device: str = setting(TEXT)
+    server_device: str = setting(DEVICE)
     client_threads: int | str = setting(THREADS)
 
     def check(self) -> None:
@@ -208,6 +223,13 @@ class PFedHNSettings(SharedSettings):
         require(
             not self.server_device.startswith("cuda") or torch.cuda.is_available(),
             f"server_device={self.server_device!r} but CUDA is not available",
+        )
+        _, _, index = self.server_device.partition(":")
+        count = torch.cuda.device_count()
+        require(
+            index == "" or int(index) < count,
+            f"server_device={self.server_device!r} but this machine has {count} "
+            "CUDA devices",
         )
 
 

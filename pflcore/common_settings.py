@@ -18,6 +18,7 @@ from pflcore.settings import (
     EXISTING_FOLDER,
     FRACTION,
     MOMENTUM,
+    NAME,
     NON_NEGATIVE,
     POSITIVE,
     TEXT,
@@ -34,6 +35,9 @@ from pflcore.settings import (
 
 POSITIVE_INT = integer(1)
 COUNT = integer(0)  # 0 allowed ("never", "off")
+# NumPy's generators take no negative seed, legacy ones none above 2**32 - 1
+SEED = integer(0, 2**32 - 1)
+RAY_SHARE = 1e-4  # Ray refuses a smaller share of a resource (at actor creation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,16 @@ class ClientResources(Group):
 
     num_cpus: float = setting(number(0, low_open=True))
     num_gpus: float = setting(number(0, 1))
+
+    def check(self) -> None:
+        """Shares Ray accepts: none below its 0.0001 granularity."""
+        for name in ("num_cpus", "num_gpus"):
+            share = getattr(self, name)
+            require(
+                share == 0 or share >= RAY_SHARE,
+                f"client_resources.{name} must be 0 or at least {RAY_SHARE:g} "
+                f"(Ray's smallest share), got {share!r}",
+            )
 
     def fit_this_machine(self) -> None:
         """The request must fit the machine that starts Ray."""
@@ -86,7 +100,7 @@ class ClientFailure(Group):
 
     partition: int | None = setting(nullable(integer(0)))
     round: int | None = setting(nullable(integer(1)))
-    stage: str = setting(one_of("train", "evaluate"))
+    stage: str = setting(one_of("train", "evaluate", "checkpoint"))
     mode: str = setting(one_of("raise", "timeout"))
     sleep_s: float = setting(NON_NEGATIVE)
 
@@ -107,9 +121,9 @@ class DatasetSettings(Group):
     :data:`ABSENT`; a package's subclass adds its own.
     """
 
-    name: str = setting(TEXT)
+    name: str = setting(NAME)
     root: str = setting(TEXT)
-    source: str = setting(TEXT, ABSENT)
+    source: str = setting(one_of("default", "npz"), ABSENT)
     path: str | None = setting(nullable(TEXT), ABSENT)
     download: bool = setting(BOOLEAN, ABSENT)
     pool_test: bool | None = setting(nullable(BOOLEAN), ABSENT)
@@ -134,6 +148,18 @@ class DatasetSettings(Group):
     min_ratings: int = setting(COUNT, ABSENT)
     max_ratings: int = setting(COUNT, ABSENT)
     min_per_score: int = setting(COUNT, ABSENT)
+
+    def check(self) -> None:
+        """Padding no wider than the image it pads."""
+        self.check_padding()
+
+    def check_padding(self) -> None:
+        """``crop_padding`` at most ``image_size`` (more pads nothing but zeros)."""
+        require(
+            self.crop_padding <= self.image_size,
+            f"dataset.crop_padding must lie in 0..dataset.image_size="
+            f"{self.image_size}, got {self.crop_padding!r}",
+        )
 
     def refuse_subset(self, instead: str) -> None:
         """For packages that size their own data: ``subset_fraction`` must stay 1."""
@@ -178,7 +204,7 @@ class SharedSettings(Group):
     lr: float = setting(POSITIVE)
     momentum: float = setting(MOMENTUM)
     weight_decay: float = setting(NON_NEGATIVE)
-    seed: int = setting(integer())
+    seed: int = setting(SEED)
     averaging: str = setting(one_of(*AVERAGING_RULES))
     eval_every: int = setting(COUNT)
     deterministic: bool = setting(BOOLEAN, True)
@@ -190,9 +216,9 @@ class SharedSettings(Group):
     timeout_s: float = setting(POSITIVE)
     verbose: bool = setting(BOOLEAN, False)
     tracking: str | None = setting(TRACKING, "none")
-    ray_address: str | None = setting(nullable(TEXT), None)
+    ray_address: str | None = setting(nullable(NAME), None)
     launcher: str = setting(one_of("embedded", "flwr"), "embedded")
-    superlink: str = setting(TEXT, "local")
+    superlink: str = setting(NAME, "local")
     dataset: DatasetSettings
 
     def check(self) -> None:
@@ -219,6 +245,7 @@ __all__ = [
     "AVERAGING_RULES",
     "COUNT",
     "POSITIVE_INT",
+    "SEED",
     "ClientFailure",
     "ClientResources",
     "DatasetSettings",

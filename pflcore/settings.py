@@ -18,8 +18,10 @@ Flower's flat run config, ``pflcore.runconfig``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -42,9 +44,17 @@ class Rule:
     must: str
 
 
+INT64 = (-(2**63), 2**63 - 1)  # what Torch, NumPy and Flower's records hold
+
+
 def is_int(value: Any) -> bool:
     """Whether ``value`` is an integer (``True``/``False`` are not)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def fits_int64(value: int) -> bool:
+    """Whether ``value`` fits a signed 64-bit integer."""
+    return INT64[0] <= value <= INT64[1]
 
 
 def is_number(value: Any) -> bool:
@@ -53,7 +63,11 @@ def is_number(value: Any) -> bool:
 
 
 def integer(low: int | None = None, high: int | None = None) -> Rule:
-    """An integer in ``low..high`` (either bound may be open-ended)."""
+    """An integer in ``low..high`` (either bound may be open-ended).
+
+    Open ends stop at the 64-bit range: a larger value fails inside Torch or
+    NumPy, after Ray has started.
+    """
     if low == 1 and high is None:
         must = "be a positive integer"
     elif high is None:
@@ -64,7 +78,10 @@ def integer(low: int | None = None, high: int | None = None) -> Rule:
         must = f"lie in {low}..{high}"
     return Rule(
         lambda v: (
-            is_int(v) and (low is None or v >= low) and (high is None or v <= high)
+            is_int(v)
+            and fits_int64(v)
+            and (low is None or v >= low)
+            and (high is None or v <= high)
         ),
         must,
     )
@@ -77,7 +94,11 @@ def number(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Rule:
-    """A real number between ``low`` and ``high``, each end closed unless open."""
+    """A finite real number between ``low`` and ``high``, each end closed unless open.
+
+    Infinities and NaN never pass (Hydra reads ``inf``, ``nan`` and
+    ``1e999`` as floats).
+    """
     if high is None and low is not None:
         must = f"be {'>' if low_open else '>='} {low:g}"
     elif low is None and high is not None:
@@ -89,7 +110,7 @@ def number(
         must = "be a number"
 
     def holds(v: Any) -> bool:
-        if not is_number(v) or v != v:  # NaN fails every bound
+        if not is_number(v) or not math.isfinite(v):
             return False
         if low is not None and (v <= low if low_open else v < low):
             return False
@@ -104,6 +125,7 @@ FRACTION = number(0, 1, low_open=True)  # (0, 1]
 MOMENTUM = number(0, 1, high_open=True)  # [0, 1)
 BOOLEAN = Rule(lambda v: isinstance(v, bool), "be true or false")
 TEXT = Rule(lambda v: isinstance(v, str), "be a string")
+NAME = Rule(lambda v: isinstance(v, str) and v.strip() != "", "be a non-empty string")
 
 
 def one_of(*choices: Any, must: str | None = None) -> Rule:
@@ -235,7 +257,9 @@ def parse(
         if rule is None:
             raise TypeError(f"{cls.__name__}.{f.name} has no rule")
         if checked and not rule.holds(value):
-            raise ConfigError(f"{name} must {rule.must}, got {value!r}")
+            raise ConfigError(
+                f"{name} must {rule.must}, got {value!r}{why_not(rule, value)}"
+            )
         values[f.name] = value
     group = cls(**values)
     if checked:
@@ -243,6 +267,30 @@ def parse(
     return group
 
 
+def why_not(rule: Rule, value: Any) -> str:
+    """What is wrong with ``value`` where its phrase alone would puzzle, or "".
+
+    Hydra reads ``1e3`` and ``10.0`` as floats, ``inf``, ``nan`` and
+    ``1e999`` as non-finite floats, and a quoted ``'0.1'`` or a ``08`` as
+    text.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return " (not a finite number)"
+    if is_int(value) and not fits_int64(value):
+        return " (beyond 64-bit integers)"
+    if isinstance(value, float) and value.is_integer() and rule.holds(int(value)):
+        return f" (a float: write {int(value)})"
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        if rule.holds(number) or (number.is_integer() and rule.holds(int(number))):
+            return " (read as text: write a plain number)"
+    return ""
+
+
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     import typing
 

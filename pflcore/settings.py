@@ -21,7 +21,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -290,11 +289,16 @@ def why_not(rule: Rule, value: Any) -> str:
     return ""
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
+    """``cls``'s resolved field types (kept: resolving them is most of a parse)."""
     import typing
 
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def to_dict(group: Group) -> dict[str, Any]:

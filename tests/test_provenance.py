@@ -178,12 +178,19 @@ def test_outside_a_hydra_job_the_command_is_unknown(tmp_path, fresh_registry):
 
 def test_the_suite_checkout_commit_is_the_repositorys_head():
     repo = Path(provenance.__file__).resolve().parents[1]
-    head = repo / ".git" / "HEAD"
-    if not head.is_file():
+    dot_git = repo / ".git"
+    if dot_git.is_file():  # a worktree: .git names its git folder
+        gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
+    elif dot_git.is_dir():
+        gitdir = dot_git
+    else:
         pytest.skip("the suite is not a git checkout here")
-    text = head.read_text().strip()
+    text = (gitdir / "HEAD").read_text().strip()
     if text.startswith("ref:"):
-        ref = repo / ".git" / text.split(":", 1)[1].strip()
+        name = text.split(":", 1)[1].strip()
+        common = gitdir / "commondir"
+        base = (gitdir / common.read_text().strip()) if common.is_file() else gitdir
+        ref = base / name
         if not ref.is_file():  # packed refs
             pytest.skip("HEAD's ref is packed")
         text = ref.read_text().strip()

@@ -29,6 +29,7 @@ trains on the train split only, so all methods see the same data.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,7 +56,14 @@ from fedfomo.splits import (
     shard_parts,
     split_validation,
 )
-from pflcore.data import DataFormatError, DatasetNotFoundError, ImageData, load_dataset
+from pflcore.data import (
+    DataFormatError,
+    DatasetNotFoundError,
+    ImageData,
+    check_images,
+    check_labels,
+    load_dataset,
+)
 from pflcore.partition import PartitionError, check_min_samples, split_train_test
 from pflcore.provenance import note_read
 from pflcore.runtime import ClientData
@@ -231,11 +239,15 @@ def _flat(parts: list[list[np.ndarray]], offset: int = 0) -> list[np.ndarray]:
     ]
 
 
-def load_test_file(path: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_test_file(
+    path: str, root: str, train: ImageData | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Read ``x_test``/``y_test`` from an ``.npz`` (absolute or below ``root``).
 
     For an npz training source whose test images live in a second file (the
     offline CIFAR-10 copy). Images are returned NCHW uint8, labels int64.
+    With ``train``, the images must match its channels and size and the
+    labels its classes.
     """
     file = Path(path).expanduser()
     file = file if file.is_absolute() else Path(root).expanduser() / file
@@ -248,19 +260,36 @@ def load_test_file(path: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
                     f"{file} must contain x_test and y_test; it has "
                     f"{sorted(archive.files)}"
                 )
-            x, y = archive["x_test"], archive["y_test"]
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{file}: not a readable .npz ({exc})") from exc
-    note_read(file)  # provenance: summary.json records its sha256
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+            x, y = np.asarray(archive["x_test"]), np.asarray(archive["y_test"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        text = " ".join(str(exc).split())
         raise DataFormatError(
-            f"{file}: expected uint8 images (N, H, W[, C]) and N labels, got "
-            f"{x.dtype} {x.shape} and {np.shape(y)}"
+            f"{file}: not a readable .npz ({type(exc).__name__}: {text})"
+        ) from exc
+    note_read(file)  # provenance: summary.json records its sha256
+    check_images(file, "x_test", x)
+    if x.ndim == 4 and x.shape[-1] not in (1, 3):
+        raise DataFormatError(
+            f"{file}: x_test must have shape (N, H, W) or (N, H, W, C), got {x.shape}"
         )
+    labels = check_labels(file, "y_test", y, len(x))
     images = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    if train is not None:
+        if tuple(images.shape[1:]) != tuple(train.x_train.shape[1:]):
+            raise DataFormatError(
+                f"{file}: x_test images are {tuple(images.shape[1:])} (C, H, W), the "
+                f"training images {tuple(train.x_train.shape[1:])}"
+            )
+        if int(labels.max()) >= train.num_classes:
+            raise DataFormatError(
+                f"{file}: y_test holds label {int(labels.max())}, beyond the "
+                f"{train.num_classes} classes of the training data"
+            )
     return (
         torch.from_numpy(np.ascontiguousarray(images)),
-        torch.from_numpy(np.asarray(y).astype(np.int64)),
+        torch.from_numpy(labels.astype(np.int64)),
     )
 
 
@@ -273,7 +302,7 @@ def _load(dataset: FedFomoDataset) -> ImageData:
         dataset.download,
     )
     if dataset.test_path:
-        x_test, y_test = load_test_file(dataset.test_path, dataset.root)
+        x_test, y_test = load_test_file(dataset.test_path, dataset.root, data)
         data = ImageData(
             data.name, data.x_train, data.y_train, x_test, y_test, data.num_classes
         )

@@ -107,7 +107,18 @@ def load_embedding(path: str | Path, num_samples: int | None) -> np.ndarray:
         raise DataFormatError(
             f"{file}: expected shape ({num_samples}, D), got {emb.shape}"
         )
-    return np.asarray(emb, dtype=np.float32)
+    if emb.dtype == np.bool_ or not np.issubdtype(emb.dtype, np.number):
+        raise DataFormatError(f"{file}: expected numbers, got dtype {emb.dtype}")
+    if emb.shape[1] == 0:
+        raise DataFormatError(f"{file}: expected at least one feature, got {emb.shape}")
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+        values = np.asarray(emb, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise DataFormatError(
+            f"{file}: holds {int((~np.isfinite(values)).sum())} values that are "
+            "not finite (NaN or infinite) as float32"
+        )
+    return values
 
 
 def kmeans(features: np.ndarray, k: int, seed: int, iterations: int = 50) -> np.ndarray:

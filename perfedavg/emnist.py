@@ -28,6 +28,8 @@ from pflcore.data import (
     _find_idx,
     _read_idx,
     _to_tensors,
+    check_images,
+    check_labels,
     reading,
 )
 
@@ -115,7 +117,16 @@ def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
         absent = [k for k in wanted if k not in archive.files]
         if absent:
             raise DataFormatError(f"{path} lacks {absent}; it has {archive.files}")
-        return tuple(archive[k] for k in wanted)
+        arrays = {k: np.asarray(archive[k]) for k in wanted}
+    for split in ("train", "test"):
+        x = arrays[f"x_{split}"]
+        check_images(path, f"x_{split}", x)
+        if x.ndim != 3:
+            raise DataFormatError(
+                f"{path}: x_{split} must hold gray (N, H, W) images, got {x.shape}"
+            )
+        check_labels(path, f"y_{split}", arrays[f"y_{split}"], len(x))
+    return tuple(arrays[k] for k in wanted)
 
 
 @lru_cache(maxsize=2)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -297,6 +298,106 @@ def _infer_layout(x: np.ndarray) -> str:
     )
 
 
+NPZ_FIELDS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz_field(archive: Any, path: Path, field: str) -> np.ndarray:
+    """One array of an ``.npz``; a field that is not a plain array is named."""
+    try:
+        return np.asarray(archive[field])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        text = " ".join(str(exc).split())
+        raise DataFormatError(
+            f"{path}: {field} is not a readable array ({type(exc).__name__}: {text})"
+        ) from exc
+
+
+def check_images(path: Path, field: str, x: np.ndarray) -> str:
+    """``x`` must be a non-empty stack of square uint8 images; returns its layout.
+
+    Layouts: ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with 1 or 3
+    channels.
+    """
+    where = f"{path}: {field}"
+    if x.dtype != np.uint8:
+        raise DataFormatError(f"{where} must hold uint8 images, got dtype {x.dtype}")
+    if x.ndim not in (3, 4):
+        raise DataFormatError(
+            f"{where} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), "
+            f"got {x.shape}"
+        )
+    if x.shape[0] == 0:
+        raise DataFormatError(f"{where} holds no image")
+    try:
+        layout = _infer_layout(x)
+    except DataFormatError:
+        raise DataFormatError(
+            f"{where} must have 1 or 3 channels (first or last), got shape {x.shape}"
+        ) from None
+    height, width = (x.shape[1], x.shape[2]) if layout != "NCHW" else x.shape[2:]
+    if height != width or height == 0:
+        raise DataFormatError(
+            f"{where} must hold square images, got {height}x{width} (shape {x.shape})"
+        )
+    return layout
+
+
+def check_labels(path: Path, field: str, y: np.ndarray, count: int) -> np.ndarray:
+    """``y`` must be ``count`` non-negative integer labels; returns them as ``(N,)``."""
+    where = f"{path}: {field}"
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)  # Keras-style (N, 1) labels
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise DataFormatError(f"{where} must hold integer labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise DataFormatError(f"{where} must have shape (N,), got {y.shape}")
+    if len(y) != count:
+        raise DataFormatError(
+            f"{where} holds {len(y)} labels for {count} images in "
+            f"{field.replace('y_', 'x_')}"
+        )
+    if len(y) and int(y.min()) < 0:
+        raise DataFormatError(f"{where} holds a negative label ({int(y.min())})")
+    return y
+
+
+def check_classes(
+    path: Path, y_train: np.ndarray, y_test: np.ndarray | None, classes: int | None
+) -> int:
+    """The class count of an ``.npz``'s labels, checked.
+
+    ``classes`` is a named dataset's own count (CIFAR-10 read from an
+    ``.npz``): labels must lie below it. None (a user's own ``npz``
+    dataset): the labels define the classes, so they must be contiguous,
+    ``0..K-1`` with every class holding training samples (labels 0, 1 and 5
+    would make classes 2..4 that no client can learn). Test labels must be
+    classes the training split has. A label beyond the range would break the
+    model's output layer only after Ray has started.
+    """
+    top = int(y_train.max()) + 1
+    count = top if classes is None else classes
+    if top > count:
+        raise DataFormatError(
+            f"{path}: y_train holds label {top - 1}, beyond the {count} classes "
+            f"(0..{count - 1})"
+        )
+    if classes is None:
+        empty = np.flatnonzero(np.bincount(y_train, minlength=count) == 0).tolist()
+        if empty:
+            shown = ", ".join(str(c) for c in empty[:10])
+            shown += " ..." if len(empty) > 10 else ""
+            raise DataFormatError(
+                f"{path}: y_train has no sample of class {shown}; the labels must "
+                f"be 0..{count - 1} with every class in the training split"
+            )
+    if y_test is not None and len(y_test) and int(y_test.max()) >= count:
+        raise DataFormatError(
+            f"{path}: y_test holds label {int(y_test.max())}, a class y_train does "
+            f"not have (0..{count - 1})"
+        )
+    return count
+
+
 def _load_npz(name: str, path: Path) -> ImageData:
     if not path.is_file():
         raise missing_dataset(
@@ -313,19 +414,40 @@ def _load_npz(name: str, path: Path) -> ImageData:
             raise DataFormatError(
                 f"{path} must contain x_train and y_train; it has {sorted(keys)}"
             )
-        x_train, y_train = archive["x_train"], archive["y_train"]
-        has_test = {"x_test", "y_test"} <= keys
-        x_test = archive["x_test"] if has_test else None
-        y_test = archive["y_test"] if has_test else None
-    layout = _infer_layout(x_train)
-    xt, yt = _to_tensors(x_train, y_train, layout)
+        if ("x_test" in keys) != ("y_test" in keys):
+            lone, other = (
+                ("x_test", "y_test") if "x_test" in keys else ("y_test", "x_test")
+            )
+            raise DataFormatError(f"{path} has {lone} but no {other}")
+        arrays = {k: _npz_field(archive, path, k) for k in NPZ_FIELDS if k in keys}
+    layout = check_images(path, "x_train", arrays["x_train"])
+    y_train = check_labels(path, "y_train", arrays["y_train"], len(arrays["x_train"]))
+    y_test = None
+    if "x_test" in arrays:
+        x_test = arrays["x_test"]
+        check_images(path, "x_test", x_test)
+        if _image_shape(x_test) != _image_shape(arrays["x_train"]):
+            raise DataFormatError(
+                f"{path}: x_test images are {x_test.shape[1:]}, x_train's "
+                f"{arrays['x_train'].shape[1:]}; both need the same layout and size"
+            )
+        y_test = check_labels(path, "y_test", arrays["y_test"], len(x_test))
+    classes = check_classes(path, y_train, y_test, NUM_CLASSES.get(name))
+    xt, yt = _to_tensors(arrays["x_train"], y_train, layout)
     xs = ys = None
-    if x_test is not None and y_test is not None:
-        xs, ys = _to_tensors(x_test, y_test, layout)
-    labels = torch.cat([yt, ys]) if ys is not None else yt
-    if int(labels.min()) < 0:
-        raise DataFormatError(f"{path}: labels must be non-negative integers")
-    return ImageData(name, xt, yt, xs, ys, int(labels.max()) + 1)
+    if y_test is not None:
+        xs, ys = _to_tensors(arrays["x_test"], y_test, layout)
+    return ImageData(name, xt, yt, xs, ys, classes)
+
+
+def _image_shape(x: np.ndarray) -> tuple[int, int, int]:
+    """(C, H, W) of a stack in any layout :func:`check_images` accepts."""
+    layout = _infer_layout(x)
+    if layout == "NHW":
+        return (1, x.shape[1], x.shape[2])
+    if layout == "NHWC":
+        return (x.shape[3], x.shape[1], x.shape[2])
+    return (x.shape[1], x.shape[2], x.shape[3])
 
 
 def _load_digits() -> ImageData:
@@ -385,17 +507,7 @@ def load_dataset(
         if not path:
             raise ConfigError("dataset.path must name an .npz file for an npz source")
         file = Path(path).expanduser()
-        data = _load_npz(name, file if file.is_absolute() else base / file)
-        expected = NUM_CLASSES.get(name)
-        if expected is not None and data.num_classes > expected:
-            raise DataFormatError(
-                f"{path}: labels exceed the {expected} classes of {name}"
-            )
-        if expected is not None:
-            data = ImageData(
-                name, data.x_train, data.y_train, data.x_test, data.y_test, expected
-            )
-        return data
+        return _load_npz(name, file if file.is_absolute() else base / file)
     if source != "default":
         raise ConfigError(f"unknown dataset.source {source!r}; use default or npz")
     if name in ("cifar10", "cifar100"):

@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -101,31 +102,93 @@ def read_partition(path: str | Path) -> PartitionFile:
         raise DatasetNotFoundError(f"partition file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            if meta.get("format") != FORMAT:
+            if "meta" not in npz.files:
                 raise DataFormatError(
-                    f"{path} is a {meta.get('format')!r} file; this suite reads "
+                    f"{path}: meta is missing (it has {sorted(npz.files)}); export "
+                    "the partitions with python -m pflcore.partition_files"
+                )
+            meta = json.loads(str(npz["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                found = meta.get("format") if isinstance(meta, dict) else None
+                raise DataFormatError(
+                    f"{path}: meta.format is {found!r}; this suite reads "
                     f"{FORMAT!r} (export the partitions again)"
                 )
-            splits = {
-                s: (
-                    torch.from_numpy(npz[f"x_{s}"].copy()),
-                    torch.from_numpy(npz[f"y_{s}"].copy()),
-                )
-                for s in meta["splits"]
-            }
-    except (KeyError, ValueError, OSError) as error:
+            check_meta(path, meta)
+            fields = [f"{xy}_{s}" for s in meta["splits"] for xy in ("x", "y")]
+            absent = [f for f in fields if f not in npz.files]
+            if absent:
+                raise DataFormatError(f"{path}: {absent[0]} is missing")
+            arrays = {f: np.asarray(npz[f]) for f in fields}
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, DataFormatError):
             raise
+        text = " ".join(str(error).split())
         raise DataFormatError(
-            f"{path} is not a readable partition file ({error})"
+            f"{path} is not a readable partition file ({type(error).__name__}: {text})"
         ) from None
-    for s, (x, y) in splits.items():
-        if x.dtype != torch.uint8 or y.dtype != torch.int64 or x.shape[0] != y.shape[0]:
-            raise DataFormatError(
-                f"{path}: split {s!r} has the wrong dtypes or lengths"
-            )
+    splits = {
+        s: check_split(path, s, arrays[f"x_{s}"], arrays[f"y_{s}"], meta)
+        for s in meta["splits"]
+    }
     return PartitionFile(splits, meta)
+
+
+META_FIELDS = {
+    "partition_id": int,
+    "num_partitions": int,
+    "dataset": str,
+    "num_classes": int,
+    "channels": int,
+    "image_size": int,
+    "splits": list,
+}
+KIND_NAMES = {int: "an integer", str: "a string", list: "a list"}
+
+
+def check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """The ``meta`` fields a node relies on: present, of their type, in range."""
+    for field, kind in META_FIELDS.items():
+        value = meta.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataFormatError(
+                f"{path}: meta.{field} must be {KIND_NAMES[kind]}, got {value!r}"
+            )
+    if not 0 <= meta["partition_id"] < meta["num_partitions"]:
+        raise DataFormatError(
+            f"{path}: meta.partition_id must lie in 0..meta.num_partitions-1="
+            f"{meta['num_partitions'] - 1}, got {meta['partition_id']}"
+        )
+    for field in ("num_classes", "channels", "image_size"):
+        if meta[field] < 1:
+            raise DataFormatError(f"{path}: meta.{field} must be >= 1")
+    if not meta["splits"] or not all(isinstance(s, str) for s in meta["splits"]):
+        raise DataFormatError(
+            f"{path}: meta.splits must name the splits, got {meta['splits']!r}"
+        )
+
+
+def check_split(
+    path: Path, split: str, x: np.ndarray, y: np.ndarray, meta: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's arrays against the file's ``meta``, as tensors."""
+    shape = (meta["channels"], meta["image_size"], meta["image_size"])
+    if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise DataFormatError(
+            f"{path}: x_{split} must be uint8 images of shape (n, {shape[0]}, "
+            f"{shape[1]}, {shape[2]}) as meta says, got {x.dtype} {x.shape}"
+        )
+    if y.dtype != np.int64 or y.ndim != 1 or len(y) != len(x):
+        raise DataFormatError(
+            f"{path}: y_{split} must be {len(x)} int64 labels (one per image in "
+            f"x_{split}), got {y.dtype} {y.shape}"
+        )
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < meta["num_classes"]:
+        raise DataFormatError(
+            f"{path}: y_{split} holds labels {int(y.min())}..{int(y.max())}, "
+            f"outside the {meta['num_classes']} classes meta names"
+        )
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
 
 
 def export_partitions(

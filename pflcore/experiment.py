@@ -31,6 +31,7 @@ from pflcore.checkpoint import (
 )
 from pflcore.config import ConfigError, flatten, to_plain
 from pflcore.faults import with_faults
+from pflcore.output_check import unwritable_reason
 from pflcore.results import RunRecorder, effective_status
 from pflcore.simulation import build_server_app, run_federation
 from pflcore.stopping import (
@@ -394,10 +395,13 @@ def open_recorder(
         kwargs["extra_fields"] = (*fields, "failed_clients", "failed_partitions")
     folder = config.get("resume")
     if not folder:
-        recorder = RunRecorder(out_dir or hydra_output_dir(), config, **kwargs)
+        target = out_dir or hydra_output_dir()
+        refuse_unwritable(f"run folder {target}", target)
+        recorder = RunRecorder(target, config, **kwargs)
         watch(recorder)
         return recorder
     folder = str(Path(folder).expanduser().resolve())
+    refuse_unwritable(f"resume={folder}", folder)
     config["resume"] = folder
     checkpoint = read_checkpoint(folder)
     check_resumable(config, checkpoint)
@@ -411,6 +415,17 @@ def open_recorder(
         flush=True,
     )
     return recorder
+
+
+def refuse_unwritable(name: str, folder: str | Path) -> None:
+    """Raise one :class:`ConfigError` line if ``folder`` cannot be written.
+
+    ``name`` says what the folder is ("run folder /x", "resume=/x"); the
+    reason is :func:`pflcore.output_check.unwritable_reason`'s.
+    """
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise ConfigError(f"{name} cannot be written: {reason}")
 
 
 def stopped_by_signal(exc: BaseException) -> bool:

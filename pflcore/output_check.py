@@ -20,19 +20,32 @@ from omegaconf import DictConfig
 def unwritable_reason(folder: str | Path) -> str | None:
     """Why ``folder`` cannot be created and written, or None if it can.
 
-    Walks up to the nearest existing ancestor: it must be a folder this
-    process may write to (so the run folder can be made inside it).
+    The common cases get their own words (a file where a folder must be, a
+    folder without write permission); anything else is found by doing it:
+    the folder is created and a probe file written and removed there, and
+    whatever the system refuses (a read-only file system, a name too long,
+    a full disk, a NUL in the path, ...) is reported with its reason.
     """
-    path = Path(folder).expanduser().absolute()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return f"no existing folder above {path}"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
+    try:
+        path = Path(folder).expanduser().absolute()
+        probe = path
+        while not probe.exists():
+            if probe.parent == probe:
+                return f"no existing folder above {path}"
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is a file, not a folder"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not writable"
+        path.mkdir(parents=True, exist_ok=True)
+        test = path / f".write-test-{os.getpid()}"
+        test.write_bytes(b"")
+        test.unlink()
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or type(exc).__name__}"
+    except ValueError as exc:  # e.g. an embedded NUL character
+        return str(exc)
     return None
 
 

@@ -28,6 +28,7 @@ from pflcore.baselines import make_baseline_client_app
 from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
+from pflcore.model_check import check_model_input
 from pflcore.results import RunRecorder
 from pflcore.stopping import run_entry
 from pflcore.strategy import PartitionFedAvg, server_settings
@@ -97,6 +98,8 @@ def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
         data.data.channels,
         settings.dataset.image_size,
     )
+    size = settings.dataset.image_size
+    check_model_input(model, data.data.channels, size, f"dataset.image_size={size}")
     return Prepared(config, settings, data, ArrayRecord(model.state_dict()))
 
 

@@ -27,6 +27,7 @@ from pflcore.apps import AppPackage
 from pflcore.config import absolute_data_root, to_plain
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
+from pflcore.model_check import check_model_input
 from pflcore.stopping import run_entry
 from pflcore.strategy import server_settings
 
@@ -72,6 +73,12 @@ def _initial(
         fed.data.channels,
         seed=seed,
         image_size=image_size,
+    )
+    check_model_input(
+        model,
+        fed.data.channels,
+        image_size,
+        f"model.name={model_settings.name} with dataset.image_size={image_size}",
     )
     personal = personal_keys(
         model,

@@ -32,6 +32,7 @@ from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
 from pflcore.experiment import Checkpointer, Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
+from pflcore.model_check import check_model_input
 from pflcore.results import RunRecorder
 from pflcore.runtime import ClientData
 from pflcore.settings import require
@@ -112,6 +113,13 @@ def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    size = settings.dataset.image_size
+    check_model_input(
+        model,
+        data.data.channels,
+        size,
+        f"model.name={settings.model.name} with dataset.image_size={size}",
+    )
     initial = (
         ArrayRecord()
         if settings.algorithm == "local"

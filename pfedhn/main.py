@@ -38,6 +38,7 @@ from pflcore.config import absolute_data_root, to_plain
 from pflcore.devices import apply_determinism
 from pflcore.experiment import Experiment, open_recorder, strategy_loop
 from pflcore.launch import launch
+from pflcore.model_check import check_model_input
 from pflcore.results import RunRecorder
 from pflcore.stopping import run_entry
 from pflcore.strategy import PartitionFedAvg
@@ -180,6 +181,12 @@ def build_strategy(
     image_size, with_head = settings.dataset.image_size, settings.target_has_head
     target = initial_target(
         settings.seed, settings.model, data, image_size=image_size, with_head=with_head
+    )
+    check_model_input(
+        target,
+        data.data.channels,
+        image_size,
+        f"model.target={settings.model.target} with dataset.image_size={image_size}",
     )
     recorder.set_summary(target_parameters=sum(p.numel() for p in target.parameters()))
     novel = settings.novel

@@ -1,4 +1,4 @@
-"""A run folder that cannot be created, for whatever reason, is one line."""
+"""A run folder that cannot be made, or a model unfit for the images: one line."""
 
 from __future__ import annotations
 
@@ -52,3 +52,38 @@ def test_the_recorder_refuses_a_folder_it_cannot_write_in_one_line(tmp_path):
         f"run folder {blocker / 'run'} cannot be written: {blocker} is a file, "
         "not a folder"
     )
+
+
+def test_a_model_that_cannot_take_the_images_is_refused_before_ray():
+    import fedper.main
+    from tests.test_schema_domains import compose_quick
+
+    config = compose_quick("fedper", "dataset.image_size=3")  # small_cnn needs 4
+    with pytest.raises(ConfigError) as error:
+        fedper.main.prepare(config)
+    message = str(error.value)
+    assert message.startswith(
+        "model.name=small_cnn with dataset.image_size=3 cannot take 1x3x3 images ("
+    )
+    assert "\n" not in message
+
+
+def test_the_model_probe_changes_neither_the_model_nor_the_random_streams():
+    import torch
+
+    from pflcore.model_check import check_model_input
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Dropout(0.5)
+    ).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    check_model_input(model, 1, 8, "test")
+    assert torch.equal(torch.rand(4), expected)
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(ConfigError, match=r"^test cannot take 1x2x2 images \("):
+        check_model_input(model, 1, 2, "test")

@@ -12,6 +12,8 @@ The ServerApp writes the run into this command's run folder either way.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -40,7 +42,13 @@ from pflcore.experiment import (
 from pflcore.node_data import POPULATION_KEY, population_of
 from pflcore.partition_files import client_data_of
 from pflcore.results import effective_status, pid_alive
-from pflcore.stopping import StopSignal, expect_run, start_reaper, watch
+from pflcore.stopping import (
+    StopSignal,
+    allow_grace,
+    expect_run,
+    start_reaper,
+    watch,
+)
 
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
 RUN_CONFIG_FILE = "run_config.toml"
@@ -178,6 +186,7 @@ def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
     env = {**os.environ, OFFLINE[0]: OFFLINE[1]}
     print(f"submitting: {' '.join(command)}", flush=True)
     start_reaper()
+    allow_grace(STOP_GRACE_S)
     try:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     except FileNotFoundError:
@@ -187,6 +196,7 @@ def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
         code = process.wait()
         output.join()
     except StopSignal:
+        watch(SubmittedRun.peek(out), checkpoint_known=False)  # if forced to end
         stop_submitted(process, output.run_id, str(config.get("superlink") or "local"))
         watch(SubmittedRun.read(out), checkpoint_known=False)
         raise
@@ -204,6 +214,9 @@ def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
 
 
 RUN_STARTED = "Successfully started run "
+# signal to forced end under launcher=flwr: stopping the run on the SuperLink and
+# waiting for its ServerApp's last write take seconds (the promise is 10 s)
+STOP_GRACE_S = 8.0
 
 
 class FlwrOutput:
@@ -259,11 +272,16 @@ def stop_submitted(
 
 def stop_run_on_superlink(superlink: str, run_id: int) -> None:
     """``flwr stop RUN_ID SUPERLINK``, in this process (no second CLI to start)."""
+    import logging
+
     from flwr.cli.flower_config import read_superlink_connection
     from flwr.cli.utils import init_http_client_from_connection
     from flwr.proto.control_pb2 import StopRunRequest
 
-    client = init_http_client_from_connection(read_superlink_connection(superlink))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
+    with contextlib.redirect_stdout(io.StringIO()):  # "Using SuperLink: ..."
+        connection = read_superlink_connection(superlink)
+    client = init_http_client_from_connection(connection)
     try:
         client.StopRun(request=StopRunRequest(run_id=run_id))
     finally:
@@ -287,6 +305,21 @@ class SubmittedRun:
     WAIT_S = 3.0  # for the ServerApp's last write
 
     @classmethod
+    def peek(cls, out: Path) -> SubmittedRun:
+        """The run in ``out`` as its summary says now (nothing written)."""
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):
+            return cls(out)
+        return cls._of(out, summary)
+
+    @classmethod
+    def _of(cls, out: Path, summary: dict[str, Any]) -> SubmittedRun:
+        rounds = int(summary.get("rounds_completed", 0) or 0)
+        config = summary.get("config")
+        return cls(out, list(range(rounds)), config if isinstance(config, dict) else {})
+
+    @classmethod
     def read(cls, out: Path) -> SubmittedRun:
         """The run in ``out``, its summary marked ``interrupted``."""
         path = out / "summary.json"
@@ -299,9 +332,7 @@ class SubmittedRun:
             tmp = path.with_name("summary.json.tmp")
             tmp.write_text(json.dumps(summary, indent=2, default=str))
             tmp.replace(path)
-        rounds = int(summary.get("rounds_completed", 0) or 0)
-        config = summary.get("config")
-        return cls(out, list(range(rounds)), config if isinstance(config, dict) else {})
+        return cls._of(out, summary)
 
     @classmethod
     def _settled_summary(cls, path: Path) -> dict[str, Any] | None:

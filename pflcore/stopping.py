@@ -124,6 +124,8 @@ class RunState:
         The command that resumes the run in progress (or the sweep).
     announced : bool
         Whether the interruption line has been printed.
+    grace_s : float
+        Seconds from the first signal to the forced end.
     spared : set of int
         Child processes the forced end leaves alone (the reaper).
     """
@@ -136,6 +138,7 @@ class RunState:
     checkpoint_known: bool = True
     resume_command: str | None = None
     announced: bool = False
+    grace_s: float = GRACE_S
     spared: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,7 +160,7 @@ def _on_signal(signum: int, frame: Any) -> None:
         force_end()
     STATE.signum = int(signum)
     STATE.stop.set()
-    timer = threading.Timer(GRACE_S, force_end)
+    timer = threading.Timer(STATE.grace_s, force_end)
     timer.daemon = True
     timer.start()
     if not STATE.federating:
@@ -186,6 +189,11 @@ def stop_at_once_while_starting(package: str) -> None:
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, end)
+
+
+def allow_grace(seconds: float) -> None:
+    """Give the stop ``seconds`` before the forced end (a submitted run's stop)."""
+    STATE.grace_s = float(seconds)
 
 
 def received_signal() -> int | None:

@@ -213,3 +213,26 @@ def test_no_process_outlives_a_failed_run_or_a_killed_driver(started, tmp_path):
     assert killed.wait() == -signal.SIGKILL
     assert len(ray) >= 5  # Ray's head, its agents and the client actors
     assert killed.leftovers(GRACE_S) == []
+
+
+def test_sigint_stops_a_run_submitted_with_flwr_run(started, tmp_path, monkeypatch):
+    from tests.test_flwr_run import superlink_running
+
+    if superlink_running():
+        pytest.skip("a managed local SuperLink is already running on this machine")
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    folder = tmp_path / "run"
+    args = [*BASE, "launcher=flwr", *sleeping("train", 2), f"hydra.run.dir={folder}"]
+    run = started(*args)
+    run.wait_for(run.saw("injected fault: client 0 sleeps in train of round 2"))
+    # the SuperLink and the run's simulation were started for this run
+    assert any("flower-superlink" in command_of(p) for p in list(run.noted))
+    last = stop_and_check(run, signal.SIGINT)
+    assert last == (
+        f"interrupted by SIGINT after 1 recorded round (in {folder}); "
+        f"resume: {command(*args)}"
+    )
+    assert status_of(folder) == "interrupted" and rounds_in(folder) == [1]
+    assert not superlink_running()

@@ -75,6 +75,7 @@ def stop_and_check(run: LiveRun, signum: int) -> str:
         if run.process.poll() is None:
             run.kill()
     output = run.output()
+    print(f"{signal.Signals(signum).name}: {run.seconds_to_exit():.2f} s to exit")
     assert code == STATUS[signum], output[-3000:]
     assert run.seconds_to_exit() < EXIT_WITHIN_S, run.seconds_to_exit()
     assert "Traceback" not in output, output[-3000:]

@@ -32,6 +32,7 @@ from pflcore.checkpoint import (
 from pflcore.config import ConfigError, flatten, to_plain
 from pflcore.faults import with_faults
 from pflcore.output_check import unwritable_reason
+from pflcore.provenance import DATA_ROOT, LOCAL_PATH
 from pflcore.results import RunRecorder, effective_status
 from pflcore.simulation import build_server_app, run_federation
 from pflcore.stopping import (
@@ -288,6 +289,8 @@ def _typed_difference(saved: dict[str, Any], cfg: DictConfig) -> str | None:
     for key in _command_line_overrides():
         if key.split(".")[0] in RESUMABLE_KEYS or key not in after:
             continue
+        if str(before.get(key)).startswith((DATA_ROOT, LOCAL_PATH)):
+            continue  # a location, recorded without this machine's path
         if before.get(key, "<absent>") != after[key]:
             return f"{key}={before.get(key, '<absent>')!r} there, {after[key]!r} now"
     return None

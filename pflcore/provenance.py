@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import subprocess
 import sys
 import threading
@@ -194,6 +195,32 @@ def portable_value(value: str, root: str | Path | None) -> str:
             text = relative.as_posix()
             return DATA_ROOT if text == "." else f"{DATA_ROOT}/{text}"
     return LOCAL_PATH
+
+
+# An absolute POSIX path under a top-level folder where a machine keeps
+# homes, work or scratch space; or a home-relative one.
+ABSOLUTE = re.compile(
+    r"(?<![\w.<>])(?:~/|/(?:work|root|home|tmp|Users|mnt|media|opt|srv|var|scratch"
+    r"|data|private|usr|nfs|gpfs|lustre|cluster|shared)(?=/|\b))[^\s\"',;)\]]*"
+)
+
+
+def portable_string(text: str, root: str | Path | None) -> str:
+    """``text`` with every absolute path in it made machine-independent."""
+    return ABSOLUTE.sub(lambda match: portable_value(match.group(0), root), text)
+
+
+def portable_json(node: Any, root: str | Path | None) -> Any:
+    """A JSON value (a summary) with every absolute path rewritten."""
+    if isinstance(node, dict):
+        return {key: portable_json(value, root) for key, value in node.items()}
+    if isinstance(node, list):
+        return [portable_json(value, root) for value in node]
+    if isinstance(node, str):
+        if node.startswith(("/", "~")):
+            return portable_value(node, root)
+        return portable_string(node, root)
+    return node
 
 
 def hydra_overrides() -> list[str] | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pflcore.provenance import provenance
+from pflcore.provenance import portable_json, provenance
 from pflcore.tracking import make_tracker
 from pflcore.training import EvalStats
 
@@ -428,6 +428,11 @@ class RunRecorder:
             summary["error"] = error
         summary.update(self._extra_summary)
         summary["config"] = self.config
+        # records name data by its path under the data root, never this
+        # machine's absolute paths (the checkpoint keeps the config as run)
+        dataset = self.config.get("dataset")
+        root = dataset.get("root") if isinstance(dataset, dict) else None
+        portable = portable_json(json.loads(json.dumps(summary, default=str)), root)
         tmp = self.out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.write_text(json.dumps(portable, indent=2))
         tmp.replace(self.out_dir / "summary.json")

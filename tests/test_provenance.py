@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from pflcore import provenance
+from pflcore.reports.portable import absolute_paths
 from pflcore.results import RunRecorder
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -227,3 +228,26 @@ def test_the_loaders_register_the_files_they_read(tmp_path, fresh_registry):
             "sha256": hashlib.sha256(digits.read_bytes()).hexdigest(),
         },
     ]
+
+
+def test_a_run_summary_names_no_absolute_path(tmp_path):
+    root = tmp_path / "data"
+    (root / "cifar").mkdir(parents=True)
+    run = tmp_path / "run"
+    config = {
+        "seed": 0,
+        "dataset": {"root": str(root), "path": "cifar/x.npz"},
+        "partition": {"cache_dir": str(tmp_path / "cache")},
+    }
+    recorder = RunRecorder(run, config)
+    recorder.write_summary("failed", error=f"cannot read {root}/cifar/x.npz")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["config"]["dataset"] == {
+        "root": "<data root>",
+        "path": "cifar/x.npz",
+    }
+    assert summary["config"]["partition"]["cache_dir"] == "<local path>"
+    assert summary["error"] == "cannot read <data root>/cifar/x.npz"
+    assert absolute_paths(run) == []
+    # the recorder's own config (what a checkpoint keeps) is the one the run used
+    assert recorder.config["dataset"]["root"] == str(root)

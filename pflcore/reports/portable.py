@@ -9,35 +9,13 @@ path ``<local path>``, also inside longer strings (an error message).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pflcore.provenance import portable_value
+from pflcore.provenance import ABSOLUTE, portable_json, portable_string
 
-# An absolute POSIX path under a top-level folder where a machine keeps
-# homes, work or scratch space; or a home-relative one.
-ABSOLUTE = re.compile(
-    r"(?<![\w.<>])(?:~/|/(?:work|root|home|tmp|Users|mnt|media|opt|srv|var|scratch"
-    r"|data|private|usr|nfs|gpfs|lustre|cluster|shared)(?=/|\b))[^\s\"',;)\]]*"
-)
-
-
-def portable_string(text: str, root: str | Path | None) -> str:
-    """``text`` with every absolute path in it made machine-independent."""
-    return ABSOLUTE.sub(lambda match: portable_value(match.group(0), root), text)
-
-
-def portable_json(node: Any, root: str | Path | None) -> Any:
-    """A JSON value (a summary) with every absolute path rewritten."""
-    if isinstance(node, dict):
-        return {key: portable_json(value, root) for key, value in node.items()}
-    if isinstance(node, list):
-        return [portable_json(value, root) for value in node]
-    if isinstance(node, str):
-        return portable_string(node, root)
-    return node
+__all__ = ["ABSOLUTE", "absolute_paths", "portable_json", "portable_string"]
 
 
 def _strings(node: Any, where: str) -> Iterator[tuple[str, str]]:

@@ -2,8 +2,9 @@
 
 Hydra creates the run (or sweep) folder itself and reports a failure as a
 traceback; this callback, registered in every package's config
-(``hydra.callbacks.output_folder``), checks the folder first and ends the
-program with one line naming the setting and the path.
+(``hydra.callbacks.output_folder``), checks the folder first (for a sweep,
+the sweep folder and each job's folder) and ends the program with one line
+naming the setting and the path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,33 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+def blocked_reason(folder: str | Path) -> str | None:
+    """Why ``folder`` could not be created, found without creating anything.
+
+    The checks that need no write: a name too long or holding a NUL, a file
+    where a folder must be, an existing folder above it without write
+    permission. None when none of them applies.
+    """
+    text = str(folder)
+    if "\x00" in text:
+        return "the path holds a NUL character"
+    path = Path(text).expanduser().absolute()
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            return f"the name {part[:40]}... is longer than 255 bytes"
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"no existing folder above {path}"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if probe != path and not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
 
 
 def unwritable_reason(folder: str | Path) -> str | None:
@@ -60,6 +87,61 @@ def _stop_if_unwritable(setting: str, folder: Any) -> None:
         raise SystemExit(2)
 
 
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper will expand them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [
+        job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch
+    ]
+
+
+def job_subdir(config: DictConfig, number: int, overrides: list[str]) -> str:
+    """``hydra.sweep.subdir`` of job ``number`` with its ``overrides`` applied.
+
+    Config-group choices (``experiment=...``) are not composed here; a subdir
+    naming a value that only a swept group sets resolves to the base one.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    job = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element().lstrip("+~")
+        if OmegaConf.select(job, key, default=None) is not None or "." in key:
+            OmegaConf.update(job, key, override.value(), force_add=True)
+    OmegaConf.update(job, "hydra.job.num", number, force_add=True)
+    OmegaConf.update(job, "hydra.job.id", number, force_add=True)
+    return str(OmegaConf.select(job, "hydra.sweep.subdir"))
+
+
+def _stop_if_a_job_folder_is_blocked(config: DictConfig) -> None:
+    """One line, before any job, when a job's folder could not be created."""
+    try:
+        jobs = sweep_jobs(config)
+    except Exception:  # Hydra reports a bad sweep itself
+        return
+    for number, overrides in enumerate(jobs):
+        try:
+            subdir = job_subdir(config, number, overrides)
+        except Exception:  # an interpolation only the job resolves
+            continue
+        folder = Path(str(config.hydra.sweep.dir)) / subdir
+        reason = blocked_reason(folder)
+        if reason is not None:
+            print(
+                f"error: hydra.sweep.subdir={subdir} (job #{number}: "
+                f"{' '.join(overrides)}) cannot be written: {reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2)
+
+
 class OutputFolderCheck(Callback):
     """Hydra callback: check ``hydra.run.dir`` / ``hydra.sweep.dir`` up front."""
 
@@ -70,3 +152,4 @@ class OutputFolderCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Before a sweep: the sweep folder."""
         _stop_if_unwritable("hydra.sweep.dir", config.hydra.sweep.dir)
+        _stop_if_a_job_folder_is_blocked(config)

@@ -165,6 +165,31 @@ def test_an_unwritable_run_folder_is_reported_before_any_work(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_a_sweep_job_folder_that_cannot_be_made_is_one_line_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "fedavg_seed1").write_text("a file where job #2's folder goes")
+    result = run_module(
+        "fedper.main",
+        "--multirun",
+        "experiment=fedper/quick",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${algorithm}_seed${seed}/run",
+        "algorithm=fedavg",
+        "seed=0,1",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: hydra.sweep.subdir=fedavg_seed1/run (job #1: "
+        "algorithm=fedavg experiment=fedper/quick seed=1) cannot be written: "
+        f"{sweep / 'fedavg_seed1'} is a file, not a folder"
+    )
+    assert sorted(p.name for p in sweep.iterdir()) == ["fedavg_seed1"]  # no job ran
+
+
 def checkpoint_file(root: Path) -> tuple[Path, Callable]:
     from pflcore.checkpoint import read_checkpoint, write_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 
 from pflcore.config import ConfigError
 from pflcore.experiment import open_recorder
-from pflcore.output_check import unwritable_reason
+from pflcore.output_check import blocked_reason, unwritable_reason
 
 
 def cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -34,6 +34,17 @@ def test_every_reason_a_folder_cannot_be_written_is_one_line(tmp_path):
     for name, (folder, reason) in cases(tmp_path).items():
         said = unwritable_reason(folder)
         assert said is not None and reason in said and "\n" not in said, (name, said)
+
+
+def test_the_dry_check_finds_what_needs_no_write_and_creates_nothing(tmp_path):
+    for name, (folder, reason) in cases(tmp_path).items():
+        if name in ("a read-only file system", "a name too long", "a NUL in the name"):
+            continue
+        assert blocked_reason(folder) == reason, name
+    assert "longer than 255 bytes" in str(blocked_reason(tmp_path / ("x" * 300)))
+    assert "NUL" in str(blocked_reason(f"{tmp_path}/a\0b"))
+    assert blocked_reason(tmp_path / "new" / "run") is None
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_folder_that_can_be_written_is_created_and_left_clean(tmp_path):

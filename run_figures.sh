@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the suite's figures (PNG) into _static/ and the sweeps' working tables
-# (Markdown + CSV) with Hydra multirun sweeps and the shared plotting code (pflcore.plots,
-# pflcore.tables). The tables the READMEs publish are not written here: they come from the
+# (Markdown + CSV) with Hydra multirun sweeps and the shared plotting code (pflcore.reports.plots,
+# pflcore.reports.tables). The tables the READMEs publish are not written here: they come from the
 # committed run folders (_static/runs/) through `python -m pflcore.reports.publish`; copy a
 # finished run there with `python -m pflcore.reports.import_run RUN _static/runs/...`.
 #
@@ -104,14 +104,14 @@ run_sweep() {
 # plot NAME FOLDER... [plot options]: $out/NAME$suffix.png from the runs below the folders.
 plot() {
   local name="$1"; shift
-  python -m pflcore.plots "$@" --out "$out/$name$suffix.png"
+  python -m pflcore.reports.plots "$@" --out "$out/$name$suffix.png"
 }
 
 # table NAME METRIC FOLDER [tables options]: NAME.{md,csv} (see table_out), one row per method,
 # beside the paper's number, with the command that made the runs.
 table() {
   local name="$1" metric="$2" folder="$3"; shift 3
-  python -m pflcore.tables "$folder" --metric "$metric" \
+  python -m pflcore.reports.tables "$folder" --metric "$metric" \
     --command "$(cat "$folder/.command")" --out "$(table_out "$name")" "$@"
 }
 
@@ -347,7 +347,7 @@ fedfomo_cifar10() {
     quick) run_sweep fedfomo_cifar10 fedfomo experiment=fedfomo/cifar10_cpu num_rounds=3
       for kind in pathological latent; do
         plot "fedfomo_cifar10_cpu_$kind" "$sweeps/fedfomo_cifar10/$kind"
-        python -m pflcore.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
+        python -m pflcore.reports.tables "$sweeps/fedfomo_cifar10/$kind" --metric final.test_acc_mean \
           --command "$(cat "$sweeps/fedfomo_cifar10/.command")" \
           --out "$(table_out "fedfomo_cifar10_cpu_$kind")"
       done
@@ -365,7 +365,7 @@ fedfomo_cifar10() {
     --extra "$fedfomo_fedavg_row"
   local path="$sweeps/fedfomo_paper_pathological" m10="$sweeps/fedfomo_paper_pathological_m10"
   plot fedfomo_paper_pathological "$path" "$m10" --extra before
-  python -m pflcore.tables "$path" "$m10" --metric final.test_acc_mean \
+  python -m pflcore.reports.tables "$path" "$m10" --metric final.test_acc_mean \
     --command "$(cat "$path/.command"); $(cat "$m10/.command")" \
     --extra "$fedfomo_fedavg_row" --out "$(table_out fedfomo_paper_pathological)"
 }

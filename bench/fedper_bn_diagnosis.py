@@ -43,8 +43,9 @@ from torch import nn
 
 from fedper.client import build_runtime
 from fedper.main import resolve
-from pflcore.checkpoint import plain_to_arrays, read_checkpoint
 from pflcore.config import to_plain
+from pflcore.fl.client_state import plain_to_arrays
+from pflcore.run.checkpoint import read_checkpoint
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

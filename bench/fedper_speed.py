@@ -63,20 +63,15 @@ from fedper.client import (
 from fedper.main import Prepared, prepare
 from fedper.settings import read_settings
 from fedper.strategy import FedPer
-from pflcore.apps import PREPARATION_ERRORS
-from pflcore.experiment import guarded
-from pflcore.protocol import NUM_EXAMPLES as WEIGHT_KEY
-from pflcore.protocol import scalar
-from pflcore.results import RunRecorder
-from pflcore.simulation import (
-    PARTITION_KEY,
-    add_partition_query,
-    build_server_app,
-    partition_id,
-    run_federation,
-)
-from pflcore.strategy import PartitionFedAvg
-from pflcore.training import make_sgd, train_epochs
+from pflcore.fl.identity import add_partition_query, partition_id
+from pflcore.fl.protocol import NUM_EXAMPLES as WEIGHT_KEY
+from pflcore.fl.protocol import PARTITION_KEY, scalar
+from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.local.training import make_sgd, train_epochs
+from pflcore.records.results import RunRecorder
+from pflcore.run.apps import PREPARATION_ERRORS
+from pflcore.run.experiment import guarded
+from pflcore.run.simulation import build_server_app, run_federation
 
 REPO = Path(__file__).resolve().parents[1]
 

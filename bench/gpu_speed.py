@@ -127,18 +127,18 @@ def gpu_peaks() -> tuple[int, int]:
 
 def child(module: str, overrides: list[str]) -> None:
     """Run ``module``'s main with its ClientApp wrapped (in the child process)."""
-    import pflcore.experiment
+    import pflcore.run.experiment
 
     # Imported, not this __main__'s class: Ray's workers unpickle it by name.
     from bench.gpu_speed import MeasuredClientApp as Measured
 
     log_dir = os.environ[LOG_ENV]
-    original = pflcore.experiment.run_federation
+    original = pflcore.run.experiment.run_federation
 
     def measured(server_app, client_app, *args, **kwargs):  # type: ignore[no-untyped-def]
         return original(server_app, Measured(client_app, log_dir), *args, **kwargs)
 
-    pflcore.experiment.run_federation = measured  # type: ignore[assignment]
+    pflcore.run.experiment.run_federation = measured  # type: ignore[assignment]
     sys.argv = [module, *overrides]
     # As ``python -m module``: Hydra finds ../conf next to the file it runs.
     runpy.run_module(module, run_name="__main__", alter_sys=True)

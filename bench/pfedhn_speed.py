@@ -4,7 +4,7 @@
 [--out f.json]``
 
 1. Simulation: ``python -m pfedhn.main``'s own strategy and ClientApp through
-   ``pflcore.experiment.run_main_loop`` (Ray), one client per round, no
+   ``pflcore.run.experiment.run_main_loop`` (Ray), one client per round, no
    evaluation except the last round. Round times come from the recorder
    (``rounds.csv``'s ``round_s``); the first round (workers load the data)
    and the last (evaluation) are dropped. Inside each round the strategy's
@@ -52,9 +52,9 @@ from pfedhn.settings import read_settings
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.config import to_plain
-from pflcore.experiment import run_main_loop, strategy_loop
-from pflcore.protocol import scalar
-from pflcore.results import RunRecorder
+from pflcore.fl.protocol import scalar
+from pflcore.records.results import RunRecorder
+from pflcore.run.experiment import run_main_loop, strategy_loop
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("mnist", "mnist_cnn", "cifar10")  # mnist_cnn: the 99.33 % run's CNN target

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pflcore.batching import epoch_plan
-from pflcore.training import NonFiniteLossError
-from pflcore.transforms import BatchTransform
+from pflcore.local.batching import epoch_plan
+from pflcore.local.training import NonFiniteLossError
+from pflcore.local.transforms import BatchTransform
 
 
 def regularized_objective(
@@ -118,7 +118,7 @@ def ditto_epochs(
         Passes over the data and minibatch size.
     generator : torch.Generator
         CPU generator for shuffles and augmentations, drawn as
-        :func:`pflcore.training.train_epochs` draws them.
+        :func:`pflcore.local.training.train_epochs` draws them.
     device : torch.device
         Training device.
 

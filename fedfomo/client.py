@@ -36,12 +36,12 @@ from flwr.clientapp import ClientApp
 from fedfomo.dataset import fomo_data
 from fedfomo.models import build_model
 from fedfomo.settings import NORMS, FedFomoSettings, read_settings
-from pflcore.baselines import LocalUpdate
-from pflcore.common_settings import EpochFinetune
-from pflcore.devices import apply_determinism, place_model, state_on
-from pflcore.finetune import FinetuneSpec
-from pflcore.node_data import node_data
-from pflcore.protocol import (
+from pflcore.config.seeds import derive_seed
+from pflcore.config.shared import EpochFinetune
+from pflcore.data.node_data import node_data
+from pflcore.fl.baselines import LocalUpdate
+from pflcore.fl.identity import add_partition_query, partition_id
+from pflcore.fl.protocol import (
     EVALUATE_FLAG,
     FOMO_FLAG,
     PARTITION_KEY,
@@ -55,15 +55,16 @@ from pflcore.protocol import (
     server_round_of,
     train_metrics,
 )
-from pflcore.runtime import WorkerRuntime, cached_runtime, sgd_epochs
-from pflcore.simulation import (
-    add_partition_query,
+from pflcore.local.devices import (
+    apply_determinism,
     client_device,
-    derive_seed,
-    partition_id,
+    place_model,
+    state_on,
 )
-from pflcore.training import TrainStats
-from pflcore.transforms import BatchTransform
+from pflcore.local.finetune import FinetuneSpec
+from pflcore.local.runtime import WorkerRuntime, cached_runtime, sgd_epochs
+from pflcore.local.training import TrainStats
+from pflcore.local.transforms import BatchTransform
 
 BASELINE_KEY = "fomo-baseline"
 DISTANCE_FLOOR = 1e-12
@@ -267,7 +268,7 @@ def val_loss(
     """Mean cross-entropy of ``weights`` on client ``pid``'s validation split.
 
     The split moves to the device once and stays there for the other
-    candidates (:class:`pflcore.devices.SplitCache`).
+    candidates (:class:`pflcore.local.devices.SplitCache`).
     """
     runtime.load(weights)
     return runtime.evaluate(pid, "val", batch_size).loss
@@ -382,7 +383,7 @@ def fomo_step(
     new_baseline : dict
         The updated model (a copy of ``baseline`` when no weight is positive).
     ids : list of int
-        The candidates' ids: partition-ids, ``pflcore.protocol.GLOBAL_ID`` for the
+        The candidates' ids: partition-ids, ``pflcore.fl.protocol.GLOBAL_ID`` for the
         global average, ``cluster_id(k)`` for cluster k.
     weights : numpy.ndarray
         The raw (signed) weights, in the order of ``ids``.

@@ -56,7 +56,9 @@ from fedfomo.splits import (
     shard_parts,
     split_validation,
 )
-from pflcore.data import (
+from pflcore.data.client_data import ClientData
+from pflcore.data.digests import note_read
+from pflcore.data.images import (
     DataFormatError,
     DatasetNotFoundError,
     ImageData,
@@ -64,9 +66,7 @@ from pflcore.data import (
     check_labels,
     load_dataset,
 )
-from pflcore.partition import PartitionError, check_min_samples, split_train_test
-from pflcore.provenance import note_read
-from pflcore.runtime import ClientData
+from pflcore.data.partition import PartitionError, check_min_samples, split_train_test
 
 if TYPE_CHECKING:
     from fedfomo.settings import Embedding, FedFomoDataset, FomoPartition

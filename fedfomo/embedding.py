@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from fedfomo.latent import canonical_labels
-from pflcore.data import DataFormatError, channel_stats
-from pflcore.partition import PartitionError
+from pflcore.data.images import DataFormatError, channel_stats
+from pflcore.data.partition import PartitionError
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pflcore.data import DataFormatError, DatasetNotFoundError, reading
-from pflcore.partition import PartitionError
+from pflcore.data.images import DataFormatError, DatasetNotFoundError, reading
+from pflcore.data.partition import PartitionError
 
 
 def pixel_pca_features(

@@ -23,15 +23,15 @@ from fedfomo.dataset import FomoData, build_fomo_data, distribution_labels
 from fedfomo.models import build_model
 from fedfomo.settings import FedFomoSettings, Fomo, parse_settings, read_settings
 from fedfomo.strategy import FedFomo
-from pflcore.apps import AppPackage
-from pflcore.baselines import make_baseline_client_app
 from pflcore.config import absolute_data_root, to_plain
-from pflcore.experiment import Experiment, open_recorder, strategy_loop
-from pflcore.launch import launch
-from pflcore.model_check import check_model_input
-from pflcore.results import RunRecorder
-from pflcore.stopping import run_entry
-from pflcore.strategy import PartitionFedAvg, server_settings
+from pflcore.fl.baselines import make_baseline_client_app
+from pflcore.fl.strategy import PartitionFedAvg, server_settings
+from pflcore.local.model_check import check_model_input
+from pflcore.records.results import RunRecorder
+from pflcore.run.apps import AppPackage
+from pflcore.run.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.run.launch import launch
+from pflcore.run.stopping import run_entry
 
 
 def distribution_summary(data: FomoData) -> dict[str, Any]:
@@ -123,8 +123,8 @@ def build_strategy(
     recorder : RunRecorder
         The run's recorder.
     server : dict
-        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
-        (:func:`pflcore.strategy.server_settings` of the run's config).
+        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.fl.strategy.server_settings` of the run's config).
     algorithm : str
         The run's ``algorithm``: FedFomo's server for ``fedfomo``.
     fomo : Fomo

@@ -6,15 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, TEST_SPLITS
-from pflcore.common_settings import (
-    COUNT,
-    POSITIVE_INT,
-    DatasetSettings,
-    EpochFinetune,
-    SharedSettings,
-)
-from pflcore.node_data import without_node_data
-from pflcore.settings import (
+from pflcore.config.settings import (
     BOOLEAN,
     FRACTION,
     NON_NEGATIVE,
@@ -30,6 +22,14 @@ from pflcore.settings import (
     require,
     setting,
 )
+from pflcore.config.shared import (
+    COUNT,
+    POSITIVE_INT,
+    DatasetSettings,
+    EpochFinetune,
+    SharedSettings,
+)
+from pflcore.data.node_data import without_node_data
 
 ALGORITHMS = ("fedfomo", "fedavg", "fedavg_ft", "local")
 NORMS = ("l1", "l2", "l2_squared")  # fomo.norm (fedfomo.client.model_distance)

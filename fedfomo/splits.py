@@ -1,6 +1,6 @@
 """More partition primitives: label shards and a held-out validation split.
 
-Like :mod:`pflcore.partition`, every function is a pure function of its
+Like :mod:`pflcore.data.partition`, every function is a pure function of its
 inputs and a seed.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pflcore.partition import PartitionError
+from pflcore.data.partition import PartitionError
 
 
 def shard_classes(

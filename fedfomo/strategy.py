@@ -34,8 +34,9 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from pflcore.checkpoint import arrays_to_plain, plain_to_arrays
-from pflcore.protocol import (
+from pflcore.config.seeds import derive_seed
+from pflcore.fl.client_state import arrays_to_plain, plain_to_arrays
+from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
     EVALUATE_FLAG,
@@ -52,14 +53,13 @@ from pflcore.protocol import (
     reply_partition,
     scalar,
 )
-from pflcore.results import RunRecorder
-from pflcore.simulation import derive_seed
-from pflcore.strategy import (
+from pflcore.fl.strategy import (
     PartitionFedAvg,
     averaging_weights,
     client_eval,
     weighted_average,
 )
+from pflcore.records.results import RunRecorder
 
 SELF_AFFINITY = 0.1
 SUM_FLOOR = 1e-9
@@ -229,7 +229,7 @@ class FedFomo(PartitionFedAvg):
         (:func:`cluster_clients`, recomputed every round from P; the
         authors' ``-nf``); 0 sends none.
     **kwargs
-        Passed to :class:`pflcore.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """FedPer (Arivazhagan et al. 2019): a federated base, personal layers per client."""
 
 from pflcore.pyversion import require_python
-from pflcore.stopping import stop_at_once_while_starting
+from pflcore.run.stopping import stop_at_once_while_starting
 
 require_python()  # before any heavy import: one line on an old interpreter
 stop_at_once_while_starting(__name__)  # Ctrl-C while importing: one line

@@ -1,11 +1,11 @@
 """FedPer's ServerApp and ClientApp for ``flwr run fedper/flwr_app``.
 
-Both read the run from ``context.run_config`` (:mod:`pflcore.apps`);
+Both read the run from ``context.run_config`` (:mod:`pflcore.run.apps`);
 ``python -m fedper.main launcher=flwr`` submits a Hydra-composed run to them.
 """
 
 from fedper.main import PACKAGE
-from pflcore.apps import RunConfigClientApp, make_server_app
+from pflcore.run.apps import RunConfigClientApp, make_server_app
 
 server_app = make_server_app(PACKAGE)
 client_app = RunConfigClientApp(PACKAGE)

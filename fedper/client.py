@@ -27,20 +27,22 @@ from fedper.models import (
     personal_keys,
 )
 from fedper.settings import FedPerModel, read_settings
-from pflcore.common_settings import EpochFinetune
-from pflcore.devices import apply_determinism, place_model
-from pflcore.node_data import node_data
-from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
-from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime, sgd_epochs
-from pflcore.seeds import Stream
-from pflcore.settings import ABSENT
-from pflcore.simulation import (
-    add_partition_query,
-    client_device,
-    derive_seed,
-    partition_id,
+from pflcore.config.seeds import Stream, derive_seed
+from pflcore.config.settings import ABSENT
+from pflcore.config.shared import EpochFinetune
+from pflcore.data.client_data import ClientData
+from pflcore.data.node_data import node_data
+from pflcore.fl.identity import add_partition_query, partition_id
+from pflcore.fl.protocol import (
+    ARRAYS,
+    eval_metrics,
+    reply,
+    server_round_of,
+    train_metrics,
 )
-from pflcore.transforms import BatchTransform
+from pflcore.local.devices import apply_determinism, client_device, place_model
+from pflcore.local.runtime import WorkerRuntime, cached_runtime, sgd_epochs
+from pflcore.local.transforms import BatchTransform
 
 STATE_KEY = "personal"
 
@@ -189,7 +191,7 @@ class Sgd:
         seed: int,
         params: list[torch.nn.Parameter] | None = None,
     ) -> float:
-        """:func:`pflcore.runtime.sgd_epochs` with these settings; the mean loss."""
+        """:func:`pflcore.local.runtime.sgd_epochs` with these settings; mean loss."""
         stats = sgd_epochs(
             runtime,
             pid,

@@ -22,8 +22,9 @@ import torch
 
 from fedper.flickr import decode_images, find_files, read_flickr_ratings
 from fedper.settings import FedPerDataset
-from pflcore.data import ImageData, load_dataset
-from pflcore.partition import (
+from pflcore.data.client_data import ClientData
+from pflcore.data.images import ImageData, load_dataset
+from pflcore.data.partition import (
     ClientSplit,
     PartitionError,
     assign_class_sets,
@@ -34,7 +35,6 @@ from pflcore.partition import (
     split_train_test,
     stratified_subset,
 )
-from pflcore.runtime import ClientData
 
 FLICKR_CLASSES = 5  # scores 1..5
 

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pflcore.data import DataFormatError, DatasetNotFoundError, missing_dataset, reading
+from pflcore.data.images import (
+    DataFormatError,
+    DatasetNotFoundError,
+    missing_dataset,
+    reading,
+)
 
 FLICKR_HOW_TO = (
     "Download FLICKR-AES-001.zip and FLICKR-AES_image_labeled_by_each_worker.csv "

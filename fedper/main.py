@@ -23,13 +23,13 @@ from fedper.dataset import FederatedData, build_federated_data
 from fedper.models import find_linear_base, personal_keys
 from fedper.settings import FedPerModel, FedPerSettings, parse_settings, read_settings
 from fedper.strategy import FedPer
-from pflcore.apps import AppPackage
 from pflcore.config import absolute_data_root, to_plain
-from pflcore.experiment import Experiment, open_recorder, strategy_loop
-from pflcore.launch import launch
-from pflcore.model_check import check_model_input
-from pflcore.stopping import run_entry
-from pflcore.strategy import server_settings
+from pflcore.fl.strategy import server_settings
+from pflcore.local.model_check import check_model_input
+from pflcore.run.apps import AppPackage
+from pflcore.run.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.run.launch import launch
+from pflcore.run.stopping import run_entry
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedper.models import MODEL_NAMES
-from pflcore.common_settings import (
-    COUNT,
-    POSITIVE_INT,
-    DatasetSettings,
-    EpochFinetune,
-    SharedSettings,
-)
 from pflcore.config import ConfigError
-from pflcore.node_data import without_node_data
-from pflcore.settings import (
+from pflcore.config.settings import (
     ABSENT,
     BOOLEAN,
     Group,
@@ -26,6 +18,14 @@ from pflcore.settings import (
     require,
     setting,
 )
+from pflcore.config.shared import (
+    COUNT,
+    POSITIVE_INT,
+    DatasetSettings,
+    EpochFinetune,
+    SharedSettings,
+)
+from pflcore.data.node_data import without_node_data
 
 ALGORITHMS = ("fedper", "fedavg", "fedavg_ft", "local")
 HEAD_LAYERS = range(1, 5)  # K_P: 1 = classifier only, 4 = the most any network has

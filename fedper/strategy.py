@@ -12,9 +12,9 @@ from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from pflcore.protocol import ARRAYS, ClientError
-from pflcore.results import RunRecorder
-from pflcore.strategy import PartitionFedAvg
+from pflcore.fl.protocol import ARRAYS, ClientError
+from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.records.results import RunRecorder
 
 
 class FedPer(PartitionFedAvg):
@@ -28,7 +28,7 @@ class FedPer(PartitionFedAvg):
         State-dict keys of the shared base (all keys for FedAvg, none for
         local training).
     **kwargs
-        Passed to :class:`pflcore.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
     """
 
     def __init__(

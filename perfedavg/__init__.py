@@ -1,7 +1,7 @@
 """Per-FedAvg (Fallah et al. 2020) and Personalized FedAvg (Jiang et al. 2019)."""
 
 from pflcore.pyversion import require_python
-from pflcore.stopping import stop_at_once_while_starting
+from pflcore.run.stopping import stop_at_once_while_starting
 
 require_python()  # before any heavy import: one line on an old interpreter
 stop_at_once_while_starting(__name__)  # Ctrl-C while importing: one line

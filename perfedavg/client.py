@@ -36,32 +36,30 @@ from torch import nn
 from perfedavg.dataset import client_data
 from perfedavg.models import build_model
 from perfedavg.settings import ADAPTING, META, read_settings
-from pflcore.baselines import BASELINES, LocalUpdate, make_baseline_client_app
-from pflcore.batching import step_plan
-from pflcore.devices import apply_determinism, place_model
-from pflcore.finetune import (
-    FinetuneSpec,
-    finetune_copy_and_evaluate,
-    train_steps,
+from pflcore.config.seeds import Stream, derive_seed
+from pflcore.data.client_data import ClientData
+from pflcore.data.node_data import node_data
+from pflcore.fl.baselines import BASELINES, LocalUpdate, make_baseline_client_app
+from pflcore.fl.identity import add_partition_query, partition_id
+from pflcore.fl.protocol import (
+    ARRAYS,
+    eval_metrics,
+    reply,
+    server_round_of,
+    train_metrics,
 )
-from pflcore.node_data import node_data
-from pflcore.protocol import ARRAYS, eval_metrics, reply, server_round_of, train_metrics
-from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
-from pflcore.seeds import Stream
-from pflcore.simulation import (
-    add_partition_query,
-    client_device,
-    derive_seed,
-    partition_id,
-)
-from pflcore.training import (
+from pflcore.local.batching import step_plan
+from pflcore.local.devices import apply_determinism, client_device, place_model
+from pflcore.local.finetune import FinetuneSpec, finetune_copy_and_evaluate, train_steps
+from pflcore.local.runtime import WorkerRuntime, cached_runtime
+from pflcore.local.training import (
     EvalStats,
     NonFiniteLossError,
     TrainStats,
     make_sgd,
     train_epochs,
 )
-from pflcore.transforms import BatchTransform
+from pflcore.local.transforms import BatchTransform
 
 if TYPE_CHECKING:
     from perfedavg.settings import Finetune, Model, PerFedAvgSettings, Reptile
@@ -612,7 +610,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build the ClientApp for a resolved configuration.
 
     FedAvg, FedAvg + update and Local run on the suite's baseline ClientApp
-    (:mod:`pflcore.baselines`) with :func:`local_sgd`; Per-FedAvg and Jiang
+    (:mod:`pflcore.fl.baselines`) with :func:`local_sgd`; Per-FedAvg and Jiang
     et al.'s pipeline on this one. The closures carry the plain config (the
     runtime's cache key) and the typed settings; data and the model are
     built in the worker process on first use.

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perfedavg.emnist import load_emnist
-from pflcore.data import ImageData, load_dataset
-from pflcore.partition import (
+from pflcore.data.client_data import ClientData
+from pflcore.data.images import ImageData, load_dataset
+from pflcore.data.partition import (
     ClientSplit,
     PartitionError,
     check_min_samples,
     split_train_test,
 )
-from pflcore.runtime import ClientData
 
 if TYPE_CHECKING:
     from perfedavg.settings import Partition, PerFedAvgDataset

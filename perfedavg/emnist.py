@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pflcore.config import ConfigError
-from pflcore.data import (
+from pflcore.data.images import (
     DataFormatError,
     DatasetNotFoundError,
     ImageData,

@@ -32,8 +32,8 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from perfedavg.strategy import PersonalizedFedAvg
-from pflcore.experiment import Checkpointer, resume_strategy, run_rounds
-from pflcore.results import RunRecorder
+from pflcore.records.results import RunRecorder
+from pflcore.run.experiment import Checkpointer, resume_strategy, run_rounds
 
 if TYPE_CHECKING:
     from perfedavg.settings import Jiang, Reptile
@@ -136,8 +136,8 @@ def jiang_main_loop(
     checkpoints : Checkpointer
         The run's checkpoints, up to :func:`last_round`.
     server : dict
-        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
-        (:func:`pflcore.strategy.server_settings`); its ``num_clients`` is
+        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.fl.strategy.server_settings`); its ``num_clients`` is
         the population, its ``num_rounds`` F.
     jiang : perfedavg.settings.Jiang
         ``jiang.*``: the held-out clients and the Reptile stage.

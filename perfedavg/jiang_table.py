@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pflcore.tables import Row, averaging_of, parse_paper, to_markdown, write_tables
+from pflcore.reports.tables import (
+    Row,
+    averaging_of,
+    parse_paper,
+    to_markdown,
+    write_tables,
+)
 
 COLUMNS = (
     "clients per round",

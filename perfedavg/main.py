@@ -28,16 +28,21 @@ from perfedavg.settings import (
     read_settings,
 )
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
-from pflcore.apps import AppPackage
 from pflcore.config import ConfigError, absolute_data_root, to_plain
-from pflcore.experiment import Checkpointer, Experiment, open_recorder, strategy_loop
-from pflcore.launch import launch
-from pflcore.model_check import check_model_input
-from pflcore.results import RunRecorder
-from pflcore.runtime import ClientData
-from pflcore.settings import require
-from pflcore.stopping import run_entry
-from pflcore.strategy import server_settings
+from pflcore.config.settings import require
+from pflcore.data.client_data import ClientData
+from pflcore.fl.strategy import server_settings
+from pflcore.local.model_check import check_model_input
+from pflcore.records.results import RunRecorder
+from pflcore.run.apps import AppPackage
+from pflcore.run.experiment import (
+    Checkpointer,
+    Experiment,
+    open_recorder,
+    strategy_loop,
+)
+from pflcore.run.launch import launch
+from pflcore.run.stopping import run_entry
 
 
 def check_perfedavg(config: dict[str, Any]) -> PerFedAvgSettings:
@@ -145,8 +150,8 @@ def build_strategy(
     recorder : RunRecorder
         The run's recorder.
     server : dict
-        :class:`pflcore.strategy.PartitionFedAvg`'s keywords
-        (:func:`pflcore.strategy.server_settings` of the run's config).
+        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        (:func:`pflcore.fl.strategy.server_settings` of the run's config).
     server_lr, server_momentum : float
         The server's step along the averaged update and its momentum.
     """

@@ -16,10 +16,7 @@ from perfedavg.dataset import PARTITIONS
 from perfedavg.emnist import EMNIST_CLASSES, ORIENTATIONS
 from perfedavg.jiang import REPTILE_OPTIMIZERS
 from perfedavg.models import MODEL_NAMES
-from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
-from pflcore.finetune import FINETUNE_UNITS
-from pflcore.node_data import without_node_data
-from pflcore.settings import (
+from pflcore.config.settings import (
     ABSENT,
     BOOLEAN,
     MOMENTUM,
@@ -33,6 +30,9 @@ from pflcore.settings import (
     require,
     setting,
 )
+from pflcore.config.shared import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
+from pflcore.data.node_data import without_node_data
+from pflcore.local.finetune import FINETUNE_UNITS
 
 ALGORITHMS = ("perfedavg_fo", "perfedavg_hf", "fedavg", "fedavg_ft", "local", "jiang")
 META = ("perfedavg_fo", "perfedavg_hf")  # Per-FedAvg: local_steps meta-steps

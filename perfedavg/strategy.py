@@ -31,14 +31,10 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
-from pflcore.protocol import (
-    ARRAYS,
-    CONFIG,
-    SERVER_ROUND,
-)
-from pflcore.results import RunRecorder
-from pflcore.simulation import ClientSampler
-from pflcore.strategy import PartitionFedAvg
+from pflcore.fl.protocol import ARRAYS, CONFIG, SERVER_ROUND
+from pflcore.fl.sampling import ClientSampler
+from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.records.results import RunRecorder
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
 
@@ -113,7 +109,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
     stage : str
         Name printed in the progress line.
     **kwargs
-        Passed to :class:`pflcore.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
     """
 
     def __init__(

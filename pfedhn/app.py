@@ -1,11 +1,11 @@
 """The pFedHN ServerApp and ClientApp for ``flwr run pfedhn/flwr_app``.
 
-Both read the run from ``context.run_config`` (:mod:`pflcore.apps`);
+Both read the run from ``context.run_config`` (:mod:`pflcore.run.apps`);
 ``python -m pfedhn.main launcher=flwr`` submits a Hydra-composed run to them.
 """
 
 from pfedhn.main import PACKAGE
-from pflcore.apps import RunConfigClientApp, make_server_app
+from pflcore.run.apps import RunConfigClientApp, make_server_app
 
 server_app = make_server_app(PACKAGE)
 client_app = RunConfigClientApp(PACKAGE)

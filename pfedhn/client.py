@@ -36,16 +36,17 @@ from pfedhn.dataset import cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.settings import Finetune, PFedHNSettings, TargetModel, read_settings
 from pfedhn.threads import use_threads
-from pflcore.baselines import (
+from pflcore.config.seeds import Stream, derive_seed
+from pflcore.data.client_data import ClientData
+from pflcore.data.node_data import node_data
+from pflcore.fl.baselines import (
     BASELINES,
     LocalUpdate,
     adaptation_seed,
     make_baseline_client_app,
 )
-from pflcore.devices import apply_determinism, state_on
-from pflcore.finetune import FinetuneSpec, finetune
-from pflcore.node_data import node_data
-from pflcore.protocol import (
+from pflcore.fl.identity import add_partition_query, partition_id
+from pflcore.fl.protocol import (
     ARRAYS,
     SERVER_ROUND,
     config_int,
@@ -54,15 +55,10 @@ from pflcore.protocol import (
     reply,
     train_metrics,
 )
-from pflcore.runtime import ClientData, WorkerRuntime, cached_runtime
-from pflcore.seeds import Stream
-from pflcore.simulation import (
-    add_partition_query,
-    client_device,
-    derive_seed,
-    partition_id,
-)
-from pflcore.training import EvalStats, NonFiniteLossError, evaluate
+from pflcore.local.devices import apply_determinism, client_device, state_on
+from pflcore.local.finetune import FinetuneSpec, finetune
+from pflcore.local.runtime import WorkerRuntime, cached_runtime
+from pflcore.local.training import EvalStats, NonFiniteLossError, evaluate
 
 HEAD_KEY = "head"
 
@@ -421,7 +417,7 @@ def test_val_and_test(
 
 
 class _Forward(nn.Module):
-    """The runtime's forward as a module (for ``pflcore.training.evaluate``)."""
+    """The runtime's forward as a module (for ``pflcore.local.training.evaluate``)."""
 
     def __init__(self, runtime: ClientRuntime) -> None:
         super().__init__()
@@ -571,7 +567,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
     """Build the ClientApp for a resolved configuration (a boundary).
 
     FedAvg and Local run on the suite's baseline ClientApp
-    (:mod:`pflcore.baselines`) with pFedHN's inner update; pFedHN and
+    (:mod:`pflcore.fl.baselines`) with pFedHN's inner update; pFedHN and
     pFedHN-PC on this one. The closures carry the plain config (the key of
     the worker's runtime) and the settings parsed from it; data and the
     model are built in the worker process on first use.

@@ -27,11 +27,11 @@ import torch
 
 from pfedhn.novel import distances, draw_mixes, take_for_novel
 from pfedhn.settings import HNPartition, Novel, PFedHNDataset
-from pflcore.data import ImageData, load_dataset
-from pflcore.partition import PartitionError
-from pflcore.runtime import ClientData
-from pflcore.settings import parse, to_dict
-from pflcore.transforms import BatchTransform
+from pflcore.config.settings import parse, to_dict
+from pflcore.data.client_data import ClientData
+from pflcore.data.images import ImageData, load_dataset
+from pflcore.data.partition import PartitionError
+from pflcore.local.transforms import BatchTransform
 
 SPLITS = ("train", "val", "test")
 

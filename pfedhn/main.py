@@ -32,16 +32,16 @@ from pfedhn.settings import (
 )
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
-from pflcore.apps import AppPackage
-from pflcore.baselines import BASELINES
 from pflcore.config import absolute_data_root, to_plain
-from pflcore.devices import apply_determinism
-from pflcore.experiment import Experiment, open_recorder, strategy_loop
-from pflcore.launch import launch
-from pflcore.model_check import check_model_input
-from pflcore.results import RunRecorder
-from pflcore.stopping import run_entry
-from pflcore.strategy import PartitionFedAvg
+from pflcore.fl.baselines import BASELINES
+from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.local.devices import apply_determinism
+from pflcore.local.model_check import check_model_input
+from pflcore.records.results import RunRecorder
+from pflcore.run.apps import AppPackage
+from pflcore.run.experiment import Experiment, open_recorder, strategy_loop
+from pflcore.run.launch import launch
+from pflcore.run.stopping import run_entry
 
 
 def check_pfedhn(config: dict[str, Any]) -> PFedHNSettings:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pflcore.partition import PartitionError
+from pflcore.data.partition import PartitionError
 
 # Partition seed stream of the novel clients' mixes and draws (offset from the
 # run seed, as pfedhn.dataset's CUT_STREAM; fixed: it defines the clients).

@@ -8,10 +8,8 @@ from typing import Any
 import torch
 
 from pfedhn.models import TARGETS
-from pflcore.common_settings import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
 from pflcore.config import ConfigError
-from pflcore.node_data import without_node_data
-from pflcore.settings import (
+from pflcore.config.settings import (
     ABSENT,
     MOMENTUM,
     NON_NEGATIVE,
@@ -27,6 +25,8 @@ from pflcore.settings import (
     require,
     setting,
 )
+from pflcore.config.shared import COUNT, POSITIVE_INT, DatasetSettings, SharedSettings
+from pflcore.data.node_data import without_node_data
 
 ALGORITHMS = ("pfedhn", "pfedhn_pc", "fedavg", "fedavg_ft", "local")
 HN_LR = {"pfedhn": 1e-2, "pfedhn_pc": 5e-2}  # the authors' defaults

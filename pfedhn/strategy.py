@@ -42,7 +42,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from pfedhn.models import HyperNetwork
-from pflcore.protocol import (
+from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
     THREADS_KEY,
@@ -53,8 +53,8 @@ from pflcore.protocol import (
     reply_partition,
     scalar,
 )
-from pflcore.results import RunRecorder, summarize_clients
-from pflcore.strategy import PartitionFedAvg, client_eval
+from pflcore.fl.strategy import PartitionFedAvg, client_eval
+from pflcore.records.results import RunRecorder, summarize_clients
 
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
 
@@ -134,7 +134,7 @@ class PFedHN(PartitionFedAvg):
     device : str
         ``server_device``.
     num_clients, clients_per_round, num_rounds, eval_every, seed
-        As in :class:`pflcore.strategy.PartitionFedAvg`; ``num_rounds``
+        As in :class:`pflcore.fl.strategy.PartitionFedAvg`; ``num_rounds``
         counts the training rounds only.
     train_threads : int
         Torch threads a training client uses (``num-threads`` in its
@@ -427,7 +427,7 @@ class PFedHN(PartitionFedAvg):
 class BaselineFedAvg(PartitionFedAvg):
     """FedAvg, FedAvg + FT and Local on pFedHN's partition, with validation figures.
 
-    The training side is :class:`pflcore.strategy.PartitionFedAvg` unchanged;
+    The training side is :class:`pflcore.fl.strategy.PartitionFedAvg` unchanged;
     evaluation replies carry validation counts too, recorded as pFedHN's.
     With ``held_out`` clients (novel clients) only the others train and are
     evaluated in the ``num_rounds`` training rounds; one more round then

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pflcore.protocol import THREADS_KEY
+from pflcore.fl.protocol import THREADS_KEY
 
 
 def train_threads(setting: int | str, clients_per_round: int, num_cpus: float) -> int:

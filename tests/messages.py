@@ -1,6 +1,6 @@
 """Messages and node contexts for calling a ClientApp directly in a test.
 
-The keys are written out here (not taken from ``pflcore.protocol``) so that
+The keys are written out here (not taken from ``pflcore.fl.protocol``) so that
 the tests pin the wire format independently of the code they check.
 """
 

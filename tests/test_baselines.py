@@ -1,4 +1,4 @@
-"""pflcore.baselines: the one FedAvg / FedAvg + fine-tuning / Local ClientApp."""
+"""pflcore.fl.baselines: the one FedAvg / FedAvg + fine-tuning / Local ClientApp."""
 
 from pathlib import Path
 
@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from fedfomo.client import LocalTraining, baseline_update, get_runtime, local_loss
 from fedfomo.settings import read_settings
-from pflcore.baselines import LOCAL_STATE_KEY, LocalUpdate, make_baseline_client_app
 from pflcore.config import to_plain
+from pflcore.fl.baselines import LOCAL_STATE_KEY, LocalUpdate, make_baseline_client_app
 from tests.messages import context, message
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

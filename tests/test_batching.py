@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pflcore.batching import draw_batch, epoch_plan, step_plan
-from pflcore.transforms import BatchTransform
+from pflcore.local.batching import draw_batch, epoch_plan, step_plan
+from pflcore.local.transforms import BatchTransform
 
 
 def per_batch_reference(n, epochs, batch_size, padding, flip, seed):
@@ -130,7 +130,7 @@ DATA = (
 
 @pytest.mark.parametrize("batch_size", [8, 20, 40])
 def test_train_epochs_equals_the_per_batch_loop(batch_size):
-    from pflcore.training import make_sgd, train_epochs
+    from pflcore.local.training import make_sgd, train_epochs
 
     x, y = DATA
     transform = BatchTransform(

@@ -1,5 +1,5 @@
 """Every data file the suite reads, when empty, truncated, of the wrong type or
-corrupt, gives one line naming the file (pflcore.data.reading)."""
+corrupt, gives one line naming the file (pflcore.data.images.reading)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fedfomo.latent import load_embedding
 from fedper.flickr import read_ratings_csv
 from perfedavg.emnist import load_emnist
-from pflcore.data import DataFormatError, load_dataset
+from pflcore.data.images import DataFormatError, load_dataset
 from tests.fake_emnist import write_emnist_idx, write_emnist_npz
 from tests.fakedata import write_cifar10, write_cifar100, write_mnist
 from tests.mainrun import run_module
@@ -146,7 +146,7 @@ def test_main_stops_with_one_line_on_a_damaged_file(tmp_path):
 
 @pytest.mark.slow
 def test_an_unwritable_run_folder_is_reported_before_any_work(tmp_path):
-    from pflcore.output_check import unwritable_reason
+    from pflcore.run.output_check import unwritable_reason
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -191,7 +191,7 @@ def test_a_sweep_job_folder_that_cannot_be_made_is_one_line_before_any_job(tmp_p
 
 
 def checkpoint_file(root: Path) -> tuple[Path, Callable]:
-    from pflcore.checkpoint import read_checkpoint, write_checkpoint
+    from pflcore.run.checkpoint import read_checkpoint, write_checkpoint
 
     path = write_checkpoint(root, {"round": 3, "config": {}})
     return path, lambda: read_checkpoint(root)
@@ -210,7 +210,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, how):
 def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     import pickle
 
-    from pflcore.checkpoint import read_checkpoint, write_checkpoint
+    from pflcore.run.checkpoint import read_checkpoint, write_checkpoint
 
     write_checkpoint(tmp_path, {"round": 1, "config": {}})
 
@@ -242,7 +242,7 @@ def test_a_damaged_flickr_image_is_one_line_naming_it(tmp_path, how):
 def test_a_checkpoint_of_another_suite_version_is_refused_in_one_line(tmp_path):
     import pickle
 
-    from pflcore.checkpoint import CHECKPOINT_FILE, FORMAT, read_checkpoint
+    from pflcore.run.checkpoint import CHECKPOINT_FILE, FORMAT, read_checkpoint
 
     path = tmp_path / CHECKPOINT_FILE
     old = "pfl-suite checkpoint 1"

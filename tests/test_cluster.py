@@ -129,8 +129,8 @@ def test_resources_are_checked_against_the_cluster_not_this_machine(cluster):
 
 
 def test_an_address_where_nothing_answers_fails_at_once_in_one_line():
-    from pflcore.cluster import cluster_nodes
     from pflcore.config import ConfigError
+    from pflcore.config.cluster import cluster_nodes
 
     start = time.time()
     with pytest.raises(ConfigError, match=r"no Ray cluster answers there"):

@@ -1,9 +1,9 @@
-"""pflcore.compare: paired per-client differences on a hand-worked example."""
+"""pflcore.reports.compare: paired per-client differences on a hand-worked example."""
 
 import pytest
 
-from pflcore.compare import CompareError, compare
-from pflcore.compare import main as compare_main
+from pflcore.reports.compare import CompareError, compare
+from pflcore.reports.compare import main as compare_main
 
 PARTITION = "partition_id,split,c0,c1\n0,train,5,0\n1,train,0,5\n2,train,3,2\n"
 

@@ -28,9 +28,9 @@ from flwr.app import (
 )
 from torch import nn
 
-from pflcore.devices import set_deterministic
-from pflcore.training import make_sgd, train_epochs
-from pflcore.transforms import BatchTransform
+from pflcore.local.devices import set_deterministic
+from pflcore.local.training import make_sgd, train_epochs
+from pflcore.local.transforms import BatchTransform
 from tests.fakedata import write_cifar10, write_mnist
 from tests.mainrun import output_tail, read_run, run_module
 
@@ -114,7 +114,7 @@ def test_pfedhn_round_trip_with_the_hypernetwork_on_cuda(tmp_path):
     """Sent weights and the VJP step on CUDA match the same HN on the CPU."""
     from pfedhn.models import HyperNetwork
     from pfedhn.strategy import EXTRA_FIELDS, PFedHN
-    from pflcore.results import RunRecorder
+    from pflcore.records.results import RunRecorder
 
     set_deterministic(True)
     shapes = {"a.weight": (3, 2), "a.bias": (3,), "b.weight": (1, 3)}

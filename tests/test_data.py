@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from pflcore.data import KNOWN_DATASETS, DatasetNotFoundError, ImageData, load_dataset
-from pflcore.transforms import BatchTransform, random_crop
+from pflcore.data.images import (
+    KNOWN_DATASETS,
+    DatasetNotFoundError,
+    ImageData,
+    load_dataset,
+)
+from pflcore.local.transforms import BatchTransform, random_crop
 from tests.fakedata import write_cifar10, write_cifar100, write_mnist
 
 

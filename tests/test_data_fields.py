@@ -18,8 +18,8 @@ import pytest
 
 from fedfomo.dataset import load_test_file
 from fedfomo.latent import load_embedding
-from pflcore.data import DataFormatError, ImageData, _load_npz
-from pflcore.partition_files import FORMAT, read_partition
+from pflcore.data.images import DataFormatError, ImageData, _load_npz
+from pflcore.data.partition_files import FORMAT, read_partition
 
 RNG = np.random.default_rng(0)
 

@@ -90,7 +90,7 @@ def federation(tmp_path):
     def start(package: str, overrides: list[str]) -> Path:
         parts = tmp_path / "parts"
         result = run_module(
-            "pflcore.partition_files",
+            "pflcore.data.partition_files",
             package,
             *overrides,
             "--out",

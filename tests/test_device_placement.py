@@ -26,9 +26,9 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from pflcore.config import to_plain
-from pflcore.runtime import clear_runtimes
-from pflcore.training import evaluate, make_sgd, train_epochs
-from pflcore.transforms import BatchTransform
+from pflcore.local.runtime import clear_runtimes
+from pflcore.local.training import evaluate, make_sgd, train_epochs
+from pflcore.local.transforms import BatchTransform
 from tests.fakeaccel import ACCELERATOR, OnAccelerator, fake_accelerator, host
 from tests.fakedata import write_cifar10
 
@@ -160,7 +160,7 @@ def on_accelerator(model: nn.Module) -> bool:
 def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     """A client's first FOMO update weighs the candidates against the initial state."""
     from fedfomo.client import get_runtime, make_client_app
-    from pflcore.protocol import CANDIDATE_PREFIX, GLOBAL_KEY
+    from pflcore.fl.protocol import CANDIDATE_PREFIX, GLOBAL_KEY
 
     config = composed(
         "fedfomo",
@@ -198,7 +198,7 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
 def test_fedfomo_baselines(on_stand_in, algorithm):
     from fedfomo.client import baseline_update, get_runtime
     from fedfomo.settings import read_settings
-    from pflcore.baselines import make_baseline_client_app
+    from pflcore.fl.baselines import make_baseline_client_app
 
     config = composed(
         "fedfomo",
@@ -332,7 +332,7 @@ def test_pfedhn_client(on_stand_in, algorithm):
 def test_pfedhn_server_with_the_hypernetwork_on_the_device(tmp_path):
     from pfedhn.models import HyperNetwork
     from pfedhn.strategy import EXTRA_FIELDS, PFedHN
-    from pflcore.results import RunRecorder
+    from pflcore.records.results import RunRecorder
 
     shapes = {"a.weight": (3, 2), "a.bias": (3,)}
     with fake_accelerator() as mode:

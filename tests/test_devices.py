@@ -12,7 +12,7 @@ from torch import nn
 
 from fedper.settings import parse_settings
 from pflcore.config import ConfigError, to_plain
-from pflcore.devices import (
+from pflcore.local.devices import (
     CUBLAS_WORKSPACE,
     SplitCache,
     apply_determinism,

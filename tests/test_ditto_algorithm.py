@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ditto.algorithm import add_proximal_gradient, ditto_epochs, regularized_objective
-from pflcore.training import make_sgd, train_epochs
-from pflcore.transforms import BatchTransform
+from pflcore.local.training import make_sgd, train_epochs
+from pflcore.local.transforms import BatchTransform
 
 DEVICE = torch.device("cpu")
 TRANSFORM = BatchTransform(mean=(0.5,), std=(0.25,), crop_padding=1, flip=True)

@@ -1,4 +1,4 @@
-"""pflcore.experiment: how a run's end is recorded, without starting Ray."""
+"""pflcore.run.experiment: how a run's end is recorded, without starting Ray."""
 
 import json
 import signal
@@ -6,11 +6,11 @@ import signal
 import pytest
 from flwr.clientapp import ClientApp
 
-import pflcore.experiment
-import pflcore.stopping
-from pflcore.experiment import run_main_loop, stopped_by_signal
-from pflcore.results import RunRecorder
-from pflcore.stopping import RunStopped, StopSignal
+import pflcore.run.experiment
+import pflcore.run.stopping
+from pflcore.records.results import RunRecorder
+from pflcore.run.experiment import run_main_loop, stopped_by_signal
+from pflcore.run.stopping import RunStopped, StopSignal
 
 CONFIG = {"num_clients": 2, "client_resources": {"num_cpus": 1}, "verbose": False}
 
@@ -44,8 +44,8 @@ def test_the_summary_says_interrupted_for_a_signal_and_failed_for_an_error(
     def ends(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(pflcore.experiment, "run_federation", ends)
-    monkeypatch.setattr(pflcore.stopping, "STATE", pflcore.stopping.RunState())
+    monkeypatch.setattr(pflcore.run.experiment, "run_federation", ends)
+    monkeypatch.setattr(pflcore.run.stopping, "STATE", pflcore.run.stopping.RunState())
     recorder = RunRecorder(tmp_path, CONFIG)
     with pytest.raises(ends_with) as stop:
         run_main_loop(lambda grid, mapping: None, recorder, ClientApp(), CONFIG)
@@ -63,9 +63,9 @@ def test_after_a_signal_whatever_the_engine_raises_is_the_stop(tmp_path, monkeyp
     def crashes(*args, **kwargs):
         raise RuntimeError("Simulation Runtime crashed.")  # actors gone
 
-    state = pflcore.stopping.RunState(signum=int(signal.SIGINT))
-    monkeypatch.setattr(pflcore.stopping, "STATE", state)
-    monkeypatch.setattr(pflcore.experiment, "run_federation", crashes)
+    state = pflcore.run.stopping.RunState(signum=int(signal.SIGINT))
+    monkeypatch.setattr(pflcore.run.stopping, "STATE", state)
+    monkeypatch.setattr(pflcore.run.experiment, "run_federation", crashes)
     recorder = RunRecorder(tmp_path, CONFIG)
     with pytest.raises(StopSignal):
         run_main_loop(lambda grid, mapping: None, recorder, ClientApp(), CONFIG)
@@ -80,7 +80,7 @@ def test_after_a_signal_whatever_the_engine_raises_is_the_stop(tmp_path, monkeyp
      (KeyboardInterrupt(), "interrupted")],
 )  # fmt: skip
 def test_the_server_apps_loop_closes_its_own_record(tmp_path, exc, status):
-    from pflcore.experiment import recorded
+    from pflcore.run.experiment import recorded
 
     recorder = RunRecorder(tmp_path, CONFIG)
 
@@ -111,7 +111,7 @@ def test_a_record_the_server_app_closed_is_not_rewritten_by_the_launcher(
         raise RuntimeError("Simulation Runtime crashed.")
 
     monkeypatch.setattr(
-        pflcore.experiment, "run_federation", server_fails_then_engine_raises
+        pflcore.run.experiment, "run_federation", server_fails_then_engine_raises
     )
     recorder = RunRecorder(tmp_path, CONFIG)
     with pytest.raises(SystemExit):

@@ -20,9 +20,9 @@ from flwr.app import (
     RecordDict,
 )
 
-from pflcore.results import RunRecorder
-from pflcore.simulation import ClientError
-from pflcore.strategy import PartitionFedAvg
+from pflcore.fl.protocol import ClientError
+from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.records.results import RunRecorder
 from tests.fakedata import write_mnist
 from tests.mainrun import output_tail, run_module
 

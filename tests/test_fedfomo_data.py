@@ -12,8 +12,8 @@ from fedfomo.dataset import build_fomo_data
 from fedfomo.latent import distribution_parts, kmeans, pixel_pca_features
 from fedfomo.settings import FedFomoDataset, FomoPartition
 from fedfomo.splits import shard_classes, shard_parts, split_validation
-from pflcore.partition import PartitionError
-from pflcore.settings import parse
+from pflcore.config.settings import parse
+from pflcore.data.partition import PartitionError
 from tests.fakedata import write_cifar10
 
 

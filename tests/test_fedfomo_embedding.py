@@ -12,7 +12,7 @@ from fedfomo.embedding import (
     label_report,
     reduce_and_cluster,
 )
-from pflcore.data import DataFormatError
+from pflcore.data.images import DataFormatError
 from tests.fakedata import write_cifar10
 from tests.test_fedfomo_data import fomo_groups
 

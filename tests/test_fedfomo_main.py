@@ -113,7 +113,7 @@ def test_local_sends_nothing_and_fedavg_sends_the_model(sweep):
 @pytest.mark.slow
 def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
     # distributions from a precomputed embedding: label parity, 2 groups of 3
-    from pflcore.data import load_dataset
+    from pflcore.data.images import load_dataset
 
     labels = load_dataset("cifar10", str(data_root)).y_train.numpy()
     emb = np.stack([(labels % 2) * 50.0, np.zeros(labels.size)], axis=1)

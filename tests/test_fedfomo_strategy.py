@@ -21,7 +21,7 @@ from fedfomo.strategy import (
     softmax_rows,
     update_affinity,
 )
-from pflcore.results import RunRecorder
+from pflcore.records.results import RunRecorder
 
 
 def test_epsilon_schedule():

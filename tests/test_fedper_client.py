@@ -18,8 +18,8 @@ from fedper.client import initial_model as build_initial_model
 from fedper.models import FedPerNetwork, personal_keys
 from fedper.settings import parse_settings
 from pflcore.config import to_plain
-from pflcore.training import evaluate
-from pflcore.transforms import BatchTransform
+from pflcore.local.training import evaluate
+from pflcore.local.transforms import BatchTransform
 from tests.fakedata import write_cifar10
 from tests.messages import context, message
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
 from fedper.main import prepare
-from pflcore.apps import PREPARATION_ERRORS
+from pflcore.run.apps import PREPARATION_ERRORS
 from tests.fakedata import write_cifar10
 from tests.mainrun import output_tail, read_run, run_module
 
@@ -121,7 +121,11 @@ def test_multirun_sweeps_two_points(data_root, tmp_path):
     algorithms = {json.loads(p.read_text())["config"]["algorithm"] for p in summaries}
     assert algorithms == {"fedavg", "fedper"}
     plot = run_module(
-        "pflcore.plots", str(tmp_path), "--out", str(tmp_path / "fig.png"), cwd=tmp_path
+        "pflcore.reports.plots",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "fig.png"),
+        cwd=tmp_path,
     )
     assert plot.returncode == 0, plot.stderr
     assert (tmp_path / "fig.png").stat().st_size > 10_000

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pflcore.finetune import FinetuneSpec, finetune_copy_and_evaluate, train_steps
-from pflcore.results import ClientEval, RunRecorder
-from pflcore.transforms import BatchTransform
+from pflcore.local.finetune import FinetuneSpec, finetune_copy_and_evaluate, train_steps
+from pflcore.local.transforms import BatchTransform
+from pflcore.records.results import ClientEval, RunRecorder
 
 
 def data(n=30):

@@ -20,8 +20,8 @@ from fedper.flickr import read_flickr_ratings
 from fedper.main import check_fedper
 from fedper.settings import FedPerDataset, parse_settings
 from pflcore.config import ConfigError, to_plain
-from pflcore.data import DatasetNotFoundError
-from pflcore.partition import PartitionError, select_users
+from pflcore.data.images import DatasetNotFoundError
+from pflcore.data.partition import PartitionError, select_users
 from tests.fakeflickr import LABELS_FILE, image_name, index_of, write_flickr
 from tests.mainrun import REPO, output_tail, run_module
 

@@ -19,13 +19,13 @@ from flwr.common.config import (
 )
 from hydra import compose, initialize_config_dir
 
-from pflcore.apps import OUTPUT_DIR_KEY, output_dir
 from pflcore.config import ConfigError, to_plain
-from pflcore.flwr_apps import PACKAGES, app_pyproject, package_of
-from pflcore.launch import RUN_CONFIG_FILE, app_dir, toml_table
-from pflcore.node_data import POPULATION_KEY
-from pflcore.runconfig import JSON_KEYS, UNSET_KEYS, from_run_config
-from pflcore.settings import leaf_fields
+from pflcore.config.runconfig import JSON_KEYS, UNSET_KEYS, from_run_config
+from pflcore.config.settings import leaf_fields
+from pflcore.data.node_data import POPULATION_KEY
+from pflcore.run.apps import OUTPUT_DIR_KEY, output_dir
+from pflcore.run.flwr_apps import PACKAGES, app_pyproject, package_of
+from pflcore.run.launch import RUN_CONFIG_FILE, app_dir, toml_table
 from tests.messages import message
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def composed(package: str, *overrides: str) -> dict:
 def test_the_committed_declaration_is_current(package):
     path = app_dir(package) / "pyproject.toml"
     assert path.read_text() == app_pyproject(package), (
-        "stale: run python -m pflcore.flwr_apps"
+        "stale: run python -m pflcore.run.flwr_apps"
     )
 
 

@@ -1,4 +1,4 @@
-"""``pflcore.launch``: the ``flwr run`` command line and run-config file it writes."""
+"""``pflcore.run.launch``: the ``flwr run`` command line and its run-config file."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import tomllib
 import pytest
 
 from pflcore.config import ConfigError
-from pflcore.flwr_apps import package_of
-from pflcore.launch import app_dir, connection_address, flwr_command, toml_table
+from pflcore.run.flwr_apps import package_of
+from pflcore.run.launch import app_dir, connection_address, flwr_command, toml_table
 
 CONFIG = {
     "num_clients": 7,

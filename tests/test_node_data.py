@@ -1,4 +1,4 @@
-"""``pflcore.node_data``: a SuperNode trains on its own file as on the full data."""
+"""``pflcore.data.node_data``: a SuperNode trains on its own file as on all data."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, MessageType, RecordDict
 
-from pflcore.apps import OUTPUT_DIR_KEY, RunConfigClientApp
-from pflcore.data import DataFormatError
-from pflcore.flwr_apps import package_of
-from pflcore.node_data import (
+from pflcore.data.images import DataFormatError
+from pflcore.data.node_data import (
     DATA_PATH,
     NODE_DATA,
     POPULATION_KEY,
@@ -19,7 +17,9 @@ from pflcore.node_data import (
     population_of,
     with_node_data,
 )
-from pflcore.partition_files import client_data_of, export_partitions
+from pflcore.data.partition_files import client_data_of, export_partitions
+from pflcore.run.apps import OUTPUT_DIR_KEY, RunConfigClientApp
+from pflcore.run.flwr_apps import package_of
 from tests.messages import message
 
 QUICK = ["experiment=fedper/quick", "num_clients=4", "dataset.classes_per_client=4"]
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     """FedPer's quick partition, its files, and the run config launcher=flwr sends."""
     from hydra import compose, initialize_config_dir
 
-    from pflcore.flwr_apps import CONF
+    from pflcore.run.flwr_apps import CONF
 
     package = package_of("fedper")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

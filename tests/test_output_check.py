@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pflcore.config import ConfigError
-from pflcore.experiment import open_recorder
-from pflcore.output_check import blocked_reason, unwritable_reason
+from pflcore.run.experiment import open_recorder
+from pflcore.run.output_check import blocked_reason, unwritable_reason
 
 
 def cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -82,7 +82,7 @@ def test_a_model_that_cannot_take_the_images_is_refused_before_ray():
 def test_the_model_probe_changes_neither_the_model_nor_the_random_streams():
     import torch
 
-    from pflcore.model_check import check_model_input
+    from pflcore.local.model_check import check_model_input
 
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Dropout(0.5)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedper.dataset import partition_k_classes
-from pflcore.partition import (
+from pflcore.data.partition import (
     ClientSplit,
     PartitionError,
     assign_class_sets,
@@ -387,7 +387,7 @@ def test_client_split_class_counts_hand_worked():
 
 
 def test_stratified_subset_keeps_the_share_of_every_class_and_is_seeded():
-    from pflcore.partition import stratified_subset
+    from pflcore.data.partition import stratified_subset
 
     labels = np.repeat(np.arange(4), [100, 50, 10, 1])
     kept = stratified_subset(labels, 0.2, seed=3)

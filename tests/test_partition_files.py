@@ -1,4 +1,4 @@
-"""``pflcore.partition_files``: each client's data in its own file, read exactly."""
+"""``pflcore.data.partition_files``: each client's data in its own file, exactly."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.partition_files import (
+from pflcore.data.images import DataFormatError, DatasetNotFoundError
+from pflcore.data.partition_files import (
     FORMAT,
     export_partitions,
     main,

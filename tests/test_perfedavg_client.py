@@ -16,16 +16,16 @@ from flwr.app import (
 )
 from hydra import compose, initialize_config_dir
 
-import pflcore.batching
-import pflcore.finetune
+import pflcore.local.batching
+import pflcore.local.finetune
 from perfedavg.client import get_runtime, initial_model, make_client_app
 from perfedavg.main import build_strategy
 from perfedavg.settings import Model
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.config import to_plain
-from pflcore.results import RunRecorder
-from pflcore.settings import parse
-from pflcore.strategy import server_settings
+from pflcore.config.settings import parse
+from pflcore.fl.strategy import server_settings
+from pflcore.records.results import RunRecorder
 from tests.fakedata import write_mnist
 from tests.messages import context, message
 
@@ -74,22 +74,22 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
     x_train, y_train = runtime.data.split_of(pid, "train")
     x_test, y_test = runtime.data.split_of(pid, "test")
     calls = []
-    real_train_steps = pflcore.finetune.train_steps
+    real_train_steps = pflcore.local.finetune.train_steps
 
     def spy(model, x, y, optimizer, transform, **kwargs):
         calls.append((x.clone(), y.clone(), kwargs["steps"], kwargs["batch_size"]))
         return real_train_steps(model, x, y, optimizer, transform, **kwargs)
 
     drawn = []
-    real_draw = pflcore.batching.draw_batch
+    real_draw = pflcore.local.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         idx = real_draw(n, batch_size, generator)
         drawn.append(idx.clone())
         return idx
 
-    monkeypatch.setattr(pflcore.finetune, "train_steps", spy)
-    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.local.finetune, "train_steps", spy)
+    monkeypatch.setattr(pflcore.local.batching, "draw_batch", record_draw)
     arrays = global_arrays(config)
     reply = make_client_app(config)(message(MessageType.EVALUATE, arrays), context(pid))
     metrics = reply.content.metric_records["metrics"]
@@ -131,13 +131,13 @@ def test_evaluation_adapts_once_on_a_training_batch_and_keeps_nothing(
 def test_training_takes_tau_meta_steps_of_three_batches(config, monkeypatch):
     config = dict(config, algorithm="perfedavg_fo")
     drawn = []
-    real_draw = pflcore.batching.draw_batch
+    real_draw = pflcore.local.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         drawn.append((n, batch_size))
         return real_draw(n, batch_size, generator)
 
-    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.local.batching, "draw_batch", record_draw)
     pid = 0
     reply = make_client_app(config)(
         message(MessageType.TRAIN, global_arrays(config)), context(pid)
@@ -235,14 +235,14 @@ def test_fo_with_alpha_zero_is_local_sgd_at_beta_on_its_d_prime_batches(
     # the settings refuse alpha = 0 at launch (it must be > 0); a worker reads
     # the values of a config already checked, so the client runs it as given
     drawn = []
-    real_draw = pflcore.batching.draw_batch
+    real_draw = pflcore.local.batching.draw_batch
 
     def record_draw(n, batch_size, generator):
         idx = real_draw(n, batch_size, generator)
         drawn.append(idx.clone())
         return idx
 
-    monkeypatch.setattr(pflcore.batching, "draw_batch", record_draw)
+    monkeypatch.setattr(pflcore.local.batching, "draw_batch", record_draw)
     pid, arrays = 1, global_arrays(config)
     reply = make_client_app(config)(message(MessageType.TRAIN, arrays), context(pid))
     sent = reply.content.array_records["arrays"]

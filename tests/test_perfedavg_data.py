@@ -5,8 +5,8 @@ import pytest
 
 from perfedavg.dataset import partition_dirichlet, partition_fallah
 from perfedavg.emnist import load_emnist
-from pflcore.data import DataFormatError, DatasetNotFoundError
-from pflcore.partition import PartitionError
+from pflcore.data.images import DataFormatError, DatasetNotFoundError
+from pflcore.data.partition import PartitionError
 from tests.fake_emnist import write_emnist_idx, write_emnist_npz
 
 

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from perfedavg.main import check_perfedavg, prepare
 from pflcore.config import ConfigError, to_plain
-from pflcore.partition import PartitionError
+from pflcore.data.partition import PartitionError
 from tests.fake_emnist import write_emnist_npz
 from tests.fakedata import write_mnist
 from tests.mainrun import REPO, output_tail, read_run, run_module

@@ -121,7 +121,7 @@ def test_alpha_and_beta_are_separate(quadratic):
 
 
 def test_non_finite_loss_stops_the_step_and_restores_weights():
-    from pflcore.training import NonFiniteLossError
+    from pflcore.local.training import NonFiniteLossError
 
     model = linear_model(np.ones(3))
     bad = (torch.full((4, 3), float("inf"), dtype=torch.float64), torch.zeros(4))

@@ -22,7 +22,7 @@ from pfedhn.client import (
 )
 from pfedhn.main import resolve
 from pfedhn.settings import parse_settings
-from pflcore.baselines import LOCAL_STATE_KEY
+from pflcore.fl.baselines import LOCAL_STATE_KEY
 from tests.fakedata import write_mnist
 from tests.mainrun import REPO
 from tests.messages import context, message

@@ -8,8 +8,8 @@ import torch
 
 from pfedhn.dataset import assign_classes, build_data, cut_split, hold_out
 from pfedhn.settings import HNPartition, PFedHNDataset
-from pflcore.partition import PartitionError
-from pflcore.settings import parse
+from pflcore.config.settings import parse
+from pflcore.data.partition import PartitionError
 from tests.fakedata import write_mnist
 
 

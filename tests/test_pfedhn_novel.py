@@ -8,8 +8,8 @@ import pytest
 from pfedhn.dataset import build_data
 from pfedhn.novel import class_counts, draw_mixes, total_variation
 from pfedhn.settings import HNPartition, Novel
-from pflcore.partition import PartitionError
-from pflcore.settings import parse
+from pflcore.config.settings import parse
+from pflcore.data.partition import PartitionError
 from tests.fakedata import write_mnist
 from tests.test_pfedhn_dataset import mnist_settings
 

@@ -15,8 +15,8 @@ from flwr.app import (
 
 from pfedhn.models import HyperNetwork
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
-from pflcore.results import RunRecorder
-from pflcore.simulation import ClientError
+from pflcore.fl.protocol import ClientError
+from pflcore.records.results import RunRecorder
 
 SHAPES = {"a.weight": (3, 2), "a.bias": (3,), "b.weight": (1, 3)}
 
@@ -273,7 +273,7 @@ def test_the_baselines_never_train_held_out_clients_and_test_them_after(tmp_path
 
 def test_without_held_out_clients_the_baseline_is_plain_partition_fedavg(tmp_path):
     from pfedhn.strategy import BaselineFedAvg
-    from pflcore.strategy import PartitionFedAvg
+    from pflcore.fl.strategy import PartitionFedAvg
 
     recorder = RunRecorder(tmp_path, {"seed": 0}, extra_fields=EXTRA_FIELDS)
     kw = {"num_clients": 8, "clients_per_round": 3, "num_rounds": 6, "eval_every": 4}

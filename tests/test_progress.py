@@ -1,4 +1,4 @@
-from pflcore.progress import ProgressPrinter
+from pflcore.records.progress import ProgressPrinter
 
 
 class FakeClock:

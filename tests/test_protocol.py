@@ -1,9 +1,9 @@
-"""pflcore.protocol: both sides of every message agree, and bad replies are named."""
+"""pflcore.fl.protocol: both sides of every message agree, and bad replies are named."""
 
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from pflcore.protocol import (
+from pflcore.fl.protocol import (
     GLOBAL_ID,
     GLOBAL_KEY,
     ProtocolError,
@@ -27,7 +27,7 @@ from pflcore.protocol import (
     server_round_of,
     train_metrics,
 )
-from pflcore.training import EvalStats
+from pflcore.local.training import EvalStats
 
 
 def message_with(config: ConfigRecord) -> Message:

@@ -18,9 +18,10 @@ from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from pflcore import provenance
+from pflcore.data import digests
+from pflcore.records import provenance
+from pflcore.records.results import RunRecorder
 from pflcore.reports.portable import absolute_paths
-from pflcore.results import RunRecorder
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -28,8 +29,8 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """An empty registry of files read (the process-wide one is left alone)."""
-    monkeypatch.setattr(provenance, "_read", {})
-    monkeypatch.setattr(provenance, "_digests", {})
+    monkeypatch.setattr(digests, "_read", {})
+    monkeypatch.setattr(digests, "_digests", {})
 
 
 def git(repo: Path, *args: str) -> None:
@@ -86,10 +87,10 @@ def test_digest_and_name_of_a_file_read_below_the_data_root(tmp_path, fresh_regi
     inside.write_bytes(b"some image bytes" * 1000)
     outside = tmp_path / "elsewhere.npy"
     outside.write_bytes(b"\x00\x01\x02")
-    provenance.note_read(inside)
-    provenance.note_read(outside)
-    provenance.note_read(inside)  # read twice, listed once
-    entries = provenance.data_files(root)
+    digests.note_read(inside)
+    digests.note_read(outside)
+    digests.note_read(inside)  # read twice, listed once
+    entries = digests.data_files(root)
     assert entries == [
         {
             "path": "cifar10/train.npz",
@@ -104,7 +105,7 @@ def test_digest_and_name_of_a_file_read_below_the_data_root(tmp_path, fresh_regi
     # a changed file is hashed again (the cache is keyed by size and mtime)
     inside.write_bytes(b"other bytes")
     assert (
-        provenance.data_files(root)[0]["sha256"]
+        digests.data_files(root)[0]["sha256"]
         == hashlib.sha256(b"other bytes").hexdigest()
     )
 
@@ -147,7 +148,7 @@ def test_summary_records_provenance_from_the_run(tmp_path, fresh_registry, hydra
     data.mkdir(parents=True)
     images = data / "train-images-idx3-ubyte"
     images.write_bytes(b"\x00\x00\x08\x01" + bytes(range(200)))
-    provenance.note_read(images)
+    digests.note_read(images)
     RunRecorder(tmp_path / "run", {"seed": 0, "dataset": {"root": str(tmp_path)}})
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     record = summary["provenance"]
@@ -178,7 +179,7 @@ def test_outside_a_hydra_job_the_command_is_unknown(tmp_path, fresh_registry):
 
 
 def test_the_suite_checkout_commit_is_the_repositorys_head():
-    repo = Path(provenance.__file__).resolve().parents[1]
+    repo = Path(provenance.__file__).resolve().parents[2]
     dot_git = repo / ".git"
     if dot_git.is_file():  # a worktree: .git names its git folder
         gitdir = Path(dot_git.read_text().split(":", 1)[1].strip())
@@ -201,7 +202,7 @@ def test_the_suite_checkout_commit_is_the_repositorys_head():
 def test_the_loaders_register_the_files_they_read(tmp_path, fresh_registry):
     import numpy as np
 
-    from pflcore.data import load_dataset
+    from pflcore.data.images import load_dataset
 
     root = tmp_path / "data"
     (root / "mine").mkdir(parents=True)
@@ -218,7 +219,7 @@ def test_the_loaders_register_the_files_they_read(tmp_path, fresh_registry):
     from importlib.resources import files
 
     digits = Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
-    assert provenance.data_files(root) == [
+    assert digests.data_files(root) == [
         {
             "path": "mine/set.npz",
             "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),

@@ -58,7 +58,9 @@ def test_this_interpreter_passes():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not OLD_PYTHONS, reason="no Python older than 3.11 on this machine")
-@pytest.mark.parametrize("module", ["fedper.main", "pfedhn.main", "pflcore.plots"])
+@pytest.mark.parametrize(
+    "module", ["fedper.main", "pfedhn.main", "pflcore.reports.plots"]
+)
 def test_an_old_interpreter_running_an_entry_point_gets_one_line(tmp_path, module):
     python = OLD_PYTHONS[0]  # the newest of the old ones
     result = subprocess.run(

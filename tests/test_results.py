@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pflcore.plots import client_band, find_runs, plot_runs, pooled_band
-from pflcore.results import ClientEval, RunRecorder
+from pflcore.records.results import ClientEval, RunRecorder
+from pflcore.reports.plots import client_band, find_runs, plot_runs, pooled_band
 
 
 def evals(correct: list[int], total: list[int]) -> list[ClientEval]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pflcore.results import effective_status
+from pflcore.records.results import effective_status
 from tests.fakedata import write_cifar10, write_mnist
 from tests.mainrun import output_tail, run_module
 

@@ -95,10 +95,10 @@ def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
 def test_plot_and_table_commands_reject_a_folder_without_results(tmp_path):
     (tmp_path / "empty").mkdir()
     for module, extra in (
-        ("pflcore.plots", ["--out", str(tmp_path / "x.png")]),
+        ("pflcore.reports.plots", ["--out", str(tmp_path / "x.png")]),
         ("perfedavg.jiang", ["--out", str(tmp_path / "j.md")]),
         (
-            "pflcore.tables",
+            "pflcore.reports.tables",
             [
                 "--out",
                 str(tmp_path / "x.md"),

@@ -1,4 +1,4 @@
-"""pflcore.runconfig: the configuration survives Flower's flat run config exactly."""
+"""pflcore.config.runconfig: the config survives Flower's flat run config exactly."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pflcore.config import to_plain
-from pflcore.runconfig import JSON_KEYS, from_run_config, to_run_config
+from pflcore.config.runconfig import JSON_KEYS, from_run_config, to_run_config
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -23,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pflcore.config import ConfigError, to_plain
-from pflcore.settings import leaf_fields
+from pflcore.config.settings import leaf_fields
 from tests.mainrun import REPO
 
 PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo")

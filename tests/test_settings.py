@@ -1,4 +1,4 @@
-"""``pflcore.settings``: rules, parsing, and every package's schema."""
+"""``pflcore.config.settings``: rules, parsing, and every package's schema."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from pflcore.config import ConfigError
-from pflcore.settings import (
+from pflcore.config.settings import (
     ABSENT,
     BOOLEAN,
     FRACTION,

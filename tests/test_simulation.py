@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from pflcore.simulation import quiet_simulation
+from pflcore.run.simulation import quiet_simulation
 
 RAY_TIP = "Tip: In future versions of Ray, Ray will no longer override accelerator"
 
@@ -65,7 +65,7 @@ def test_verbose_changes_nothing_but_flowers_info_level(monkeypatch):
 def test_the_in_memory_grid_polls_every_5_ms_and_other_grids_are_left_alone():
     from types import SimpleNamespace
 
-    from pflcore.simulation import PULL_INTERVAL_S, poll_quickly
+    from pflcore.run.simulation import PULL_INTERVAL_S, poll_quickly
 
     in_memory = SimpleNamespace(pull_interval=0.1)  # Flower's InMemoryGrid default
     poll_quickly(in_memory)
@@ -88,7 +88,7 @@ def test_the_feeder_hands_each_nodes_messages_over_and_waits_10_ms_between_passe
     import queue
     from types import SimpleNamespace
 
-    from pflcore.simulation import FEED_INTERVAL_S, _feed_messages
+    from pflcore.run.simulation import FEED_INTERVAL_S, _feed_messages
 
     pending = {3: ["a", "b"], 7: ["c"]}
     asked: list[tuple[int, int]] = []
@@ -120,7 +120,7 @@ def test_flower_still_starts_the_feeder_we_replace_and_it_is_replaced():
 
     from flwr.server.superlink.fleet.vce import vce_api
 
-    from pflcore.simulation import _feed_messages, feed_messages_quickly
+    from pflcore.run.simulation import _feed_messages, feed_messages_quickly
 
     source = inspect.getsource(vce_api)
     # The loop we copy, and run_api looking the function up by name when it starts.

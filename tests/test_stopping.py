@@ -1,4 +1,4 @@
-"""``pflcore.stopping`` and ``pflcore.reaper`` without starting Ray.
+"""``pflcore.run.stopping`` and ``pflcore.run.reaper`` without starting Ray.
 
 The real runs are in ``tests/test_stopping_runs.py``; here: which exception
 means which signal, the line and the command it prints, the grid's
@@ -21,10 +21,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import pflcore.stopping as stopping
-from pflcore import reaper
-from pflcore.results import RunRecorder
-from pflcore.stopping import (
+import pflcore.run.stopping as stopping
+from pflcore.records.results import RunRecorder
+from pflcore.run import reaper
+from pflcore.run.stopping import (
     RunStopped,
     StopSignal,
     resume_command,

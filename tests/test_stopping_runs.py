@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pflcore.checkpoint import read_checkpoint
+from pflcore.run.checkpoint import read_checkpoint
 from tests.liverun import LiveRun, command_of
 
 pytestmark = pytest.mark.slow

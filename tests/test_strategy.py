@@ -13,9 +13,10 @@ from flwr.app import (
 )
 
 from fedper.strategy import FedPer
-from pflcore.results import RunRecorder
-from pflcore.simulation import ClientError, ClientSampler
-from pflcore.strategy import PartitionFedAvg, weighted_average
+from pflcore.fl.protocol import ClientError
+from pflcore.fl.sampling import ClientSampler
+from pflcore.fl.strategy import PartitionFedAvg, weighted_average
+from pflcore.records.results import RunRecorder
 
 
 def record(**arrays: np.ndarray) -> ArrayRecord:

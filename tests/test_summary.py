@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from pflcore.results import ClientEval, RunRecorder
-from pflcore.summary import SweepSummary, chance_accuracy, read_result, run_line
+from pflcore.records.results import ClientEval, RunRecorder
+from pflcore.reports.summary import SweepSummary, chance_accuracy, read_result, run_line
 
 # Client 0 holds classes 0 and 1 (test: the same); client 1 holds 0-3 but a quarter of
 # its test samples are class 0 and three quarters class 4, which it never saw.

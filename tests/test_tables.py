@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pflcore.plots import Run, label_of, varying_keys
-from pflcore.tables import main as tables_main
+from pflcore.reports.plots import Run, label_of, varying_keys
+from pflcore.reports.tables import main as tables_main
 
 
 def write_run(

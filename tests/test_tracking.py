@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from pflcore.config import ConfigError
-from pflcore.results import ClientEval, RunRecorder
-from pflcore.tracking import check_tracking, round_scalars
+from pflcore.config.trackers import check_tracking
+from pflcore.records.results import ClientEval, RunRecorder
+from pflcore.records.tracking import round_scalars
 from tests.mainrun import run_module
 
 

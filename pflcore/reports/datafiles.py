@@ -1,8 +1,8 @@
 """The data files a run's configuration names, for runs that did not record them.
 
-Runs record the files they read themselves (:mod:`pflcore.provenance`).
+Runs record the files they read themselves (:mod:`pflcore.records.provenance`).
 For a run made before that, :func:`files_named_by` lists the files its
-``dataset`` settings name in the on-disk formats :mod:`pflcore.data` reads:
+``dataset`` settings name in the on-disk formats :mod:`pflcore.data.images` reads:
 the ``.npz`` at ``dataset.path`` and ``dataset.test_path``, torchvision's
 MNIST / EMNIST idx files and CIFAR pickles, scikit-learn's digits.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pflcore.provenance import UNKNOWN, name_under, sha256_of
+from pflcore.data.digests import UNKNOWN, name_under, sha256_of
 
 MNIST_STEMS = (
     "train-images-idx3-ubyte",

@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from pflcore.provenance import UNKNOWN, portable_text
+from pflcore.data.digests import UNKNOWN
+from pflcore.records.provenance import portable_text
 from pflcore.reports.datafiles import digests
 from pflcore.reports.portable import portable_json, portable_string
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pflcore.provenance import ABSOLUTE, portable_json, portable_string
+from pflcore.records.provenance import ABSOLUTE, portable_json, portable_string
 
 __all__ = ["ABSOLUTE", "absolute_paths", "portable_json", "portable_string"]
 

@@ -40,7 +40,7 @@ from pflcore.reports.stats import (
     t_interval,
     verdict,
 )
-from pflcore.summary import chance_accuracy
+from pflcore.reports.summary import chance_accuracy
 
 MIN_SEEDS_FOR_SEED_INTERVAL = 3
 GENERATED = (

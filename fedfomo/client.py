@@ -34,6 +34,12 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
 from fedfomo.dataset import fomo_data
+from fedfomo.messages import (
+    FOMO_FLAG,
+    candidate_id,
+    fomo_weights_metrics,
+    is_candidate_key,
+)
 from fedfomo.models import build_model
 from fedfomo.settings import NORMS, FedFomoSettings, read_settings
 from pflcore.config.seeds import derive_seed
@@ -43,14 +49,10 @@ from pflcore.fl.baselines import LocalUpdate
 from pflcore.fl.identity import add_partition_query, partition_id
 from pflcore.fl.protocol import (
     EVALUATE_FLAG,
-    FOMO_FLAG,
     PARTITION_KEY,
-    candidate_id,
     config_flag,
     eval_metrics,
-    fomo_weights_metrics,
     instruction_of,
-    is_candidate_key,
     reply,
     server_round_of,
     train_metrics,

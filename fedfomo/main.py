@@ -186,6 +186,7 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
+    "FedFomo (Zhang et al. 2021), FedAvg (+ FT) and Local-only",
 )
 
 

@@ -34,19 +34,21 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from fedfomo.messages import (
+    FOMO_FLAG,
+    GLOBAL_KEY,
+    candidate_key,
+    cluster_key,
+    fomo_weights_of,
+)
 from pflcore.config.seeds import derive_seed
 from pflcore.fl.client_state import arrays_to_plain, plain_to_arrays
 from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
     EVALUATE_FLAG,
-    FOMO_FLAG,
-    GLOBAL_KEY,
     NUM_EXAMPLES,
     TRAIN_LOSS,
-    candidate_key,
-    cluster_key,
-    fomo_weights_of,
     has_eval,
     instruction,
     metrics_of,

@@ -164,6 +164,7 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
+    "FedPer (Arivazhagan et al. 2019), FedAvg and Local-only",
 )
 
 

@@ -224,6 +224,7 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
+    "Per-FedAvg FO/HF (Fallah et al. 2020), FedAvg (+ update), Local",
 )
 
 

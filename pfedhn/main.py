@@ -277,6 +277,7 @@ PACKAGE = AppPackage(
     build_experiment,
     client_app_for,
     prepare,
+    "pFedHN and pFedHN-PC (Shamsian et al. 2021), FedAvg and Local-only",
 )
 
 

@@ -42,10 +42,10 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from pfedhn.models import HyperNetwork
+from pfedhn.threads import THREADS_KEY
 from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
-    THREADS_KEY,
     TRAIN_LOSS,
     ClientError,
     instruction,

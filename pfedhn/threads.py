@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pflcore.fl.protocol import THREADS_KEY
+THREADS_KEY = "num-threads"  # in a train instruction: the client's torch threads
 
 
 def train_threads(setting: int | str, clients_per_round: int, num_cpus: float) -> int:

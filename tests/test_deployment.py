@@ -90,7 +90,7 @@ def federation(tmp_path):
     def start(package: str, overrides: list[str]) -> Path:
         parts = tmp_path / "parts"
         result = run_module(
-            "pflcore.data.partition_files",
+            "pflcore.run.partition_export",
             package,
             *overrides,
             "--out",

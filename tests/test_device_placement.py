@@ -160,7 +160,7 @@ def on_accelerator(model: nn.Module) -> bool:
 def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     """A client's first FOMO update weighs the candidates against the initial state."""
     from fedfomo.client import get_runtime, make_client_app
-    from pflcore.fl.protocol import CANDIDATE_PREFIX, GLOBAL_KEY
+    from fedfomo.messages import CANDIDATE_PREFIX, GLOBAL_KEY
 
     config = composed(
         "fedfomo",

@@ -24,10 +24,12 @@ from pflcore.config.runconfig import JSON_KEYS, UNSET_KEYS, from_run_config
 from pflcore.config.settings import leaf_fields
 from pflcore.data.node_data import POPULATION_KEY
 from pflcore.run.apps import OUTPUT_DIR_KEY, output_dir
-from pflcore.run.flwr_apps import PACKAGES, app_pyproject, package_of
+from pflcore.run.flwr_apps import app_pyproject
 from pflcore.run.launch import RUN_CONFIG_FILE, app_dir, toml_table
+from pflcore.run.packages import package_names, package_of
 from tests.messages import message
 
+PACKAGES = package_names()
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
 RESERVED = {JSON_KEYS, UNSET_KEYS, OUTPUT_DIR_KEY, POPULATION_KEY}

@@ -8,8 +8,8 @@ import tomllib
 import pytest
 
 from pflcore.config import ConfigError
-from pflcore.run.flwr_apps import package_of
 from pflcore.run.launch import app_dir, connection_address, flwr_command, toml_table
+from pflcore.run.packages import package_of
 
 CONFIG = {
     "num_clients": 7,

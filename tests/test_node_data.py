@@ -19,7 +19,7 @@ from pflcore.data.node_data import (
 )
 from pflcore.data.partition_files import client_data_of, export_partitions
 from pflcore.run.apps import OUTPUT_DIR_KEY, RunConfigClientApp
-from pflcore.run.flwr_apps import package_of
+from pflcore.run.packages import package_of
 from tests.messages import message
 
 QUICK = ["experiment=fedper/quick", "num_clients=4", "dataset.classes_per_client=4"]

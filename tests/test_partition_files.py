@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from pflcore.data.images import DataFormatError, DatasetNotFoundError
-from pflcore.data.partition_files import (
-    FORMAT,
-    export_partitions,
-    main,
-    prepare_package,
-    read_partition,
-)
+from pflcore.data.partition_files import FORMAT, export_partitions, read_partition
+from pflcore.run.partition_export import main, prepare_package
 from tests.fakedata import write_mnist
 
 PFEDHN = [

@@ -1,9 +1,7 @@
 """One client's data in its own file, for a node that holds only its own data.
 
-``python -m pflcore.data.partition_files PACKAGE [key=value ...] --out DIR`` composes
-``conf/PACKAGE.yaml`` with the overrides exactly as ``python -m PACKAGE.main``
-does, checks it, loads and partitions the data with the package's own seeded
-partition function, and writes ``DIR/partition-<id>.npz`` for every client:
+:func:`export_partitions` (the command ``python -m pflcore.run.partition_export``)
+writes ``DIR/partition-<id>.npz`` for every client:
 its ``x_<split>`` (uint8 ``(n, C, H, W)``) and ``y_<split>`` (int64) arrays for
 each split the package makes, and a ``meta`` JSON entry (format, partition-id,
 number of partitions, dataset, classes, channels, image size, the split sizes
@@ -16,11 +14,7 @@ class count) is not taken from a node's file: it belongs to the server side.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import os
-import sys
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,8 +27,6 @@ from pflcore.data.client_data import ClientData
 from pflcore.data.images import DataFormatError, DatasetNotFoundError
 
 FORMAT = "pfl-suite partition 1"
-PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo")
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass(frozen=True)
@@ -218,45 +210,3 @@ def client_data_of(prepared: Any) -> ClientData:
         if isinstance(value, ClientData):
             return value
     raise TypeError(f"{type(prepared).__name__} holds no ClientData")
-
-
-def prepare_package(package: str, overrides: list[str]) -> ClientData:
-    """Compose, check and partition as ``python -m <package>.main`` would."""
-    from hydra import compose, initialize_config_dir
-
-    main = importlib.import_module(f"{package}.main")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=package, overrides=overrides)
-    return client_data_of(main.prepare(cfg))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line (see the module docstring); returns the exit status."""
-    from pflcore.config import ConfigError
-    from pflcore.data.partition import PartitionError
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pflcore.data.partition_files",
-        description="Write every client's partition to its own file.",
-    )
-    parser.add_argument("package", choices=PACKAGES)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for main")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write")
-    args = parser.parse_args(argv)
-    try:
-        data = prepare_package(args.package, list(args.overrides))
-        paths = export_partitions(
-            data,
-            args.out.resolve(),
-            {"package": args.package, "overrides": list(args.overrides)},
-        )
-    except (ConfigError, PartitionError, DatasetNotFoundError, DataFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} partition files to {args.out.resolve()}")
-    return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    raise SystemExit(main())

@@ -1,8 +1,9 @@
 """The messages between the suite's servers and clients: both sides of each.
 
-Every key a message carries is named here once, with the function that
+Every key the packages share is named here once, with the function that
 builds it (the sending side) and the one that reads it (the receiving side),
-so strategies and clients share this module and never import each other.
+so strategies and clients share this module and never import each other. A
+package's own keys live in its ``messages`` module, built on these.
 
 Server to client (``RecordDict``):
 
@@ -10,16 +11,16 @@ Server to client (``RecordDict``):
   instructions (:func:`instruction`; read with :func:`instruction_of`,
   :func:`server_round_of`, :func:`config_int`, :func:`config_flag`);
 * ``"arrays"`` (:class:`ArrayRecord`): the model or the part of it the
-  algorithm shares; FedFomo adds one record per candidate model, keyed
-  :func:`candidate_key`, :data:`GLOBAL_KEY` or :func:`cluster_key`.
+  algorithm shares (a package may add records of its own, keyed in its
+  ``messages`` module).
 
 Client to server:
 
 * a train reply's ``"metrics"`` (:func:`train_metrics`): ``num-examples``
   (the client's training-set size, the averaging weight), ``train-loss``,
   ``partition-id`` and named extras (read with :func:`scalar`,
-  :func:`reply_partition`); FedFomo adds the candidates it weighed and their
-  weights (:func:`fomo_weights_metrics`, read with :func:`fomo_weights_of`);
+  :func:`reply_partition`) and a package's own entries (read with
+  :func:`scalar` or :func:`number_list`);
 * an evaluate reply's ``"metrics"`` (:func:`eval_metrics`): ``partition-id``
   and the summed counts ``correct``, ``loss-sum``, ``num-examples`` of each
   evaluation, optionally prefixed (``val-``, ``before-``), so that the server
@@ -46,17 +47,7 @@ PARTITION_KEY = "partition-id"
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
 
-# FedFomo's candidate models: one ArrayRecord each in a train message
-CANDIDATE_PREFIX = "candidate-"
-GLOBAL_KEY = "global-average"
-GLOBAL_ID = -1  # the global model's candidate id (adds nothing to the affinities)
-CLUSTER_PREFIX = "cluster-"
-FOMO_CANDIDATES = "fomo-candidates"
-FOMO_WEIGHTS = "fomo-weights"
-FOMO_FLAG = "fomo"  # in an evaluate message: update from the candidates first
 EVALUATE_FLAG = "evaluate"  # in an evaluate message: test and report counts
-
-THREADS_KEY = "num-threads"  # pFedHN: torch threads of a training client
 
 
 class ClientError(RuntimeError):
@@ -107,42 +98,6 @@ def config_flag(config: ConfigRecord, key: str) -> bool:
 def server_round_of(msg: Message) -> int:
     """The server round a message was sent in."""
     return config_int(instruction_of(msg), SERVER_ROUND)
-
-
-def candidate_key(pid: int) -> str:
-    """The array-record key of client ``pid``'s model sent as a candidate."""
-    return f"{CANDIDATE_PREFIX}{pid}"
-
-
-def cluster_key(k: int) -> str:
-    """The array-record key of cluster ``k``'s average model."""
-    return f"{CLUSTER_PREFIX}{k}"
-
-
-def cluster_id(k: int) -> int:
-    """The candidate id FedFomo's affinity bookkeeping gives cluster ``k``.
-
-    Client ids are ``0..N-1`` and the global model is ``-1``; cluster ``k``
-    is ``-2 - k``, so every candidate has one integer id and negative ids are
-    never clients.
-    """
-    return -2 - int(k)
-
-
-def is_candidate_key(key: str) -> bool:
-    """Whether an array-record key of a FedFomo message names a candidate."""
-    return key == GLOBAL_KEY or key.startswith((CANDIDATE_PREFIX, CLUSTER_PREFIX))
-
-
-def candidate_id(key: str) -> int:
-    """The integer id of a candidate's array-record key (inverse of the builders)."""
-    if key == GLOBAL_KEY:
-        return GLOBAL_ID
-    if key.startswith(CLUSTER_PREFIX):
-        return cluster_id(int(key[len(CLUSTER_PREFIX) :]))
-    if key.startswith(CANDIDATE_PREFIX):
-        return int(key[len(CANDIDATE_PREFIX) :])
-    raise ProtocolError(f"{key!r} is not a candidate key")
 
 
 # -- client to server --------------------------------------------------------
@@ -228,27 +183,12 @@ def has_eval(record: MetricRecord, name: str = "") -> bool:
     return f"{name}-correct" in record if name else "correct" in record
 
 
-def fomo_weights_metrics(ids: list[int], weights: list[float]) -> dict[str, Any]:
-    """The metric entries naming the candidates a FedFomo client weighed."""
-    return {
-        FOMO_CANDIDATES: [int(i) for i in ids],
-        FOMO_WEIGHTS: [float(w) for w in weights],
-    }
-
-
-def _number_list(record: MetricRecord, key: str) -> list[float]:
+def number_list(record: MetricRecord, key: str) -> list[float]:
+    """A list-valued metric ``key`` of ``record`` as floats."""
     value = record[key]
     if not isinstance(value, list):
         raise ProtocolError(f"metric {key!r} must be a list, got {value!r}")
     return [float(v) for v in value]
-
-
-def fomo_weights_of(record: MetricRecord) -> tuple[list[int], list[float]] | None:
-    """``(candidate ids, weights)`` a FedFomo train reply holds, or ``None``."""
-    if FOMO_WEIGHTS not in record:
-        return None
-    ids = [int(i) for i in _number_list(record, FOMO_CANDIDATES)]
-    return ids, _number_list(record, FOMO_WEIGHTS)
 
 
 def identity_reply(msg: Message, pid: int) -> Message:

@@ -71,6 +71,8 @@ class AppPackage:
     prepare : callable
         ``prepare(config)``: the package's data loading and partitioning
         (its result holds the run's :class:`~pflcore.data.client_data.ClientData`).
+    description : str
+        One line: the methods the package runs (its Flower app's description).
     errors : tuple
         The exceptions that mean bad input (one line, no traceback):
         :data:`PREPARATION_ERRORS` unless the package raises others.
@@ -82,6 +84,7 @@ class AppPackage:
     build: Callable[[dict[str, Any], str | None], Experiment]
     client_app_for: Callable[[dict[str, Any]], ClientApp]
     prepare: Callable[[dict[str, Any]], Any]
+    description: str
     errors: tuple[type[BaseException], ...] = PREPARATION_ERRORS
 
     def run_config(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -16,32 +16,15 @@ its quick preset; ``tests/test_flwr_apps.py`` fails while a file is stale.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-from pathlib import Path
 from typing import Any
 
 from pflcore.config import to_plain
 from pflcore.config.settings import parse
 from pflcore.data.node_data import POPULATION_KEY
-from pflcore.run.apps import OUTPUT_DIR_KEY, AppPackage
+from pflcore.run.apps import OUTPUT_DIR_KEY
 from pflcore.run.launch import app_dir, toml_table
-
-PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo")
-CONF = Path(__file__).resolve().parents[2] / "conf"
-DESCRIPTIONS = {
-    "fedper": "FedPer (Arivazhagan et al. 2019), FedAvg and Local-only",
-    "pfedhn": "pFedHN and pFedHN-PC (Shamsian et al. 2021), FedAvg and Local-only",
-    "perfedavg": "Per-FedAvg FO/HF (Fallah et al. 2020), FedAvg (+ update), Local",
-    "fedfomo": "FedFomo (Zhang et al. 2021), FedAvg (+ FT) and Local-only",
-}
-
-
-def package_of(name: str) -> AppPackage:
-    """The :class:`AppPackage` of package ``name`` (``<name>.main.PACKAGE``)."""
-    package = importlib.import_module(f"{name}.main").PACKAGE
-    assert isinstance(package, AppPackage)
-    return package
+from pflcore.run.packages import CONF, package_names, package_of
 
 
 def default_config(name: str) -> dict[str, Any]:
@@ -79,7 +62,7 @@ def app_pyproject(name: str) -> str:
         "[project]\n"
         f'name = "{name}-app"\n'
         'version = "0.1.0"\n'
-        f'description = "{DESCRIPTIONS[name]}"\n'
+        f'description = "{package.description}"\n'
         'license = "Apache-2.0"\n'
         'dependencies = ["pfl-suite"]\n'
         "\n"
@@ -102,7 +85,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     stale = []
-    for name in PACKAGES:
+    for name in package_names():
         path = app_dir(name) / "pyproject.toml"
         text = app_pyproject(name)
         if args.check:

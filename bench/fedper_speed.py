@@ -66,7 +66,7 @@ from fedper.strategy import FedPer
 from pflcore.fl.identity import add_partition_query, partition_id
 from pflcore.fl.protocol import NUM_EXAMPLES as WEIGHT_KEY
 from pflcore.fl.protocol import PARTITION_KEY, scalar
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy
 from pflcore.local.training import make_sgd, train_epochs
 from pflcore.records.results import RunRecorder
 from pflcore.run.apps import PREPARATION_ERRORS
@@ -112,8 +112,8 @@ class RoundLog:
         return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
 
 
-class TimedRounds(PartitionFedAvg):
-    """A ``PartitionFedAvg`` (or subclass) that timestamps every round.
+class TimedRounds(PartitionStrategy):
+    """A ``PartitionStrategy`` (or subclass) that timestamps every round.
 
     It never evaluates clients unless ``with_eval`` is set (then every round),
     and its end-of-round hook writes the recorder's row without printing.
@@ -158,11 +158,9 @@ class TimedRounds(PartitionFedAvg):
     def is_eval_round(self, server_round: int) -> bool:
         return self.with_eval
 
-    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> None:
         self.log.ends.append(time.perf_counter())
-        if server_round:
-            self.recorder.end_round(server_round)
-        return None
+        self.recorder.end_round(server_round)
 
 
 class TimedFedPer(TimedRounds, FedPer):
@@ -240,12 +238,12 @@ def run_timed(
 
     def rounds(grid: Grid, partition_to_node: dict[int, int]) -> None:
         strategy.bind_partitions(partition_to_node)
-        strategy.start(
+        strategy.log.ends.append(time.perf_counter())  # round 0: the loop starts
+        strategy.start(  # the round loop real runs use
             grid,
             initial_arrays,
             num_rounds=num_rounds,
             timeout=float(config["timeout_s"]),
-            evaluate_fn=strategy.end_round,
         )
 
     print(f"running: {label} ...", flush=True)

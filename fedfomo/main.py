@@ -25,7 +25,7 @@ from fedfomo.settings import FedFomoSettings, Fomo, parse_settings, read_setting
 from fedfomo.strategy import FedFomo
 from pflcore.config import absolute_data_root, to_plain
 from pflcore.fl.baselines import make_baseline_client_app
-from pflcore.fl.strategy import PartitionFedAvg, server_settings
+from pflcore.fl.strategy import PartitionStrategy, server_settings
 from pflcore.local.model_check import check_model_input
 from pflcore.records.results import RunRecorder
 from pflcore.run.apps import AppPackage
@@ -115,7 +115,7 @@ def client_app_for(config: dict[str, Any]) -> ClientApp:
 
 def build_strategy(
     recorder: RunRecorder, server: dict[str, Any], algorithm: str, fomo: Fomo
-) -> PartitionFedAvg:
+) -> PartitionStrategy:
     """FedFomo's server, or FedAvg's for the baselines.
 
     Parameters
@@ -123,7 +123,7 @@ def build_strategy(
     recorder : RunRecorder
         The run's recorder.
     server : dict
-        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        :class:`pflcore.fl.strategy.PartitionStrategy`'s keywords
         (:func:`pflcore.fl.strategy.server_settings` of the run's config).
     algorithm : str
         The run's ``algorithm``: FedFomo's server for ``fedfomo``.
@@ -131,7 +131,7 @@ def build_strategy(
         The ``fomo.*`` settings (FedFomo's server only).
     """
     if algorithm != "fedfomo":
-        return PartitionFedAvg(recorder, **server)
+        return PartitionStrategy(recorder, **server)
     return FedFomo(
         recorder,
         num_candidates=fomo.num_candidates,

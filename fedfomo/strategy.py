@@ -19,8 +19,9 @@ weights and their normalisation, not P.
 
 from __future__ import annotations
 
-import csv
+import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,6 @@ from fedfomo.messages import (
     fomo_weights_of,
 )
 from pflcore.config.seeds import derive_seed
-from pflcore.fl.client_state import arrays_to_plain, plain_to_arrays
 from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
@@ -56,9 +56,12 @@ from pflcore.fl.protocol import (
     scalar,
 )
 from pflcore.fl.strategy import (
-    PartitionFedAvg,
+    PartitionStrategy,
+    ServerState,
     averaging_weights,
     client_eval,
+    evaluation_record,
+    train_record,
     weighted_average,
 )
 from pflcore.records.results import RunRecorder
@@ -211,7 +214,21 @@ def cluster_models(
     return models
 
 
-class FedFomo(PartitionFedAvg):
+@dataclass
+class FomoState(ServerState):
+    """What FedFomo's server carries from round to round (its checkpoint)."""
+
+    affinity: np.ndarray  # P: row i is client i's affinity to every client
+    uploads: dict[int, ArrayRecord]  # each client's latest upload
+    sizes: dict[int, float]  # each uploader's training-set size
+    last_uploaders: list[int]
+    clusters: np.ndarray
+    cluster_averages: list[ArrayRecord]
+    global_average: ArrayRecord | None
+    rng: dict[str, Any]  # the exploration stream's bit-generator state
+
+
+class FedFomo(PartitionStrategy):
     """FedFomo's server strategy.
 
     Parameters
@@ -231,7 +248,7 @@ class FedFomo(PartitionFedAvg):
         (:func:`cluster_clients`, recomputed every round from P; the
         authors' ``-nf``); 0 sends none.
     **kwargs
-        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionStrategy`.
     """
 
     def __init__(
@@ -263,34 +280,30 @@ class FedFomo(PartitionFedAvg):
 
     # -- checkpoints ------------------------------------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> FomoState:
         """P, the latest uploads, the server models and the exploration stream."""
-        return {
-            "affinity": self.affinity.copy(),
-            "uploads": {p: arrays_to_plain(r) for p, r in self.uploads.items()},
-            "sizes": dict(self.sizes),
-            "last_uploaders": list(self.last_uploaders),
-            "clusters": self.clusters.copy(),
-            "cluster_averages": [arrays_to_plain(r) for r in self.cluster_averages],
-            "global_average": (
-                None
-                if self.global_average is None
-                else arrays_to_plain(self.global_average)
-            ),
-            "rng": self.rng.bit_generator.state,
-        }
+        return FomoState(
+            affinity=self.affinity.copy(),
+            uploads=dict(self.uploads),
+            sizes=dict(self.sizes),
+            last_uploaders=list(self.last_uploaders),
+            clusters=self.clusters.copy(),
+            cluster_averages=list(self.cluster_averages),
+            global_average=self.global_average,
+            rng=copy.deepcopy(dict(self.rng.bit_generator.state)),
+        )
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: ServerState) -> None:
         """Take back :meth:`checkpoint_state`."""
-        self.affinity = np.array(state["affinity"], dtype=np.float64)
-        self.uploads = {int(p): plain_to_arrays(r) for p, r in state["uploads"].items()}
-        self.sizes = {int(p): float(n) for p, n in state["sizes"].items()}
-        self.last_uploaders = [int(p) for p in state["last_uploaders"]]
-        self.clusters = np.array(state["clusters"], dtype=np.int64)
-        self.cluster_averages = [plain_to_arrays(r) for r in state["cluster_averages"]]
-        average = state["global_average"]
-        self.global_average = None if average is None else plain_to_arrays(average)
-        self.rng.bit_generator.state = state["rng"]
+        assert isinstance(state, FomoState)
+        self.affinity = np.array(state.affinity, dtype=np.float64)
+        self.uploads = dict(state.uploads)
+        self.sizes = dict(state.sizes)
+        self.last_uploaders = list(state.last_uploaders)
+        self.clusters = np.array(state.clusters, dtype=np.int64)
+        self.cluster_averages = list(state.cluster_averages)
+        self.global_average = state.global_average
+        self.rng.bit_generator.state = state.rng
 
     # -- training: start from the stored baseline, upload the trained model ----
 
@@ -304,10 +317,9 @@ class FedFomo(PartitionFedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Keep each client's upload (no averaging); log the training loss."""
-        contents = self.check_replies(replies, self._expected, "training", server_round)
+        contents = self.check_replies(replies, "training", server_round)
         if not contents:  # every client failed (tolerated): nothing to keep
-            self.recorder.log_train(float("nan"), 0)
-            return ArrayRecord(), None
+            return ArrayRecord(), train_record(float("nan"), 0)
         metrics = [metrics_of(c) for c in contents]
         pids = [reply_partition(m) for m in metrics]
         arrays = [c.array_records[ARRAYS] for c in contents]
@@ -316,14 +328,12 @@ class FedFomo(PartitionFedAvg):
             self.uploads[pid] = record
             self.sizes[pid] = n
         self.last_uploaders = pids
-        self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
             scalar(m, TRAIN_LOSS) * n for m, n in zip(metrics, sizes, strict=True)
         )
         loss /= sum(sizes)
-        self.recorder.log_train(loss, len(contents))
         self.update_server_models(arrays, sizes)
-        return ArrayRecord(), MetricRecord({"train-loss": loss})
+        return ArrayRecord(), train_record(loss, len(contents))
 
     def update_server_models(
         self, arrays: list[ArrayRecord], sizes: list[float]
@@ -402,7 +412,6 @@ class FedFomo(PartitionFedAvg):
             records: dict[str, Any] = {}
             if pid in fomo:
                 records.update(self.candidate_content(pid, server_round))
-            self.recorder.add_bytes(sent=sum(r.count_bytes() for r in records.values()))
             records[CONFIG] = instruction(
                 server_round,
                 **{FOMO_FLAG: int(pid in fomo), EVALUATE_FLAG: int(pid in tested)},
@@ -420,9 +429,7 @@ class FedFomo(PartitionFedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Update P from the weights; record the test results on eval rounds."""
-        contents = self.check_replies(
-            replies, len(self._eval_targets), "FOMO update/evaluation", server_round
-        )
+        contents = self.check_replies(replies, "FOMO update/evaluation", server_round)
         evals = []
         for content in contents:
             m = metrics_of(content)
@@ -431,20 +438,10 @@ class FedFomo(PartitionFedAvg):
                 update_affinity(self.affinity, reply_partition(m), *weighed)
             if has_eval(m):
                 evals.append(client_eval(m))
-        self.write_affinity()
-        if not evals:
-            return None
-        self.recorder.log_eval(evals)
-        return MetricRecord(
-            {"accuracy-mean": float(np.mean([e.accuracy for e in evals]))}
-        )
+        return evaluation_record(evals) if evals else None
 
-    def write_affinity(self) -> None:
-        """Overwrite ``affinity.csv`` (row i: client i's affinity to every client)."""
-        with (self.recorder.out_dir / "affinity.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["partition_id", *[f"p{j}" for j in range(self.num_clients)]]
-            )
-            for i, row in enumerate(self.affinity):
-                writer.writerow([i, *[f"{v:.6g}" for v in row]])
+    def round_tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
+        """``affinity.csv``, rewritten each round: row i, client i's affinity to all."""
+        header = ["partition_id", *[f"p{j}" for j in range(self.num_clients)]]
+        rows = [[i, *[f"{v:.6g}" for v in row]] for i, row in enumerate(self.affinity)]
+        return {"affinity.csv": (header, rows)}

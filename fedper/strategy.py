@@ -13,11 +13,11 @@ from typing import Any
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from pflcore.fl.protocol import ARRAYS, ClientError
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy
 from pflcore.records.results import RunRecorder
 
 
-class FedPer(PartitionFedAvg):
+class FedPer(PartitionStrategy):
     """Sample-weighted averaging of the base layers.
 
     Parameters
@@ -28,7 +28,7 @@ class FedPer(PartitionFedAvg):
         State-dict keys of the shared base (all keys for FedAvg, none for
         local training).
     **kwargs
-        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionStrategy`.
     """
 
     def __init__(

@@ -28,12 +28,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from perfedavg.strategy import PersonalizedFedAvg
 from pflcore.records.results import RunRecorder
-from pflcore.run.experiment import Checkpointer, resume_strategy, run_rounds
+from pflcore.run.experiment import Checkpointer, resume_strategy
+from pflcore.run.stopping import raise_if_stopped
 
 if TYPE_CHECKING:
     from perfedavg.settings import Jiang, Reptile
@@ -136,7 +137,7 @@ def jiang_main_loop(
     checkpoints : Checkpointer
         The run's checkpoints, up to :func:`last_round`.
     server : dict
-        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        :class:`pflcore.fl.strategy.PartitionStrategy`'s keywords
         (:func:`pflcore.fl.strategy.server_settings`); its ``num_clients`` is
         the population, its ``num_rounds`` F.
     jiang : perfedavg.settings.Jiang
@@ -191,15 +192,14 @@ def jiang_main_loop(
             first = max(1, done - stage.round_offset + 1)
             if first > stage.num_rounds:
                 continue
-            arrays = run_rounds(
-                stage,
+            arrays = stage.start(
                 grid,
                 arrays,
-                first,
-                stage.num_rounds,
-                timeout,
-                partial(_checkpoint, checkpoints, stage, grid, timeout),
-            )
+                timeout=timeout,
+                first_round=first,
+                before_round=raise_if_stopped,
+                after_round=partial(_checkpoint, checkpoints, stage, grid, timeout),
+            ).arrays
         summary_rounds = {"fedavg": [1, fedavg_rounds]}
         if reptile_rounds > 0:
             summary_rounds["reptile"] = [fedavg_rounds + 1, final_round - 1]
@@ -216,8 +216,7 @@ def jiang_main_loop(
             stage="personalize",
         )
         last.bind_partitions(partition_to_node)
-        messages = list(last.configure_evaluate(1, arrays, ConfigRecord(), grid))
-        last.aggregate_evaluate(1, grid.send_and_receive(messages, timeout=timeout))
+        last.evaluate_round(1, arrays, grid, timeout)
         last.end_round(1, arrays)
         recorder.set_summary(
             personalization=personalization_summary(recorder, recorder.rows[-1])

@@ -150,7 +150,7 @@ def build_strategy(
     recorder : RunRecorder
         The run's recorder.
     server : dict
-        :class:`pflcore.fl.strategy.PartitionFedAvg`'s keywords
+        :class:`pflcore.fl.strategy.PartitionStrategy`'s keywords
         (:func:`pflcore.fl.strategy.server_settings` of the run's config).
     server_lr, server_momentum : float
         The server's step along the averaged update and its momentum.

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from flwr.serverapp import Grid
 
 from pflcore.fl.protocol import ARRAYS, CONFIG, SERVER_ROUND
 from pflcore.fl.sampling import ClientSampler
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy, ServerState
 from pflcore.records.results import RunRecorder
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
@@ -80,8 +81,17 @@ def adam_step(
     return param - lr * m_hat / (np.sqrt(v_hat) + eps), (m, v)
 
 
-class PersonalizedFedAvg(PartitionFedAvg):
-    """PartitionFedAvg with a server step, a client pool, before/after evaluation.
+@dataclass
+class ServerStepState(ServerState):
+    """Server momentum and Adam moments (Per-FedAvg's and Jiang's checkpoint)."""
+
+    velocity: dict[str, np.ndarray]
+    adam_moments: dict[str, tuple[np.ndarray, np.ndarray]]
+    adam_steps: int
+
+
+class PersonalizedFedAvg(PartitionStrategy):
+    """PartitionStrategy with a server step, a client pool, before/after evaluation.
 
     Parameters
     ----------
@@ -109,7 +119,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
     stage : str
         Name printed in the progress line.
     **kwargs
-        Passed to :class:`pflcore.fl.strategy.PartitionFedAvg`.
+        Passed to :class:`pflcore.fl.strategy.PartitionStrategy`.
     """
 
     def __init__(
@@ -130,7 +140,6 @@ class PersonalizedFedAvg(PartitionFedAvg):
         super().__init__(recorder, **kwargs)
         self.train_clients = train_clients or self.num_clients
         self.sampler = ClientSampler(self.train_clients, self.sampler.seed)
-        self.min_train_nodes = min(self.clients_per_round, self.train_clients)
         self.evaluated = (
             list(range(self.num_clients))
             if eval_partitions is None
@@ -150,23 +159,24 @@ class PersonalizedFedAvg(PartitionFedAvg):
 
     # -- checkpoints ----------------------------------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> ServerStepState:
         """Server momentum and Adam moments (the rest is the global arrays)."""
-        return {
-            "velocity": {k: v.copy() for k, v in self._velocity.items()},
-            "adam_moments": {
+        return ServerStepState(
+            velocity={k: v.copy() for k, v in self._velocity.items()},
+            adam_moments={
                 k: (m.copy(), v.copy()) for k, (m, v) in self._adam_moments.items()
             },
-            "adam_steps": self._adam_steps,
-        }
+            adam_steps=self._adam_steps,
+        )
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: ServerState) -> None:
         """Take back :meth:`checkpoint_state`."""
-        self._velocity = {k: v.copy() for k, v in state["velocity"].items()}
+        assert isinstance(state, ServerStepState)
+        self._velocity = {k: v.copy() for k, v in state.velocity.items()}
         self._adam_moments = {
-            k: (m.copy(), v.copy()) for k, (m, v) in state["adam_moments"].items()
+            k: (m.copy(), v.copy()) for k, (m, v) in state.adam_moments.items()
         }
-        self._adam_steps = int(state["adam_steps"])
+        self._adam_steps = int(state.adam_steps)
 
     # -- training -------------------------------------------------------------
 
@@ -183,10 +193,8 @@ class PersonalizedFedAvg(PartitionFedAvg):
         partitions = self.train_partitions(server_round)
         config[SERVER_ROUND] = server_round + self.round_offset
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
-        self._expected = len(partitions)
         self._current = arrays
-        return self._messages(content, partitions, self.train_message)
+        return self.messages_to(partitions, content, self.train_message)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -256,8 +264,7 @@ class PersonalizedFedAvg(PartitionFedAvg):
             return []
         config[SERVER_ROUND] = server_round + self.round_offset
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        self.recorder.add_bytes(sent=arrays.count_bytes() * len(self.evaluated))
-        return self._messages(content, self.evaluated, self.eval_message)
+        return self.messages_to(self.evaluated, content, self.eval_message)
 
     def eval_partitions(self, server_round: int) -> list[int]:
         """The ``eval_partitions`` given (every client by default)."""
@@ -265,12 +272,9 @@ class PersonalizedFedAvg(PartitionFedAvg):
 
     # -- end of round ---------------------------------------------------------
 
-    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> None:
         """Write the (global) round's row and print progress."""
-        if server_round == 0:
-            return None
         row = self.recorder.end_round(server_round + self.round_offset)
         before = row.get("before_acc_mean")
         note = f"(before adaptation {before:.4f})" if before is not None else ""
         self.progress.update(server_round, row, prefix=self.stage, note=note)
-        return None

@@ -34,7 +34,7 @@ from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
 from pflcore.config import absolute_data_root, to_plain
 from pflcore.fl.baselines import BASELINES
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy
 from pflcore.local.devices import apply_determinism
 from pflcore.local.model_check import check_model_input
 from pflcore.records.results import RunRecorder
@@ -156,7 +156,7 @@ def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
 
 def build_strategy(
     settings: PFedHNSettings, data: PFedHNData, recorder: RunRecorder
-) -> tuple[PartitionFedAvg, ArrayRecord]:
+) -> tuple[PartitionStrategy, ArrayRecord]:
     """The server strategy and the arrays it starts from.
 
     Parameters

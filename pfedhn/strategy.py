@@ -26,7 +26,9 @@ headline) and ``novel`` (the novel clients' figures at the last round).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,8 +55,14 @@ from pflcore.fl.protocol import (
     reply_partition,
     scalar,
 )
-from pflcore.fl.strategy import PartitionFedAvg, client_eval
-from pflcore.records.results import RunRecorder, summarize_clients
+from pflcore.fl.strategy import (
+    PartitionStrategy,
+    ServerState,
+    client_eval,
+    evaluation_record,
+    train_record,
+)
+from pflcore.records.results import ClientEval, RunRecorder, summarize_clients
 
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
 
@@ -79,14 +87,17 @@ class BestValidation:
 
     def record(
         self, contents: list[RecordDict], server_round: int, phase: str
-    ) -> float:
-        """Record one evaluation; return the mean test accuracy."""
+    ) -> list[ClientEval]:
+        """Record one evaluation's validation figures; return the test results.
+
+        The round loop records the test results (the strategy returns them);
+        validation goes into this round's extra columns and ``summary.json``.
+        """
         test, val = [], []
         for content in contents:
             m = metrics_of(content)
             test.append(client_eval(m))
             val.append(client_eval(m, "val"))
-        self.recorder.log_eval(test)
         t, v = summarize_clients(test), summarize_clients(val)
         self.recorder.log_extra(
             phase=phase,
@@ -109,10 +120,27 @@ class BestValidation:
                 self.recorder.set_summary(best_val=figures)
         else:
             self.recorder.set_summary(novel=figures)
-        return t["test_acc_mean"]
+        return test
 
 
-class PFedHN(PartitionFedAvg):
+@dataclass
+class BestValidationState(ServerState):
+    """The best-validation figures so far (the baselines' checkpoint)."""
+
+    best: dict[str, Any] | None
+
+
+@dataclass
+class HyperNetworkState(BestValidationState):
+    """The hypernetwork, its optimizer and the novel phase (pFedHN's checkpoint)."""
+
+    hn: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    novel_embeddings: dict[int, torch.Tensor]
+    novel_optimizers: dict[int, dict[str, Any]]
+
+
+class PFedHN(PartitionStrategy):
     """pFedHN / pFedHN-PC server (see the module docstring).
 
     Parameters
@@ -134,7 +162,7 @@ class PFedHN(PartitionFedAvg):
     device : str
         ``server_device``.
     num_clients, clients_per_round, num_rounds, eval_every, seed
-        As in :class:`pflcore.fl.strategy.PartitionFedAvg`; ``num_rounds``
+        As in :class:`pflcore.fl.strategy.PartitionStrategy`; ``num_rounds``
         counts the training rounds only.
     train_threads : int
         Torch threads a training client uses (``num-threads`` in its
@@ -205,34 +233,34 @@ class PFedHN(PartitionFedAvg):
 
     # -- checkpoints ------------------------------------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> HyperNetworkState:
         """The hypernetwork (embeddings included), its optimizer, the novel phase."""
-        return {
-            "hn": {
-                k: v.detach().cpu().clone() for k, v in self.hn.state_dict().items()
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "novel_embeddings": {
+        return HyperNetworkState(
+            hn={k: v.detach().cpu().clone() for k, v in self.hn.state_dict().items()},
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            novel_embeddings={
                 j: v.detach().cpu().clone() for j, v in self.novel_embeddings.items()
             },
-            "novel_optimizers": {
-                j: o.state_dict() for j, o in self.novel_optimizers.items()
+            novel_optimizers={
+                j: copy.deepcopy(o.state_dict())
+                for j, o in self.novel_optimizers.items()
             },
-            "best": self.evals.best,
-        }
+            best=self.evals.best,
+        )
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: ServerState) -> None:
         """Take back :meth:`checkpoint_state`."""
-        self.hn.load_state_dict(state["hn"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        assert isinstance(state, HyperNetworkState)
+        self.hn.load_state_dict(state.hn)
+        self.optimizer.load_state_dict(state.optimizer)
         self.novel_embeddings, self.novel_optimizers = {}, {}
-        for j, value in state["novel_embeddings"].items():
+        for j, value in state.novel_embeddings.items():
             v = torch.nn.Parameter(value.to(self.device))
             optimizer = torch.optim.SGD([v], lr=self.novel_lr, momentum=self.momentum)
-            optimizer.load_state_dict(state["novel_optimizers"][j])
+            optimizer.load_state_dict(state.novel_optimizers[j])
             self.novel_embeddings[int(j)] = v
             self.novel_optimizers[int(j)] = optimizer
-        self.evals.best = state["best"]
+        self.evals.best = state.best
 
     # -- phases ---------------------------------------------------------------
 
@@ -298,7 +326,6 @@ class PFedHN(PartitionFedAvg):
             config = instruction(server_round)
             if message_type == MessageType.TRAIN:
                 config[THREADS_KEY] = self.train_threads
-            self.recorder.add_bytes(sent=arrays.count_bytes())
             content = RecordDict({ARRAYS: arrays, CONFIG: config})
             messages.append(
                 Message(
@@ -316,7 +343,6 @@ class PFedHN(PartitionFedAvg):
         if server_round == self.train_rounds + 1 and self.novel:
             self._start_novel_phase()
         partitions = self.train_partitions(server_round)
-        self._expected = len(partitions)
         self._graphs.clear()
         return self._messages_for(partitions, server_round, MessageType.TRAIN)
 
@@ -324,16 +350,14 @@ class PFedHN(PartitionFedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Backpropagate the returned deltas through the hypernetwork; one step."""
-        contents = self.check_replies(replies, self._expected, "training", server_round)
+        contents = self.check_replies(replies, "training", server_round)
         deltas: list[tuple[int, dict[str, torch.Tensor]]] = []
         for content in contents:
             pid = reply_partition(metrics_of(content))
             record = content.array_records[ARRAYS]
-            self.recorder.add_bytes(received=record.count_bytes())
             deltas.append((pid, self._delta(record, pid, server_round)))
         if not deltas:  # the round's client failed (tolerated): no step
-            self.recorder.log_train(float("nan"), 0)
-            return None, None
+            return None, train_record(float("nan"), 0)
         if self.phase(server_round) == "train":
             self.hn_step(deltas)
         else:
@@ -341,8 +365,7 @@ class PFedHN(PartitionFedAvg):
                 self.embedding_step(pid, delta)
         metrics = [metrics_of(c) for c in contents]
         loss = float(np.mean([scalar(m, TRAIN_LOSS) for m in metrics]))
-        self.recorder.log_train(loss, len(contents))
-        return None, MetricRecord({"train-loss": loss})
+        return None, train_record(loss, len(contents))
 
     def _delta(
         self, record: ArrayRecord, pid: int, server_round: int
@@ -418,16 +441,15 @@ class PFedHN(PartitionFedAvg):
         """Record test and validation counts; track the best-validation round."""
         if not self.is_eval_round(server_round):
             return None
-        expected = len(self.eval_partitions(server_round))
-        contents = self.check_replies(replies, expected, "evaluation", server_round)
-        mean = self.evals.record(contents, server_round, self.phase(server_round))
-        return MetricRecord({"accuracy-mean": mean})
+        contents = self.check_replies(replies, "evaluation", server_round)
+        test = self.evals.record(contents, server_round, self.phase(server_round))
+        return evaluation_record(test)
 
 
-class BaselineFedAvg(PartitionFedAvg):
+class BaselineFedAvg(PartitionStrategy):
     """FedAvg, FedAvg + FT and Local on pFedHN's partition, with validation figures.
 
-    The training side is :class:`pflcore.fl.strategy.PartitionFedAvg` unchanged;
+    The training side is :class:`pflcore.fl.strategy.PartitionStrategy` unchanged;
     evaluation replies carry validation counts too, recorded as pFedHN's.
     With ``held_out`` clients (novel clients) only the others train and are
     evaluated in the ``num_rounds`` training rounds; one more round then
@@ -477,13 +499,14 @@ class BaselineFedAvg(PartitionFedAvg):
             return super().eval_partitions(server_round)
         return self.trained if self.phase(server_round) == "train" else self.held_out
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> BestValidationState:
         """The best-validation round so far."""
-        return {"best": self.evals.best}
+        return BestValidationState(best=self.evals.best)
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: ServerState) -> None:
         """Take back :meth:`checkpoint_state`."""
-        self.evals.best = state["best"]
+        assert isinstance(state, BestValidationState)
+        self.evals.best = state.best
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -491,7 +514,6 @@ class BaselineFedAvg(PartitionFedAvg):
         """Record test and validation counts; track the best-validation round."""
         if not self.is_eval_round(server_round):
             return None
-        expected = len(self.eval_partitions(server_round))
-        contents = self.check_replies(replies, expected, "evaluation", server_round)
-        mean = self.evals.record(contents, server_round, self.phase(server_round))
-        return MetricRecord({"accuracy-mean": mean})
+        contents = self.check_replies(replies, "evaluation", server_round)
+        test = self.evals.record(contents, server_round, self.phase(server_round))
+        return evaluation_record(test)

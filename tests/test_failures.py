@@ -21,7 +21,7 @@ from flwr.app import (
 )
 
 from pflcore.fl.protocol import ClientError
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy
 from pflcore.records.results import RunRecorder
 from tests.fakedata import write_mnist
 from tests.mainrun import output_tail, run_module
@@ -147,8 +147,8 @@ def failed(pid: int) -> Message:
     return message
 
 
-def strategy(tmp_path: Path, policy: str) -> PartitionFedAvg:
-    s = PartitionFedAvg(
+def strategy(tmp_path: Path, policy: str) -> PartitionStrategy:
+    s = PartitionStrategy(
         RunRecorder(
             tmp_path, {"seed": 0}, extra_fields=("failed_clients", "failed_partitions")
         ),

@@ -112,7 +112,7 @@ def fomo(tmp_path) -> FedFomo:
         seed=0,
     )
     strategy.bind_partitions({p: 100 + p for p in range(4)})
-    strategy._expected = 4
+    strategy.note_sent(list(range(4)))
     strategy.aggregate_train(1, [train_reply(p, float(p)) for p in (2, 0, 3, 1)])
     return strategy
 
@@ -156,7 +156,9 @@ def test_replies_update_the_affinity_and_the_last_round_tests_everyone(fomo):
     for pid in range(4):  # |sum| = 0.2: +1 to self and to the next client
         assert fomo.affinity[pid, pid] == pytest.approx(1.1)
         assert fomo.affinity[pid, (pid + 1) % 4] == pytest.approx(1.0)
-    assert (fomo.recorder.out_dir / "affinity.csv").is_file()
+    header, rows = fomo.round_tables()["affinity.csv"]  # the loop writes it
+    assert header == ["partition_id", "p0", "p1", "p2", "p3"]
+    assert rows[0] == [0, "1.1", "1", "0", "0"]  # P_00 = 0.1 + 1, P_01 = 0 + 1
     last = list(fomo.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None))
     assert all(m.content.config_records["config"]["evaluate"] == 1 for m in last)
 
@@ -227,7 +229,7 @@ def test_cluster_and_global_candidates_by_hand(tmp_path):
     strategy.bind_partitions({p: 100 + p for p in range(5)})
     strategy.affinity[np.ix_([0, 1, 2], [0, 1, 2])] = 3.0
     strategy.affinity[np.ix_([3, 4], [3, 4])] = 3.0
-    strategy._expected = 5
+    strategy.note_sent(list(range(5)))
     # values 0..4, sample counts 10, 20, 30, 40, 60
     sizes = [10, 20, 30, 40, 60]
     strategy.aggregate_train(

@@ -273,12 +273,12 @@ def test_the_baselines_never_train_held_out_clients_and_test_them_after(tmp_path
 
 def test_without_held_out_clients_the_baseline_is_plain_partition_fedavg(tmp_path):
     from pfedhn.strategy import BaselineFedAvg
-    from pflcore.fl.strategy import PartitionFedAvg
+    from pflcore.fl.strategy import PartitionStrategy
 
     recorder = RunRecorder(tmp_path, {"seed": 0}, extra_fields=EXTRA_FIELDS)
     kw = {"num_clients": 8, "clients_per_round": 3, "num_rounds": 6, "eval_every": 4}
     ours = BaselineFedAvg(recorder, seed=1, **kw)
-    plain = PartitionFedAvg(recorder, seed=1, **kw)
+    plain = PartitionStrategy(recorder, seed=1, **kw)
     assert ours.num_rounds == plain.num_rounds == 6
     for r in range(1, 7):
         assert ours.train_partitions(r) == plain.train_partitions(r)

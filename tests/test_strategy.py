@@ -15,7 +15,7 @@ from flwr.app import (
 from fedper.strategy import FedPer
 from pflcore.fl.protocol import ClientError
 from pflcore.fl.sampling import ClientSampler
-from pflcore.fl.strategy import PartitionFedAvg, weighted_average
+from pflcore.fl.strategy import PartitionStrategy, weighted_average
 from pflcore.records.results import RunRecorder
 
 
@@ -133,7 +133,7 @@ def test_sampler_is_seeded_and_partial_participation_is_honoured(tmp_path):
     draws = {tuple(sampler.sample(r, 4)) for r in range(1, 30)}
     assert len(draws) > 10 and all(len(set(d)) == 4 for d in draws)
     assert sampler.sample(1, 10) == list(range(10))
-    strategy = PartitionFedAvg(
+    strategy = PartitionStrategy(
         RunRecorder(tmp_path, {}),
         num_clients=10,
         clients_per_round=4,
@@ -149,7 +149,7 @@ def test_sampler_is_seeded_and_partial_participation_is_honoured(tmp_path):
 
 
 def test_evaluation_cadence(tmp_path):
-    strategy = PartitionFedAvg(
+    strategy = PartitionStrategy(
         RunRecorder(tmp_path, {}),
         num_clients=2,
         clients_per_round=2,
@@ -167,7 +167,7 @@ def test_evaluation_cadence(tmp_path):
 
 
 def test_replies_are_read_in_partition_order_whatever_order_they_arrive_in(tmp_path):
-    strategy = PartitionFedAvg(
+    strategy = PartitionStrategy(
         RunRecorder(tmp_path, {}),
         num_clients=3,
         clients_per_round=3,

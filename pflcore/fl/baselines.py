@@ -3,7 +3,7 @@
 One ClientApp, :func:`make_baseline_client_app`, serves all three for every
 package; the package supplies only what differs (:class:`LocalUpdate`): its
 worker runtime, its local update, what it tests, and how FedAvg + fine-tuning
-adapts. The server side is the plain :class:`pflcore.fl.strategy.PartitionFedAvg`
+adapts. The server side is the plain :class:`pflcore.fl.strategy.PartitionStrategy`
 (under the run's ``averaging`` rule).
 
 * ``fedavg``: train the received global model with the package's local

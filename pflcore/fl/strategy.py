@@ -1,15 +1,20 @@
-"""A FedAvg that addresses clients by partition-id and records every round.
+"""The server strategy: Flower's ``Strategy`` over partition-ids, every round recorded.
 
-Algorithm packages subclass :class:`PartitionFedAvg`; it adds to Flower's
-``FedAvg`` what all of them need: seeded sampling of partition-ids, strict
-checking of replies, dtype-preserving weighted averaging, evaluation every
-``eval_every`` rounds on every client, and one ``rounds.csv`` row per round.
+Algorithm packages subclass :class:`PartitionStrategy`. It implements Flower's
+``Strategy`` contract (the four configure/aggregate hooks, ``summary`` and
+``start``) with what every package shares: seeded sampling of partition-ids,
+strict checking of replies, dtype-preserving weighted averaging (FedAvg's
+server), evaluation every ``eval_every`` rounds on every client, and the
+round loop (``start``) that records what the hooks return: one
+``rounds.csv`` row per round, one ``clients.csv`` row per evaluated client.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +28,7 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import Result, Strategy
 
 from pflcore.config import AVERAGING_RULES
 from pflcore.fl.protocol import (
@@ -160,12 +165,125 @@ SERVER_KEYS = (
 
 
 def server_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`PartitionFedAvg` keywords a run's config gives every server."""
+    """The :class:`PartitionStrategy` keywords a run's config gives every server."""
     return {key: config[key] for key in SERVER_KEYS}
 
 
-class PartitionFedAvg(FedAvg):
-    """FedAvg over partition-ids with seeded sampling and per-round records.
+# Keys of the MetricRecords the hooks return and the round loop records.
+TRAIN_CLIENTS = "num-train-clients"
+ACCURACY_MEAN = "accuracy-mean"
+EVAL_FIELDS = ("partition-id", "correct", "loss-sum", "num-examples")
+
+
+def train_record(loss: float, num_clients: int) -> MetricRecord:
+    """What ``aggregate_train`` returns: the aggregated loss and how many trained."""
+    return MetricRecord({TRAIN_LOSS: float(loss), TRAIN_CLIENTS: int(num_clients)})
+
+
+def _eval_lists(evals: list[ClientEval], prefix: str) -> dict[str, Any]:
+    columns: list[list[int] | list[float]] = [
+        [e.partition_id for e in evals],
+        [int(e.correct) for e in evals],
+        [float(e.loss_sum) for e in evals],
+        [int(e.num_samples) for e in evals],
+    ]
+    return {
+        f"{prefix}{name}": values
+        for name, values in zip(EVAL_FIELDS, columns, strict=True)
+    }
+
+
+def evaluation_record(
+    evals: list[ClientEval],
+    extra: list[tuple[str, list[ClientEval]]] | None = None,
+) -> MetricRecord:
+    """What ``aggregate_evaluate`` returns: every client's counts, and their mean.
+
+    Each evaluation is kept per client (lists in partition-id order, named
+    as the reply metrics name them), so that the round loop records exactly
+    what the clients counted; ``accuracy-mean`` is the across-client mean.
+    ``extra`` adds named evaluations (``before``, ``val``) under their prefix.
+    """
+    values: dict[str, Any] = {
+        ACCURACY_MEAN: float(np.mean([e.accuracy for e in evals])),
+        **_eval_lists(evals, ""),
+    }
+    for name, results in extra or []:
+        values.update(_eval_lists(results, f"{name}-"))
+    return MetricRecord(values)
+
+
+def evaluations_of(record: MetricRecord, name: str = "") -> list[ClientEval] | None:
+    """The per-client evaluation ``name`` in an :func:`evaluation_record`, or None."""
+    prefix = f"{name}-" if name else ""
+    if f"{prefix}correct" not in record:
+        return None
+    pids, correct, loss_sum, count = (record[f"{prefix}{k}"] for k in EVAL_FIELDS)
+    assert isinstance(pids, list) and isinstance(correct, list)
+    assert isinstance(loss_sum, list) and isinstance(count, list)
+    return [
+        ClientEval(
+            partition_id=int(p), correct=int(c), loss_sum=float(s), num_samples=int(n)
+        )
+        for p, c, s, n in zip(pids, correct, loss_sum, count, strict=True)
+    ]
+
+
+def array_bytes(messages: Iterable[Message]) -> int:
+    """Serialized array bytes that ``messages`` carry (error replies carry none)."""
+    return sum(
+        record.count_bytes()
+        for message in messages
+        if not message.has_error()
+        for record in message.content.array_records.values()
+    )
+
+
+@dataclass
+class ServerState:
+    """The server state a checkpoint needs beyond the global arrays: none here.
+
+    A strategy that keeps state across rounds (momentum, affinities, a
+    hypernetwork) declares it as a dataclass deriving from this one and
+    returns it from :meth:`PartitionStrategy.checkpoint_state`.
+    """
+
+
+Hook = Callable[[int, ArrayRecord], None]
+"""``hook(server_round, arrays)``: the round loop's ``after_round`` (a checkpoint)."""
+
+
+class PartitionStrategy(Strategy):
+    """Flower's ``Strategy`` over partition-ids, with seeded sampling and records.
+
+    The contract, as Flower's ``Strategy`` states it, is what a package
+    overrides; :meth:`start` (the round loop) calls the hooks in this order
+    each round and records what they return:
+
+    ``configure_train(round, arrays, config, grid) -> messages``
+        The round's training instructions, one :class:`Message` per node
+        (addressed through :meth:`messages_to`, or noted with
+        :meth:`note_sent`). Here: the global arrays to a seeded sample of
+        ``clients_per_round`` partitions (:meth:`train_partitions`).
+    ``aggregate_train(round, replies) -> (arrays | None, MetricRecord | None)``
+        The new global arrays (None keeps the current ones) and the
+        aggregated training metrics, a :func:`train_record`. Here: the mean of
+        the uploads (see ``averaging``) and of the train loss.
+    ``configure_evaluate(round, arrays, config, grid) -> messages``
+        The round's evaluation instructions. Here: the global arrays to every
+        client (:meth:`eval_partitions`) on evaluation rounds
+        (:meth:`is_eval_round`), none otherwise.
+    ``aggregate_evaluate(round, replies) -> MetricRecord | None``
+        The clients' evaluations, an :func:`evaluation_record` (None: nothing
+        was evaluated). Here: each client's counts on its own test split, and
+        the extra evaluations the recorder declares.
+
+    Replies are read with :meth:`check_replies`, which applies the failure
+    policy and orders them by partition-id. The loop counts the array bytes
+    every message carries, then, after both stages, writes the round's row
+    (:meth:`end_round`) and calls ``after_round`` (the checkpoint). State a
+    checkpoint needs is one :class:`ServerState` dataclass
+    (:meth:`checkpoint_state`, :meth:`restore_state`).
 
     Parameters
     ----------
@@ -210,12 +328,6 @@ class PartitionFedAvg(FedAvg):
             raise ValueError(
                 f"averaging must be one of {AVERAGING_RULES}, got {averaging!r}"
             )
-        super().__init__(
-            min_train_nodes=clients_per_round,
-            min_evaluate_nodes=num_clients,
-            min_available_nodes=num_clients,
-            weighted_by_key=NUM_EXAMPLES,
-        )
         self.recorder = recorder
         self.progress = ProgressPrinter(num_rounds, min_interval_s=progress_every_s)
         self.num_clients = num_clients
@@ -225,38 +337,163 @@ class PartitionFedAvg(FedAvg):
         self.sampler = ClientSampler(num_clients, seed)
         self.averaging = averaging
         self.on_client_failure = on_client_failure
-        self._sent: list[int] = []
+        self.sent: list[int] = []
         self.node_of: dict[int, int] = {}
-        self._expected = 0
+
+    def summary(self) -> None:
+        """Log the strategy's settings (Flower's ``Strategy.summary``)."""
+        log.info(
+            "%s: %d clients, %d per round, %d rounds, averaging %s",
+            type(self).__name__,
+            self.num_clients,
+            self.clients_per_round,
+            self.num_rounds,
+            self.averaging,
+        )
+
+    # -- the round loop -------------------------------------------------------
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int | None = None,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        *,
+        first_round: int = 1,
+        before_round: Callable[[], None] | None = None,
+        after_round: Hook | None = None,
+    ) -> Result:
+        """Run rounds ``first_round..num_rounds`` (Flower's ``Strategy.start``).
+
+        Each round: :meth:`train_round`, :meth:`evaluate_round`, Flower's
+        ``evaluate_fn`` if given, :meth:`end_round`, then ``after_round``.
+        ``before_round`` runs first in each round (the run's stop check).
+        Starting at ``first_round`` is what lets a run resume.
+
+        Returns
+        -------
+        Result
+            The global arrays after the last round, and each round's training
+            and evaluation metrics.
+        """
+        last = self.num_rounds if num_rounds is None else num_rounds
+        result = Result(arrays=initial_arrays)
+        arrays = initial_arrays
+        flower_log = logging.getLogger("flwr")  # shown with verbose=true, as Flower's
+        for server_round in range(first_round, last + 1):
+            if before_round is not None:
+                before_round()
+            flower_log.info("[ROUND %d/%d]", server_round, last)
+            arrays, trained = self.train_round(
+                server_round, arrays, grid, timeout, copy.copy(train_config)
+            )
+            if trained is not None:
+                result.train_metrics_clientapp[server_round] = trained
+            evaluated = self.evaluate_round(
+                server_round, arrays, grid, timeout, copy.copy(evaluate_config)
+            )
+            if evaluated is not None:
+                result.evaluate_metrics_clientapp[server_round] = evaluated
+            if evaluate_fn is not None:
+                central = evaluate_fn(server_round, arrays)
+                if central is not None:
+                    result.evaluate_metrics_serverapp[server_round] = central
+            self.end_round(server_round, arrays)
+            if after_round is not None:
+                after_round(server_round, arrays)
+        result.arrays = arrays
+        return result
+
+    def train_round(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        grid: Grid,
+        timeout: float,
+        config: ConfigRecord | None = None,
+    ) -> tuple[ArrayRecord, MetricRecord | None]:
+        """Configure, send and aggregate training; record its metrics and bytes."""
+        messages = list(
+            self.configure_train(server_round, arrays, config or ConfigRecord(), grid)
+        )
+        self.recorder.add_bytes(sent=array_bytes(messages))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        aggregated, metrics = self.aggregate_train(server_round, replies)
+        self.recorder.add_bytes(received=self.received_bytes(replies, "train"))
+        if metrics is not None and TRAIN_CLIENTS in metrics:
+            loss, count = scalar(metrics, TRAIN_LOSS), scalar(metrics, TRAIN_CLIENTS)
+            self.recorder.log_train(loss, int(count))
+        return (arrays if aggregated is None else aggregated), metrics
+
+    def evaluate_round(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        grid: Grid,
+        timeout: float,
+        config: ConfigRecord | None = None,
+    ) -> MetricRecord | None:
+        """Configure, send and aggregate evaluation; record every client's counts."""
+        messages = list(
+            self.configure_evaluate(
+                server_round, arrays, config or ConfigRecord(), grid
+            )
+        )
+        self.recorder.add_bytes(sent=array_bytes(messages))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        metrics = self.aggregate_evaluate(server_round, replies)
+        self.recorder.add_bytes(received=self.received_bytes(replies, "evaluate"))
+        if metrics is not None:
+            evals = evaluations_of(metrics)
+            if evals is not None:
+                self.recorder.log_eval(evals)
+            for name in self.recorder.extra_evals:
+                extra = evaluations_of(metrics, name)
+                if extra is not None:
+                    self.recorder.log_extra_eval(name, extra)
+        for name, (header, rows) in self.round_tables().items():
+            self.recorder.write_table(name, header, rows)
+        return metrics
+
+    def received_bytes(self, replies: list[Message], stage: str) -> int:
+        """Array bytes of ``replies`` that count as received (training uploads)."""
+        return array_bytes(replies) if stage == "train" else 0
+
+    def round_tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
+        """Files the strategy rewrites each round: ``{name: (header, rows)}``."""
+        return {}
 
     # -- checkpoints ----------------------------------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> ServerState:
         """The server state the next round depends on, beyond the global arrays.
 
-        Plain Python and NumPy values only. Sampling draws from
-        ``(seed, round)``, so it needs no state; subclasses that keep state
-        (momentum, affinities, a hypernetwork) extend this and
-        :meth:`restore_state`.
+        Sampling draws from ``(seed, round)``, so it needs no state; a
+        strategy that keeps state returns its own :class:`ServerState`.
         """
-        return {}
+        return ServerState()
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: ServerState) -> None:
         """Take back what :meth:`checkpoint_state` returned."""
 
     # -- identity -------------------------------------------------------------
 
     def note_sent(self, partitions: list[int]) -> None:
         """Remember who was sent the current stage's messages (for failures)."""
-        self._sent = list(partitions)
+        self.sent = list(partitions)
 
     def bind_partitions(self, partition_to_node: dict[int, int]) -> None:
         """Learn which node holds which partition (from the query round)."""
         self.node_of = dict(partition_to_node)
 
-    def _messages(
-        self, content: RecordDict, partitions: list[int], message_type: str
+    def messages_to(
+        self, partitions: list[int], content: RecordDict, message_type: str
     ) -> list[Message]:
+        """One message of ``content`` to each of ``partitions`` (noted as sent)."""
         self.note_sent(partitions)
         return [
             Message(content, dst_node_id=self.node_of[p], message_type=message_type)
@@ -264,17 +501,24 @@ class PartitionFedAvg(FedAvg):
         ]
 
     def check_replies(
-        self, replies: Iterable[Message], expected: int, stage: str, server_round: int
+        self,
+        replies: Iterable[Message],
+        stage: str,
+        server_round: int,
+        expected: int | None = None,
     ) -> list[RecordDict]:
         """Return the good replies' contents in partition-id order.
 
-        A client that replied with an error, or did not reply before the
-        timeout, either stops the run (``on_client_failure=stop``: a
-        :class:`ClientError` naming the client, the round, the stage and
-        the error) or is recorded and left out (``tolerate``). Replies arrive
-        in any order; summing floats in a fixed (partition-id) order makes
-        every aggregate, and so the whole run, reproducible.
+        ``expected`` replies (default: one from each partition the stage's
+        messages went to). A client that replied with an error, or did not
+        reply before the timeout, either stops the run
+        (``on_client_failure=stop``: a :class:`ClientError` naming the
+        client, the round, the stage and the error) or is recorded and left
+        out (``tolerate``). Replies arrive in any order; summing floats in a
+        fixed (partition-id) order makes every aggregate, and so the whole
+        run, reproducible.
         """
+        expected = len(self.sent) if expected is None else expected
         replies = list(replies)
         pid_of = {node: pid for pid, node in self.node_of.items()}
         failures: dict[int, str] = {}
@@ -288,8 +532,8 @@ class PartitionFedAvg(FedAvg):
         silent: list[int] = []
         if len(replies) < expected:  # some never answered: name them if known
             replied = {pid for pid, _ in good} | set(failures)
-            silent = [p for p in self._sent if p not in replied]
-            if len(self._sent) != expected or len(silent) != expected - len(replies):
+            silent = [p for p in self.sent if p not in replied]
+            if len(self.sent) != expected or len(silent) != expected - len(replies):
                 silent = [-1] * (expected - len(replies))  # who is unknown
         for pid in silent:
             failures[pid] = "no reply before the timeout"
@@ -333,32 +577,27 @@ class PartitionFedAvg(FedAvg):
         partitions = self.train_partitions(server_round)
         config[SERVER_ROUND] = server_round
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
-        self._expected = len(partitions)
-        return self._messages(content, partitions, MessageType.TRAIN)
+        return self.messages_to(partitions, content, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Mean (see ``averaging``) of the returned arrays and train loss."""
-        contents = self.check_replies(replies, self._expected, "training", server_round)
+        contents = self.check_replies(replies, "training", server_round)
         if not contents:  # every client failed (tolerated): keep the global model
-            self.recorder.log_train(float("nan"), 0)
-            return None, None
+            return None, train_record(float("nan"), 0)
         arrays = [c.array_records[ARRAYS] for c in contents]
         metrics = [metrics_of(c) for c in contents]
         weights = averaging_weights(
             [scalar(m, NUM_EXAMPLES) for m in metrics], self.averaging
         )
-        self.recorder.add_bytes(received=sum(a.count_bytes() for a in arrays))
         loss = sum(
             scalar(m, TRAIN_LOSS) * w for m, w in zip(metrics, weights, strict=True)
         )
-        self.recorder.log_train(loss / sum(weights), len(contents))
         aggregated = (
             weighted_average(arrays, weights) if len(arrays[0]) else ArrayRecord()
         )
-        return aggregated, MetricRecord({"train-loss": loss / sum(weights)})
+        return aggregated, train_record(loss / sum(weights), len(contents))
 
     # -- evaluation -----------------------------------------------------------
 
@@ -373,12 +612,12 @@ class PartitionFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Evaluate every client on its own test split, on evaluation rounds."""
         if not self.is_eval_round(server_round):
+            self.note_sent([])
             return []
         config[SERVER_ROUND] = server_round
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
         partitions = self.eval_partitions(server_round)
-        self.recorder.add_bytes(sent=arrays.count_bytes() * len(partitions))
-        return self._messages(content, partitions, MessageType.EVALUATE)
+        return self.messages_to(partitions, content, MessageType.EVALUATE)
 
     def eval_partitions(self, server_round: int) -> list[int]:
         """Partition-ids evaluated after ``server_round``: every client."""
@@ -387,29 +626,17 @@ class PartitionFedAvg(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Record per-client counts; return the across-client summary."""
+        """Every client's counts, and the extra evaluations every reply holds."""
         if not self.is_eval_round(server_round):
             return None
-        contents = self.check_replies(
-            replies, len(self.eval_partitions(server_round)), "evaluation", server_round
-        )
+        contents = self.check_replies(replies, "evaluation", server_round)
         evals = [client_eval(metrics_of(content)) for content in contents]
-        self.recorder.log_eval(evals)
-        for name, extra in extra_evaluations(contents, self.recorder.extra_evals):
-            self.recorder.log_extra_eval(name, extra)
-        acc = [e.accuracy for e in evals]
-        return MetricRecord({"accuracy-mean": float(np.mean(acc))})
+        extra = extra_evaluations(contents, self.recorder.extra_evals)
+        return evaluation_record(evals, extra)
 
     # -- end of round ---------------------------------------------------------
 
-    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Write this round's row; passed to ``Strategy.start`` as ``evaluate_fn``.
-
-        ``Strategy.start`` calls it once before the first round (round 0), and
-        after each round once training and evaluation are done.
-        """
-        if server_round == 0:
-            return None
+    def end_round(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Write this round's row and print the progress line."""
         row = self.recorder.end_round(server_round)
         self.progress.update(server_round, row)
-        return None

@@ -279,6 +279,17 @@ class RunRecorder:
             raise ValueError(f"not declared as extra rounds.csv fields: {unknown}")
         self._pending_values.update(values)
 
+    def write_table(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
+        """Overwrite ``name`` in the run folder with a CSV of ``header`` and ``rows``.
+
+        For a table a strategy keeps whole and rewrites each round (FedFomo's
+        affinity matrix).
+        """
+        with (self.out_dir / name).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
     def set_summary(self, **values: Any) -> None:
         """Add algorithm-specific entries to ``summary.json``."""
         self._extra_summary.update(values)

@@ -101,7 +101,7 @@ def extra_metric(metric: str, prefix: str) -> str:
     """The key of extra evaluation ``prefix`` beside ``metric``.
 
     ``final.test_acc_mean`` with prefix ``before`` is ``final.before_acc_mean``
-    (the names :class:`pflcore.fl.strategy.PartitionFedAvg` records).
+    (the names :class:`pflcore.fl.strategy.PartitionStrategy` records).
 
     Raises
     ------

@@ -2,7 +2,7 @@
 
 A checkpoint holds everything the next round depends on: the round it was
 taken after, the global arrays, the strategy's own state
-(:meth:`pflcore.fl.strategy.PartitionFedAvg.checkpoint_state`), the recorder's
+(:meth:`pflcore.fl.strategy.PartitionStrategy.checkpoint_state`), the recorder's
 rows, and each client's personal state (its ``context.state``). The clients'
 state is fetched through the Message API (``query.checkpoint``) and handed
 back on resume (``query.restore``), so it works the same when clients run on
@@ -27,7 +27,8 @@ from pflcore.data.images import DataFormatError
 CHECKPOINT_FILE = "checkpoint.pkl"
 # 2: one Local state key for every package (pflcore.fl.baselines.LOCAL_STATE_KEY);
 # a format-1 checkpoint's Local clients would silently restart from scratch.
-FORMAT = "pfl-suite checkpoint 2"
+# 3: the server's state is its strategy's ServerState dataclass, not a dict.
+FORMAT = "pfl-suite checkpoint 3"
 FORMAT_PREFIX = "pfl-suite checkpoint "
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +27,7 @@ from pflcore.fl.client_state import (
     restore_client_states,
 )
 from pflcore.fl.faults import with_faults
-from pflcore.fl.strategy import PartitionFedAvg
+from pflcore.fl.strategy import PartitionStrategy
 from pflcore.records.provenance import LOCAL_PATH
 from pflcore.records.results import RunRecorder, effective_status
 from pflcore.run.checkpoint import (
@@ -107,13 +107,13 @@ class Experiment:
 
 
 def strategy_loop(
-    strategy: PartitionFedAvg, initial_arrays: ArrayRecord, config: dict[str, Any]
+    strategy: PartitionStrategy, initial_arrays: ArrayRecord, config: dict[str, Any]
 ) -> MainLoop:
     """The server rounds of ``strategy``: resumed, checkpointed, recorded by round.
 
     Parameters
     ----------
-    strategy : PartitionFedAvg
+    strategy : PartitionStrategy
         The server strategy (holds the recorder).
     initial_arrays : ArrayRecord
         What the server sends in the first round.
@@ -134,14 +134,15 @@ def strategy_loop(
                 resume_strategy(strategy, grid, resumed, timeout),
             )
         checkpoints = Checkpointer(config, recorder, config["num_rounds"])
-        run_rounds(
-            strategy,
+        strategy.start(
             grid,
             arrays,
-            first,
-            config["num_rounds"],
-            timeout,
-            lambda r, a: checkpoints.after_round(r, a, strategy, grid, timeout),
+            timeout=timeout,
+            first_round=first,
+            before_round=raise_if_stopped,
+            after_round=lambda r, a: checkpoints.after_round(
+                r, a, strategy, grid, timeout
+            ),
         )
 
     return rounds
@@ -155,49 +156,6 @@ def run_embedded(experiment: Experiment) -> None:
         experiment.client_app,
         experiment.config,
     )
-
-
-def run_rounds(
-    strategy: PartitionFedAvg,
-    grid: Grid,
-    arrays: ArrayRecord,
-    first: int,
-    last: int,
-    timeout: float,
-    after_round: Callable[[int, ArrayRecord], None] | None = None,
-) -> ArrayRecord:
-    """Rounds ``first..last`` of ``strategy``, as Flower's ``Strategy.start`` runs them.
-
-    Each round: configure and send training, aggregate, configure and send
-    evaluation, aggregate, write the round's row (``end_round``), then
-    ``after_round(round, arrays)`` (the checkpoint). Starting at ``first``
-    is what lets a run resume.
-
-    Returns
-    -------
-    ArrayRecord
-        The global arrays after round ``last``.
-    """
-    flower_log = logging.getLogger("flwr")  # shown with verbose=true, as Flower's
-    for server_round in range(first, last + 1):
-        raise_if_stopped()
-        flower_log.info("[ROUND %d/%d]", server_round, last)
-        replies = grid.send_and_receive(
-            strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
-            timeout=timeout,
-        )
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
-        if aggregated is not None:
-            arrays = aggregated
-        replies = grid.send_and_receive(
-            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
-            timeout=timeout,
-        )
-        strategy.aggregate_evaluate(server_round, replies)
-        strategy.end_round(server_round, arrays)
-        if after_round is not None:
-            after_round(server_round, arrays)
-    return arrays
 
 
 class Checkpointer:
@@ -231,7 +189,7 @@ class Checkpointer:
         self,
         server_round: int,
         arrays: ArrayRecord,
-        strategy: PartitionFedAvg,
+        strategy: PartitionStrategy,
         grid: Grid,
         timeout: float,
         extra: dict[str, Any] | None = None,
@@ -260,7 +218,7 @@ class Checkpointer:
 
 
 def resume_strategy(
-    strategy: PartitionFedAvg,
+    strategy: PartitionStrategy,
     grid: Grid,
     checkpoint: dict[str, Any],
     timeout: float,

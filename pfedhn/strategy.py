@@ -271,9 +271,7 @@ class PFedHN(PartitionStrategy):
     def train_partitions(self, server_round: int) -> list[int]:
         """Seeded sample of this phase's partitions."""
         pool = self.trained if self.phase(server_round) == "train" else self.novel
-        count = min(self.clients_per_round, len(pool))
-        rng = np.random.default_rng([self.seed, server_round])
-        return sorted(int(j) for j in rng.choice(pool, size=count, replace=False))
+        return self.sampler.sample(server_round, self.clients_per_round, pool)
 
     @property
     def seed(self) -> int:
@@ -483,11 +481,7 @@ class BaselineFedAvg(PartitionStrategy):
         if self.phase(server_round) == "novel":
             return []
         # as PFedHN.train_partitions: a seeded draw from the trained pool
-        count = min(self.clients_per_round, len(self.trained))
-        rng = np.random.default_rng([self.sampler.seed, server_round])
-        return sorted(
-            int(j) for j in rng.choice(self.trained, size=count, replace=False)
-        )
+        return self.sampler.sample(server_round, self.clients_per_round, self.trained)
 
     def is_eval_round(self, server_round: int) -> bool:
         """The usual rounds, the last training round, and the novel round."""

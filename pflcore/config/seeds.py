@@ -30,3 +30,8 @@ def derive_seed(*parts: int) -> int:
         np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]
         >> 1
     )
+
+
+def sampling_rng(seed: int, server_round: int) -> np.random.Generator:
+    """The stream that draws the clients of ``server_round``: ``[seed, round]``."""
+    return np.random.default_rng([int(seed), int(server_round)])

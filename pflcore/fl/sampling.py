@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pflcore.config.seeds import sampling_rng
 
 
 class ClientSampler:
@@ -20,9 +20,19 @@ class ClientSampler:
         self.num_clients = num_clients
         self.seed = seed
 
-    def sample(self, server_round: int, count: int) -> list[int]:
-        """Draw ``count`` distinct partition-ids for ``server_round`` (sorted)."""
-        if count >= self.num_clients:
-            return list(range(self.num_clients))
-        rng = np.random.default_rng([self.seed, server_round])
-        return sorted(rng.choice(self.num_clients, size=count, replace=False).tolist())
+    def sample(
+        self, server_round: int, count: int, pool: list[int] | None = None
+    ) -> list[int]:
+        """Draw ``count`` distinct partition-ids for ``server_round`` (sorted).
+
+        From ``pool`` (e.g. the clients that train while others are held out)
+        or, by default, from every partition. The draw is the
+        :func:`~pflcore.config.seeds.sampling_rng` stream's: the i-th of a
+        pool is drawn exactly when i is drawn from ``range(len(pool))``.
+        """
+        population = list(range(self.num_clients)) if pool is None else list(pool)
+        if count >= len(population):
+            return sorted(population)
+        rng = sampling_rng(self.seed, server_round)
+        drawn = rng.choice(len(population), size=count, replace=False)
+        return sorted(population[int(i)] for i in drawn)

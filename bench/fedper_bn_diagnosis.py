@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fedper.client import build_runtime
-from fedper.main import resolve
+from fedper.main import PACKAGE
 from pflcore.config import to_plain
 from pflcore.fl.client_state import plain_to_arrays
 from pflcore.run.checkpoint import read_checkpoint
@@ -90,7 +90,7 @@ def main() -> None:
     cfg = to_plain(loaded)
     if args.data_root:
         cfg["dataset"]["root"] = args.data_root
-    config = resolve(cfg)
+    config = PACKAGE.resolve(cfg)
     runtime = build_runtime(config)
     arrays = plain_to_arrays(read_checkpoint(args.run)["arrays"])
     global_state = arrays.to_torch_state_dict()

@@ -60,7 +60,7 @@ from fedper.client import (
     local_train,
     make_client_app,
 )
-from fedper.main import Prepared, prepare
+from fedper.main import PACKAGE, FedPerPrepared
 from fedper.settings import read_settings
 from fedper.strategy import FedPer
 from pflcore.fl.identity import add_partition_query, partition_id
@@ -69,8 +69,8 @@ from pflcore.fl.protocol import PARTITION_KEY, scalar
 from pflcore.fl.strategy import PartitionStrategy
 from pflcore.local.training import make_sgd, train_epochs
 from pflcore.records.results import RunRecorder
-from pflcore.run.apps import PREPARATION_ERRORS
 from pflcore.run.experiment import guarded
+from pflcore.run.package import PREPARATION_ERRORS
 from pflcore.run.simulation import build_server_app, run_federation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,9 +290,9 @@ def noop_run(
     return run_timed(label, strategy, initial, make_noop_client_app(), cfg)
 
 
-def fedper_run(prepared: Prepared, with_eval: bool, work: Path) -> SimRun:
+def fedper_run(prepared: FedPerPrepared, with_eval: bool, work: Path) -> SimRun:
     """FedPer's own ClientApp and strategy, as ``fedper.main`` builds them."""
-    config, base = prepared.config, prepared.base
+    config, base = prepared.config, prepared.initial
     out = work / "fedper"
     strategy = TimedFedPer(
         RunRecorder(out, config),
@@ -385,10 +385,10 @@ def write_synthetic_cifar10(root: Path, per_batch: int) -> None:
     write_cifar10(root, per_batch=per_batch, test=per_batch)
 
 
-def compose_config(args: argparse.Namespace, data_root: Path) -> Prepared:
+def compose_config(args: argparse.Namespace, data_root: Path) -> FedPerPrepared:
     """Compose ``conf/fedper.yaml`` with the benchmark's overrides, then prepare it.
 
-    ``fedper.main.prepare`` checks the config and loads and partitions the data,
+    ``fedper.main.PACKAGE.prepare`` checks the config and loads and partitions the data,
     exactly as a real run does before Ray starts.
     """
     overrides = [
@@ -413,7 +413,7 @@ def compose_config(args: argparse.Namespace, data_root: Path) -> Prepared:
     cfg.dataset.root = str(data_root)
     if args.npz:
         cfg.dataset.path = str(Path(args.npz).expanduser().resolve())
-    return guarded(lambda: prepare(cfg), PREPARATION_ERRORS)
+    return guarded(lambda: PACKAGE.prepare(cfg), PREPARATION_ERRORS)
 
 
 def concurrent_actors(resources: dict[str, Any], num_clients: int) -> int:

@@ -47,7 +47,7 @@ from hydra import compose, initialize_config_dir
 
 from pfedhn.client import InnerLoop, build_runtime, make_client_app, train_client
 from pfedhn.dataset import build_data
-from pfedhn.main import build_hypernetwork, check_pfedhn, resolve_defaults
+from pfedhn.main import PACKAGE, build_hypernetwork, resolve_defaults
 from pfedhn.settings import read_settings
 from pfedhn.strategy import EXTRA_FIELDS, PFedHN
 from pfedhn.threads import train_threads
@@ -216,7 +216,7 @@ def compose_config(
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="pfedhn", overrides=overrides)
     config = to_plain(cfg)
-    check_pfedhn(config)
+    PACKAGE.check(config)
     resolve_defaults(config)
     return config
 

@@ -9,11 +9,9 @@ client's distribution.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
@@ -21,16 +19,15 @@ from omegaconf import DictConfig
 from fedfomo.client import baseline_update, make_client_app
 from fedfomo.dataset import FomoData, build_fomo_data, distribution_labels
 from fedfomo.models import build_model
-from fedfomo.settings import FedFomoSettings, Fomo, parse_settings, read_settings
+from fedfomo.settings import FedFomoSettings, Fomo, read_settings
 from fedfomo.strategy import FedFomo
-from pflcore.config import absolute_data_root, to_plain
+from pflcore.config import absolute_data_root
 from pflcore.fl.baselines import make_baseline_client_app
 from pflcore.fl.strategy import PartitionStrategy, server_settings
 from pflcore.local.model_check import check_model_input
 from pflcore.records.results import RunRecorder
-from pflcore.run.apps import AppPackage
-from pflcore.run.experiment import Experiment, open_recorder, strategy_loop
-from pflcore.run.launch import launch
+from pflcore.run.experiment import MainLoop, strategy_loop
+from pflcore.run.package import AlgorithmPackage, Prepared
 from pflcore.run.stopping import run_entry
 
 
@@ -45,72 +42,11 @@ def distribution_summary(data: FomoData) -> dict[str, Any]:
     }
 
 
-def check_fedfomo(config: dict[str, Any]) -> FedFomoSettings:
-    """Check the composed config against :class:`fedfomo.settings.FedFomoSettings`.
-
-    Raises
-    ------
-    ConfigError
-        On the first setting that cannot work, in one line naming it.
-    """
-    return parse_settings(config)
-
-
 @dataclass(frozen=True)
-class Prepared:
-    """Everything ``main`` needs, built and checked before Ray starts."""
+class FomoPrepared(Prepared):
+    """FedFomo's inputs: besides the shared ones, its typed settings."""
 
-    config: dict[str, Any]
-    settings: FedFomoSettings
-    data: FomoData
-    initial: ArrayRecord
-
-
-def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The checked configuration with absolute paths: what server and clients use.
-
-    Idempotent, so the launcher, the ServerApp and every ClientApp that apply
-    it to the same run config agree.
-    """
-    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
-    check_fedfomo(config)
-    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
-    if config["partition"].get("embedding"):
-        block = config["partition"]["embedding"]
-        block["cache_dir"] = absolute_data_root(block["cache_dir"])
-    if config["partition"].get("embedding_path"):
-        config["partition"]["embedding_path"] = absolute_data_root(
-            config["partition"]["embedding_path"]
-        )
-    return config
-
-
-def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
-    """Resolve and check the config, load and partition the data, build the model."""
-    config = resolve(cfg)
-    settings = read_settings(config)
-    data = build_fomo_data(
-        settings.dataset, settings.partition, settings.num_clients, settings.seed
-    )
-    model = build_model(
-        settings.seed,
-        data.data.num_classes,
-        data.data.channels,
-        settings.dataset.image_size,
-    )
-    size = settings.dataset.image_size
-    check_model_input(model, data.data.channels, size, f"dataset.image_size={size}")
-    return Prepared(config, settings, data, ArrayRecord(model.state_dict()))
-
-
-def client_app_for(config: dict[str, Any]) -> ClientApp:
-    """FedFomo's ClientApp, or the shared baseline ClientApp, for ``config``."""
-    settings = read_settings(config)
-    if settings.algorithm == "fedfomo":
-        return make_client_app(config)
-    return make_baseline_client_app(
-        settings.algorithm, baseline_update(settings, config)
-    )
+    settings: FedFomoSettings | None = None
 
 
 def build_strategy(
@@ -143,58 +79,85 @@ def build_strategy(
     )
 
 
-def build_experiment(
-    cfg: DictConfig | dict[str, Any], out_dir: str | None = None
-) -> Experiment:
-    """Load the data, build the model and the server: a run ready to start.
+class FedFomoPackage(AlgorithmPackage):
+    """FedFomo, FedAvg, FedAvg + FT and Local-only on FedFomo's partitions."""
 
-    Raises
-    ------
-    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
-        On bad input, in one line.
-    """
-    prepared = prepare(cfg)
-    config, settings, data = prepared.config, prepared.settings, prepared.data
-    # FedAvg + FT also tests the global model before fine-tuning: FedAvg's own
-    # numbers, from the same training (see baseline_update)
-    extra = ("before",) if settings.algorithm == "fedavg_ft" else ()
-    recorder = open_recorder(config, out_dir, extra_evals=extra)
-    recorder.write_partition(data.class_counts())
-    recorder.set_summary(
-        num_parameters=sum(int(a.numpy().size) for a in prepared.initial.values()),
-        train_samples=[int(t.size) for t in data.train],
-        val_samples=[int(v.size) for v in data.val],
-        test_samples=[int(t.size) for t in data.test],
-        test_split=settings.dataset.test_split,
-        client_distribution=data.distribution,
-        **distribution_summary(data),
-    )
-    # FedFomo's server sends each client chosen models, not one global model
-    sends_initial = settings.algorithm not in ("fedfomo", "local")
-    initial = prepared.initial if sends_initial else ArrayRecord()
-    strategy = build_strategy(
-        recorder, server_settings(config), settings.algorithm, settings.fomo
-    )
-    loop = strategy_loop(strategy, initial, config)
-    return Experiment(config, recorder, loop, client_app_for(config))
+    name = "fedfomo"
+    description = "FedFomo (Zhang et al. 2021), FedAvg (+ FT) and Local-only"
+    schema = FedFomoSettings
+
+    def complete(self, config: dict[str, Any]) -> None:
+        """Make the embedding's paths absolute, as the data root."""
+        if config["partition"].get("embedding"):
+            block = config["partition"]["embedding"]
+            block["cache_dir"] = absolute_data_root(block["cache_dir"])
+        if config["partition"].get("embedding_path"):
+            config["partition"]["embedding_path"] = absolute_data_root(
+                config["partition"]["embedding_path"]
+            )
+
+    def prepare(self, cfg: DictConfig | dict[str, Any]) -> FomoPrepared:
+        """Resolve and check the config, load and partition the data, build a model."""
+        config = self.resolve(cfg)
+        settings = read_settings(config)
+        data = build_fomo_data(
+            settings.dataset, settings.partition, settings.num_clients, settings.seed
+        )
+        model = build_model(
+            settings.seed,
+            data.data.num_classes,
+            data.data.channels,
+            settings.dataset.image_size,
+        )
+        size = settings.dataset.image_size
+        check_model_input(model, data.data.channels, size, f"dataset.image_size={size}")
+        weights = ArrayRecord(model.state_dict())
+        summary = {
+            "num_parameters": sum(int(a.numpy().size) for a in weights.values()),
+            "train_samples": [int(t.size) for t in data.train],
+            "val_samples": [int(v.size) for v in data.val],
+            "test_samples": [int(t.size) for t in data.test],
+            "test_split": settings.dataset.test_split,
+            "client_distribution": data.distribution,
+            **distribution_summary(data),
+        }
+        # FedFomo's server sends each client chosen models, not one global model
+        sends_initial = settings.algorithm not in ("fedfomo", "local")
+        initial = weights if sends_initial else ArrayRecord()
+        return FomoPrepared(config, data, initial, summary, settings)
+
+    def recorder_options(self, prepared: Prepared) -> dict[str, Any]:
+        """FedAvg + FT also tests the global model before fine-tuning.
+
+        FedAvg's own numbers, from the same training (see ``baseline_update``).
+        """
+        fedavg_ft = prepared.config["algorithm"] == "fedavg_ft"
+        return {"extra_evals": ("before",) if fedavg_ft else ()}
+
+    def main_loop(self, prepared: Prepared, recorder: RunRecorder) -> MainLoop:
+        """FedFomo's server, or FedAvg's for the baselines."""
+        assert isinstance(prepared, FomoPrepared) and prepared.settings is not None
+        settings = prepared.settings
+        strategy = build_strategy(
+            recorder,
+            server_settings(prepared.config),
+            settings.algorithm,
+            settings.fomo,
+        )
+        return strategy_loop(strategy, prepared.initial, prepared.config)
+
+    def client_app_for(self, config: dict[str, Any]) -> ClientApp:
+        """FedFomo's ClientApp, or the shared baseline ClientApp, for ``config``."""
+        settings = read_settings(config)
+        if settings.algorithm == "fedfomo":
+            return make_client_app(config)
+        return make_baseline_client_app(
+            settings.algorithm, baseline_update(settings, config)
+        )
 
 
-PACKAGE = AppPackage(
-    "fedfomo",
-    FedFomoSettings,
-    resolve,
-    build_experiment,
-    client_app_for,
-    prepare,
-    "FedFomo (Zhang et al. 2021), FedAvg (+ FT) and Local-only",
-)
-
-
-@hydra.main(config_path="../conf", config_name="fedfomo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one FedFomo/FedAvg/FedAvg+FT/Local experiment and record it."""
-    launch(cfg, PACKAGE)
-
+PACKAGE = FedFomoPackage()
+main = PACKAGE.hydra_main()
 
 if __name__ == "__main__":
     run_entry(main)

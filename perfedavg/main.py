@@ -7,11 +7,9 @@ starts: an impossible setting stops with one clear line.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
@@ -24,36 +22,18 @@ from perfedavg.settings import (
     ADAPTING,
     META,
     PerFedAvgSettings,
-    parse_settings,
     read_settings,
 )
 from perfedavg.strategy import BEFORE, PersonalizedFedAvg
-from pflcore.config import ConfigError, absolute_data_root, to_plain
+from pflcore.config import ConfigError
 from pflcore.config.settings import require
 from pflcore.data.client_data import ClientData
 from pflcore.fl.strategy import server_settings
 from pflcore.local.model_check import check_model_input
 from pflcore.records.results import RunRecorder
-from pflcore.run.apps import AppPackage
-from pflcore.run.experiment import (
-    Checkpointer,
-    Experiment,
-    open_recorder,
-    strategy_loop,
-)
-from pflcore.run.launch import launch
+from pflcore.run.experiment import Checkpointer, MainLoop, strategy_loop
+from pflcore.run.package import AlgorithmPackage, Prepared
 from pflcore.run.stopping import run_entry
-
-
-def check_perfedavg(config: dict[str, Any]) -> PerFedAvgSettings:
-    """Check the composed config against :class:`perfedavg.settings.PerFedAvgSettings`.
-
-    Raises
-    ------
-    ConfigError
-        On the first setting that cannot work, in one line naming it.
-    """
-    return parse_settings(config)
 
 
 def check_batches(settings: PerFedAvgSettings, data: ClientData) -> None:
@@ -79,58 +59,10 @@ def check_batches(settings: PerFedAvgSettings, data: ClientData) -> None:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Everything ``main`` needs, built and checked before Ray starts."""
+class PerFedAvgPrepared(Prepared):
+    """Per-FedAvg's inputs: besides the shared ones, its typed settings."""
 
-    config: dict[str, Any]
-    settings: PerFedAvgSettings
-    data: ClientData
-    initial: ArrayRecord
-    num_parameters: int
-
-
-def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The checked configuration with absolute paths: what server and clients use.
-
-    Idempotent, so the launcher, the ServerApp and every ClientApp that apply
-    it to the same run config agree.
-    """
-    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
-    check_perfedavg(config)
-    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
-    return config
-
-
-def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
-    """Resolve and check the config, load and partition the data, build the model."""
-    config = resolve(cfg)
-    settings = read_settings(config)
-    data = build_client_data(
-        settings.dataset, settings.partition, settings.num_clients, settings.seed
-    )
-    check_batches(settings, data)
-    try:
-        model = initial_model(
-            settings.model,
-            data,
-            image_size=settings.dataset.image_size,
-            seed=settings.seed,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    size = settings.dataset.image_size
-    check_model_input(
-        model,
-        data.data.channels,
-        size,
-        f"model.name={settings.model.name} with dataset.image_size={size}",
-    )
-    initial = (
-        ArrayRecord()
-        if settings.algorithm == "local"
-        else ArrayRecord(model.state_dict())
-    )
-    return Prepared(config, settings, data, initial, count_parameters(model))
+    settings: PerFedAvgSettings | None = None
 
 
 def build_strategy(
@@ -163,30 +95,63 @@ def build_strategy(
     )
 
 
-def client_app_for(config: dict[str, Any]) -> ClientApp:
-    """Per-FedAvg's ClientApp (every algorithm's) for a resolved configuration."""
-    return make_client_app(config)
+class PerFedAvgPackage(AlgorithmPackage):
+    """Per-FedAvg FO/HF, FedAvg (+ update), Local-only and Jiang et al.'s pipeline."""
 
+    name = "perfedavg"
+    description = "Per-FedAvg FO/HF (Fallah et al. 2020), FedAvg (+ update), Local"
+    schema = PerFedAvgSettings
 
-def build_experiment(
-    cfg: DictConfig | dict[str, Any], out_dir: str | None = None
-) -> Experiment:
-    """Load the data, build the model and the server: a run ready to start.
+    def prepare(self, cfg: DictConfig | dict[str, Any]) -> PerFedAvgPrepared:
+        """Resolve and check the config, load and partition the data, build a model."""
+        config = self.resolve(cfg)
+        settings = read_settings(config)
+        data = build_client_data(
+            settings.dataset, settings.partition, settings.num_clients, settings.seed
+        )
+        check_batches(settings, data)
+        try:
+            model = initial_model(
+                settings.model,
+                data,
+                image_size=settings.dataset.image_size,
+                seed=settings.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        size = settings.dataset.image_size
+        check_model_input(
+            model,
+            data.data.channels,
+            size,
+            f"model.name={settings.model.name} with dataset.image_size={size}",
+        )
+        initial = (
+            ArrayRecord()
+            if settings.algorithm == "local"
+            else ArrayRecord(model.state_dict())
+        )
+        summary = {"num_parameters": count_parameters(model)}
+        return PerFedAvgPrepared(config, data, initial, summary, settings)
 
-    Raises
-    ------
-    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
-        On bad input, in one line.
-    """
-    prepared = prepare(cfg)
-    config, settings = prepared.config, prepared.settings
-    algorithm = settings.algorithm
-    extra = (BEFORE,) if algorithm in (*ADAPTING, "jiang") else ()
-    recorder = open_recorder(config, out_dir, extra_evals=extra)
-    recorder.write_partition(prepared.data.class_counts())
-    recorder.set_summary(num_parameters=prepared.num_parameters)
-    server = server_settings(config)
-    if algorithm == "jiang":
+    def recorder_options(self, prepared: Prepared) -> dict[str, Any]:
+        """The adapting algorithms also test the received model, before adapting."""
+        adapts = prepared.config["algorithm"] in (*ADAPTING, "jiang")
+        return {"extra_evals": (BEFORE,) if adapts else ()}
+
+    def main_loop(self, prepared: Prepared, recorder: RunRecorder) -> MainLoop:
+        """One server for the one-stage algorithms; Jiang et al.'s stages."""
+        assert isinstance(prepared, PerFedAvgPrepared) and prepared.settings
+        settings, config = prepared.settings, prepared.config
+        server = server_settings(config)
+        if settings.algorithm != "jiang":
+            strategy = build_strategy(
+                recorder,
+                server,
+                server_lr=settings.server_lr,
+                server_momentum=settings.server_momentum,
+            )
+            return strategy_loop(strategy, prepared.initial, config)
         jiang = settings.jiang
         recorder.set_summary(
             heldout_partitions=heldout_partitions(
@@ -196,7 +161,7 @@ def build_experiment(
         checkpoints = Checkpointer(
             config, recorder, last_round(settings.num_rounds, jiang.reptile.rounds)
         )
-        loop = jiang_main_loop(
+        return jiang_main_loop(
             recorder,
             prepared.initial,
             checkpoints,
@@ -206,33 +171,14 @@ def build_experiment(
             server_momentum=settings.server_momentum,
             timeout=float(settings.timeout_s),
         )
-    else:
-        strategy = build_strategy(
-            recorder,
-            server,
-            server_lr=settings.server_lr,
-            server_momentum=settings.server_momentum,
-        )
-        loop = strategy_loop(strategy, prepared.initial, config)
-    return Experiment(config, recorder, loop, client_app_for(config))
+
+    def client_app_for(self, config: dict[str, Any]) -> ClientApp:
+        """Per-FedAvg's ClientApp (every algorithm's) for a resolved configuration."""
+        return make_client_app(config)
 
 
-PACKAGE = AppPackage(
-    "perfedavg",
-    PerFedAvgSettings,
-    resolve,
-    build_experiment,
-    client_app_for,
-    prepare,
-    "Per-FedAvg FO/HF (Fallah et al. 2020), FedAvg (+ update), Local",
-)
-
-
-@hydra.main(config_path="../conf", config_name="perfedavg", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one experiment and record it."""
-    launch(cfg, PACKAGE)
-
+PACKAGE = PerFedAvgPackage()
+main = PACKAGE.hydra_main()
 
 if __name__ == "__main__":
     run_entry(main)

@@ -10,11 +10,9 @@ and the sizes of the target and the hypernetwork.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 import torch
 from flwr.app import ArrayRecord
 from flwr.clientapp import ClientApp
@@ -27,36 +25,18 @@ from pfedhn.settings import (
     HN_LR,
     PFedHNSettings,
     TargetModel,
-    parse_settings,
     read_settings,
 )
 from pfedhn.strategy import EXTRA_FIELDS, BaselineFedAvg, PFedHN
 from pfedhn.threads import train_threads
-from pflcore.config import absolute_data_root, to_plain
 from pflcore.fl.baselines import BASELINES
 from pflcore.fl.strategy import PartitionStrategy
 from pflcore.local.devices import apply_determinism
 from pflcore.local.model_check import check_model_input
 from pflcore.records.results import RunRecorder
-from pflcore.run.apps import AppPackage
-from pflcore.run.experiment import Experiment, open_recorder, strategy_loop
-from pflcore.run.launch import launch
+from pflcore.run.experiment import MainLoop, strategy_loop
+from pflcore.run.package import AlgorithmPackage, Prepared
 from pflcore.run.stopping import run_entry
-
-
-def check_pfedhn(config: dict[str, Any]) -> PFedHNSettings:
-    """Check the composed config against :class:`pfedhn.settings.PFedHNSettings`.
-
-    Also that ``server_device`` exists here (what a client's parse leaves out).
-
-    Raises
-    ------
-    ConfigError
-        On the first setting that cannot work, in one line naming it.
-    """
-    settings = parse_settings(config)
-    settings.check_server_device()
-    return settings
 
 
 def resolve_defaults(config: dict[str, Any]) -> None:
@@ -119,39 +99,10 @@ def build_hypernetwork(
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Everything ``main`` needs, built and checked before Ray starts."""
+class PFedHNPrepared(Prepared):
+    """pFedHN's inputs: besides the shared ones, its typed settings."""
 
-    config: dict[str, Any]
-    settings: PFedHNSettings
-    data: PFedHNData
-
-
-def resolve(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The checked configuration, defaults filled and paths absolute.
-
-    What server and clients use; idempotent, so the launcher, the ServerApp
-    and every ClientApp that apply it to the same run config agree.
-    """
-    config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
-    check_pfedhn(config)
-    resolve_defaults(config)
-    config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
-    return config
-
-
-def prepare(cfg: DictConfig | dict[str, Any]) -> Prepared:
-    """Resolve and check the config, load and partition the data."""
-    config = resolve(cfg)
-    settings = read_settings(config)
-    data = build_data(
-        settings.dataset,
-        settings.partition,
-        settings.num_clients,
-        settings.seed,
-        settings.novel,
-    )
-    return Prepared(config, settings, data)
+    settings: PFedHNSettings | None = None
 
 
 def build_strategy(
@@ -239,53 +190,70 @@ def build_strategy(
     return strategy, ArrayRecord()
 
 
-def client_app_for(config: dict[str, Any]) -> ClientApp:
-    """The pFedHN ClientApp for a resolved configuration."""
-    return make_client_app(config)
+class PFedHNPackage(AlgorithmPackage):
+    """pFedHN, pFedHN-PC, and FedAvg / Local on the same partition."""
+
+    name = "pfedhn"
+    description = "pFedHN and pFedHN-PC (Shamsian et al. 2021), FedAvg and Local-only"
+    schema = PFedHNSettings
+
+    def check(self, config: dict[str, Any]) -> PFedHNSettings:
+        """The schema's checks, and that ``server_device`` exists here.
+
+        (What a client's parse leaves out.)
+
+        Raises
+        ------
+        ConfigError
+            On the first setting that cannot work, in one line naming it.
+        """
+        settings = super().check(config)
+        assert isinstance(settings, PFedHNSettings)
+        settings.check_server_device()
+        return settings
+
+    def complete(self, config: dict[str, Any]) -> None:
+        """Fill the settings whose default depends on others."""
+        resolve_defaults(config)
+
+    def prepare(self, cfg: DictConfig | dict[str, Any]) -> PFedHNPrepared:
+        """Resolve and check the config, load and partition the data."""
+        config = self.resolve(cfg)
+        settings = read_settings(config)
+        data = build_data(
+            settings.dataset,
+            settings.partition,
+            settings.num_clients,
+            settings.seed,
+            settings.novel,
+        )
+        summary: dict[str, Any] = {
+            "split_sizes": {s: sum(v) for s, v in data.sizes().items()},
+            "client_classes": data.assignment.classes,
+        }
+        if data.novel:  # the drawn novel clients and their distances (novel.py)
+            summary["novel_clients"] = list(data.novel)
+        return PFedHNPrepared(config, data, ArrayRecord(), summary, settings)
+
+    def recorder_options(self, prepared: Prepared) -> dict[str, Any]:
+        """The validation and phase columns of ``rounds.csv``."""
+        return {"extra_fields": EXTRA_FIELDS}
+
+    def main_loop(self, prepared: Prepared, recorder: RunRecorder) -> MainLoop:
+        """The hypernetwork's server, or FedAvg's for the baselines."""
+        assert isinstance(prepared, PFedHNPrepared) and prepared.settings is not None
+        assert isinstance(prepared.data, PFedHNData)
+        strategy, arrays = build_strategy(prepared.settings, prepared.data, recorder)
+        rounds = {**prepared.config, "num_rounds": strategy.num_rounds}
+        return strategy_loop(strategy, arrays, rounds)
+
+    def client_app_for(self, config: dict[str, Any]) -> ClientApp:
+        """The pFedHN ClientApp for a resolved configuration."""
+        return make_client_app(config)
 
 
-def build_experiment(
-    settings: DictConfig | dict[str, Any], out_dir: str | None = None
-) -> Experiment:
-    """Load the data, build the server (and its hypernetwork): a run ready to start.
-
-    Raises
-    ------
-    ConfigError, PartitionError, DatasetNotFoundError, DataFormatError
-        On bad input, in one line.
-    """
-    prepared = prepare(settings)
-    config, data = prepared.config, prepared.data
-    recorder = open_recorder(config, out_dir, extra_fields=EXTRA_FIELDS)
-    recorder.write_partition(data.class_counts())
-    recorder.set_summary(
-        split_sizes={s: sum(v) for s, v in data.sizes().items()},
-        client_classes=data.assignment.classes,
-    )
-    if data.novel:  # the drawn novel clients and their distances (pfedhn/novel.py)
-        recorder.set_summary(novel_clients=list(data.novel))
-    strategy, arrays = build_strategy(prepared.settings, data, recorder)
-    rounds = {**config, "num_rounds": strategy.num_rounds}
-    loop = strategy_loop(strategy, arrays, rounds)
-    return Experiment(rounds, recorder, loop, client_app_for(config))
-
-
-PACKAGE = AppPackage(
-    "pfedhn",
-    PFedHNSettings,
-    resolve,
-    build_experiment,
-    client_app_for,
-    prepare,
-    "pFedHN and pFedHN-PC (Shamsian et al. 2021), FedAvg and Local-only",
-)
-
-
-@hydra.main(config_path="../conf", config_name="pfedhn", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Run one pFedHN / pFedHN-PC / FedAvg / Local experiment and record it."""
-    launch(cfg, PACKAGE)
-
+PACKAGE = PFedHNPackage()
+main = PACKAGE.hydra_main()
 
 if __name__ == "__main__":
     run_entry(main)

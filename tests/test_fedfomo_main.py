@@ -184,13 +184,13 @@ def test_partial_participation_on_a_latent_embedding_split(data_root, tmp_path):
 def test_bad_settings_are_rejected_with_a_clear_message(overrides, expected):
     from hydra import compose, initialize_config_dir
 
-    from fedfomo.main import check_fedfomo
+    from fedfomo.main import PACKAGE
     from pflcore.config import ConfigError, to_plain
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("fedfomo", overrides=[*SMALL, *overrides])
     with pytest.raises(ConfigError) as info:
-        check_fedfomo(to_plain(cfg))
+        PACKAGE.check(to_plain(cfg))
     assert expected in str(info.value)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fedfomo.main import check_fedfomo
+from fedfomo.main import PACKAGE
 from pflcore.config import to_plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -50,7 +50,7 @@ def test_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_sweep_point_passes_the_checks(preset):
     for point in sweep_points(preset) or [[]]:
-        check_fedfomo(to_plain(composed(preset, *point)))
+        PACKAGE.check(to_plain(composed(preset, *point)))
 
 
 def test_paper_preset_matches_the_authors_settings():

@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from fedper.main import prepare
-from pflcore.run.apps import PREPARATION_ERRORS
+from fedper.main import PACKAGE
+from pflcore.run.package import PREPARATION_ERRORS
 from tests.fakedata import write_cifar10
 from tests.mainrun import output_tail, read_run, run_module
 
@@ -142,7 +142,7 @@ def bad_input_error(data_root: Path, overrides: list[str]) -> str:
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="fedper", overrides=[*base, *overrides])
-        prepare(cfg)
+        PACKAGE.prepare(cfg)
     except (HydraException, *PREPARATION_ERRORS) as exc:
         return str(exc)
     raise AssertionError(f"{overrides} was accepted")

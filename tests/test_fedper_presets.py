@@ -1,7 +1,7 @@
 """Every FedPer preset composes, and every point of its sweep passes the checks.
 
 Composition only (no data, no Ray): a preset with a typo or a sweep point that
-``check_fedper`` rejects would otherwise fail hours into a figure run.
+``PACKAGE.check`` rejects would otherwise fail hours into a figure run.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fedper.main import check_fedper
+from fedper.main import PACKAGE
 from pflcore.config import to_plain
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -65,7 +65,7 @@ def test_every_sweep_point_passes_the_checks(preset):
     points = sweep_points(preset)
     assert points
     for point in points:
-        check_fedper(composed(preset, *point))
+        PACKAGE.check(composed(preset, *point))
 
 
 def test_flickr_presets_follow_the_paper_and_flower():

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 import fedper.dataset as fedper_dataset
 from fedper.dataset import build_federated_data, partition_raters
 from fedper.flickr import read_flickr_ratings
-from fedper.main import check_fedper
+from fedper.main import PACKAGE
 from fedper.settings import FedPerDataset, parse_settings
 from pflcore.config import ConfigError, to_plain
 from pflcore.data.images import DatasetNotFoundError
@@ -238,7 +238,7 @@ def test_partition_raters_rejects_too_many_clients(written):
 def test_bad_flickr_settings_are_rejected(tmp_path, overrides, expected):
     config = flickr_config(tmp_path, "client_resources.num_gpus=0", *overrides)
     with pytest.raises(ConfigError) as info:
-        check_fedper(config)
+        PACKAGE.check(config)
     assert expected in str(info.value)
 
 
@@ -246,7 +246,7 @@ def test_dataset_name_flickr_on_another_group_is_explained(tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         config = to_plain(compose("fedper", overrides=["dataset.name=flickr"]))
     with pytest.raises(ConfigError, match="dataset=flickr"):
-        check_fedper(config)
+        PACKAGE.check(config)
 
 
 @pytest.mark.slow

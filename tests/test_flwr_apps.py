@@ -117,7 +117,7 @@ def test_the_module_level_client_app_answers_as_the_embedded_one():
     """Same run, same message: the run-config app and the closure app agree bitwise."""
     from fedper.app import client_app
     from fedper.client import initial_model
-    from fedper.main import PACKAGE, client_app_for
+    from fedper.main import PACKAGE
     from fedper.models import personal_keys
     from fedper.settings import read_settings
 
@@ -144,7 +144,7 @@ def test_the_module_level_client_app_answers_as_the_embedded_one():
         return out.content.array_records["arrays"].to_torch_state_dict()
 
     ours = reply(client_app, run_config)
-    embedded = reply(client_app_for(config), {})
+    embedded = reply(PACKAGE.client_app_for(config), {})
     assert list(ours) == list(embedded)
     assert all(torch.equal(ours[k], embedded[k]) for k in ours)
     start = base.to_torch_state_dict()

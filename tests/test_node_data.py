@@ -86,7 +86,7 @@ def test_a_file_without_the_populations_constants_is_refused(exported):
 def test_the_nodes_app_on_its_file_replies_as_the_embedded_app_on_all_data(exported):
     """Same message, same client: trained arrays bit-identical either way."""
     from fedper.client import initial_model
-    from fedper.main import client_app_for
+    from fedper.main import PACKAGE
     from fedper.models import personal_keys
     from fedper.settings import read_settings
 
@@ -111,6 +111,6 @@ def test_the_nodes_app_on_its_file_replies_as_the_embedded_app_on_all_data(expor
         {"partition-id": 3, DATA_PATH: str(out / "partition-3.npz")},
         run_config,
     )
-    embedded = trained(client_app_for(config), {"partition-id": 3}, {})
+    embedded = trained(PACKAGE.client_app_for(config), {"partition-id": 3}, {})
     assert list(node) == list(embedded)
     assert all(torch.equal(node[k], embedded[k]) for k in node)

@@ -71,7 +71,7 @@ def test_a_model_that_cannot_take_the_images_is_refused_before_ray():
 
     config = compose_quick("fedper", "dataset.image_size=3")  # small_cnn needs 4
     with pytest.raises(ConfigError) as error:
-        fedper.main.prepare(config)
+        fedper.main.PACKAGE.prepare(config)
     message = str(error.value)
     assert message.startswith(
         "model.name=small_cnn with dataset.image_size=3 cannot take 1x3x3 images ("

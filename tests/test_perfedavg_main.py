@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from perfedavg.main import check_perfedavg, prepare
+from perfedavg.main import PACKAGE
 from pflcore.config import ConfigError, to_plain
 from pflcore.data.partition import PartitionError
 from tests.fake_emnist import write_emnist_npz
@@ -164,7 +164,7 @@ def config_of(data_root: Path, *overrides: str):
 )
 def test_impossible_settings_fail_before_ray(data_root, overrides, error, expected):
     with pytest.raises(error, match=re.escape(expected)):
-        prepare(config_of(data_root, *overrides))
+        PACKAGE.prepare(config_of(data_root, *overrides))
 
 
 PRESETS = sorted(p.stem for p in (REPO / "conf/experiment/perfedavg").glob("*.yaml"))
@@ -176,7 +176,7 @@ def test_every_preset_parses(preset, monkeypatch):
     overrides = [] if preset is None else [f"experiment=perfedavg/{preset}"]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         config = to_plain(compose("perfedavg", overrides=overrides))
-    settings = check_perfedavg(config)
+    settings = PACKAGE.check(config)
     assert settings.algorithm == config["algorithm"]
     assert settings.jiang.reptile.betas == config["jiang"]["reptile"]["betas"]
 
@@ -205,21 +205,21 @@ def test_every_preset_parses(preset, monkeypatch):
 )
 def test_a_bad_setting_is_named_in_one_line(data_root, overrides, expected):
     with pytest.raises(ConfigError) as info:
-        check_perfedavg(to_plain(config_of(data_root, *overrides)))
+        PACKAGE.check(to_plain(config_of(data_root, *overrides)))
     assert str(info.value).startswith(expected)
     assert "\n" not in str(info.value)
 
 
 def test_jiang_client_counts_bind_only_when_jiang_runs(data_root):
     config = to_plain(config_of(data_root, "jiang.holdout_clients=4"))
-    assert check_perfedavg(config).jiang.holdout_clients == 4
+    assert PACKAGE.check(config).jiang.holdout_clients == 4
     expected = "jiang.holdout_clients must lie in 1..num_clients-1=3, got 4"
     with pytest.raises(ConfigError, match=re.escape(expected)):
-        check_perfedavg({**config, "algorithm": "jiang"})
+        PACKAGE.check({**config, "algorithm": "jiang"})
 
 
 def test_the_cnn_on_emnist_letters_npz(data_root):
-    prepared = prepare(
+    prepared = PACKAGE.prepare(
         config_of(
             data_root,
             "dataset=emnist",

@@ -20,7 +20,7 @@ from pfedhn.client import (
     make_client_app,
     train_client,
 )
-from pfedhn.main import resolve
+from pfedhn.main import PACKAGE
 from pfedhn.settings import parse_settings
 from pflcore.fl.baselines import LOCAL_STATE_KEY
 from tests.fakedata import write_mnist
@@ -46,7 +46,7 @@ def config_for(root, algorithm: str) -> dict:
         "client_resources.num_gpus=0.0",
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return resolve(compose("pfedhn", overrides=overrides))
+        return PACKAGE.resolve(compose("pfedhn", overrides=overrides))
 
 
 def update_of(config: dict) -> dict:

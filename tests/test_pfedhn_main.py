@@ -145,7 +145,7 @@ def test_bad_config_exits_2_before_ray(data_root, tmp_path):
 def test_config_checks(override, message):
     from hydra import compose, initialize_config_dir
 
-    from pfedhn.main import check_pfedhn
+    from pfedhn.main import PACKAGE
     from pflcore.config import ConfigError, to_plain
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -154,7 +154,7 @@ def test_config_checks(override, message):
             overrides=[*SMALL, "novel.clients=[3]", "novel.rounds=2", override],
         )
     with pytest.raises(ConfigError, match=message):
-        check_pfedhn(to_plain(cfg))
+        PACKAGE.check(to_plain(cfg))
 
 
 @pytest.mark.parametrize(
@@ -169,26 +169,26 @@ def test_config_checks(override, message):
 def test_dirichlet_novel_client_checks(overrides, message):
     from hydra import compose, initialize_config_dir
 
-    from pfedhn.main import check_pfedhn
+    from pfedhn.main import PACKAGE
     from pflcore.config import ConfigError, to_plain
 
     base = ["novel.dirichlet=[10,0.1,0.01]", "novel.rounds=30", "algorithm=fedavg_ft"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="pfedhn", overrides=[*base, *overrides])
     with pytest.raises(ConfigError, match=message):
-        check_pfedhn(to_plain(cfg))
+        PACKAGE.check(to_plain(cfg))
 
 
 def test_dirichlet_novel_clients_are_the_last_partition_ids():
     from hydra import compose, initialize_config_dir
 
-    from pfedhn.main import check_pfedhn, resolve_defaults
+    from pfedhn.main import PACKAGE, resolve_defaults
     from pflcore.config import to_plain
 
     over = ["novel.dirichlet=[10,0.1]", "novel.per_concentration=2", "novel.rounds=8"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         config = to_plain(compose(config_name="pfedhn", overrides=over))
-    check_pfedhn(config)
+    PACKAGE.check(config)
     resolve_defaults(config)
     assert config["novel"]["clients"] == [46, 47, 48, 49]
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,73 +29,13 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from pflcore.config import ConfigError
-from pflcore.config.runconfig import from_run_config, to_run_config
-from pflcore.config.settings import Group, group_paths, leaf_fields
-from pflcore.data.images import DataFormatError, DatasetNotFoundError
 from pflcore.data.node_data import DATA_PATH, with_node_data
-from pflcore.data.partition import PartitionError
 from pflcore.fl.faults import with_faults
-from pflcore.run.experiment import Experiment, recorded
+from pflcore.run.experiment import recorded
+from pflcore.run.package import AlgorithmPackage
 from pflcore.run.simulation import discover_partitions, poll_quickly
 
 OUTPUT_DIR_KEY = "pfl.output-dir"
-# What bad input raises while a run is prepared: one line, no traceback.
-PREPARATION_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    PartitionError,
-    DatasetNotFoundError,
-    DataFormatError,
-)
-
-
-@dataclass(frozen=True)
-class AppPackage:
-    """What the module-level apps need from one algorithm package.
-
-    Attributes
-    ----------
-    name : str
-        The package (``fedper``): its apps are ``<name>.app:server_app`` and
-        ``<name>.app:client_app``.
-    schema : type
-        The package's settings (:mod:`pflcore.config.settings`): the run config's keys.
-    resolve : callable
-        ``resolve(config) -> config``: checked, defaults filled, paths
-        absolute; idempotent.
-    build : callable
-        ``build(config, out_dir) -> Experiment``: data, model, server.
-    client_app_for : callable
-        ``client_app_for(resolved config) -> ClientApp``.
-    prepare : callable
-        ``prepare(config)``: the package's data loading and partitioning
-        (its result holds the run's :class:`~pflcore.data.client_data.ClientData`).
-    description : str
-        One line: the methods the package runs (its Flower app's description).
-    errors : tuple
-        The exceptions that mean bad input (one line, no traceback):
-        :data:`PREPARATION_ERRORS` unless the package raises others.
-    """
-
-    name: str
-    schema: type[Group]
-    resolve: Callable[[dict[str, Any]], dict[str, Any]]
-    build: Callable[[dict[str, Any], str | None], Experiment]
-    client_app_for: Callable[[dict[str, Any]], ClientApp]
-    prepare: Callable[[dict[str, Any]], Any]
-    description: str
-    errors: tuple[type[BaseException], ...] = PREPARATION_ERRORS
-
-    def run_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """``config`` as Flower run-config entries, one per schema leaf."""
-        return to_run_config(
-            config,
-            groups=group_paths(self.schema),
-            leaves=[path for path, _ in leaf_fields(self.schema)],
-        )
-
-    def config_of(self, run_config: dict[str, Any]) -> dict[str, Any]:
-        """The resolved configuration a run config describes."""
-        return self.resolve(from_run_config(dict(run_config)))
 
 
 def output_dir(package: str, run_config: dict[str, Any], run_id: int) -> str:
@@ -120,7 +58,7 @@ def output_dir(package: str, run_config: dict[str, Any], run_id: int) -> str:
     return str(Path.home() / "pfl-runs" / package / f"{stamp}_{run_id}")
 
 
-def make_server_app(package: AppPackage) -> ServerApp:
+def make_server_app(package: AlgorithmPackage) -> ServerApp:
     """The package's ServerApp: build the run from the run config, then run it.
 
     The recorder closes itself (:func:`pflcore.run.experiment.recorded`): a run
@@ -160,7 +98,7 @@ class RunConfigClientApp(ClientApp):
     (``data-path``) trains on that file alone (:mod:`pflcore.data.node_data`).
     """
 
-    def __init__(self, package: AppPackage) -> None:
+    def __init__(self, package: AlgorithmPackage) -> None:
         super().__init__()
         self.package = package
         self._for_run = lru_cache(maxsize=2)(self._build)

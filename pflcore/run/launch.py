@@ -24,7 +24,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -33,7 +33,7 @@ from pflcore.config.shared import ClientResources
 from pflcore.data.node_data import POPULATION_KEY, population_of
 from pflcore.data.partition_files import client_data_of
 from pflcore.records.results import effective_status, pid_alive
-from pflcore.run.apps import OUTPUT_DIR_KEY, AppPackage
+from pflcore.run.apps import OUTPUT_DIR_KEY
 from pflcore.run.experiment import (
     command_resuming,
     guarded,
@@ -50,13 +50,16 @@ from pflcore.run.stopping import (
     watch,
 )
 
+if TYPE_CHECKING:  # the package base imports this module for its entry point
+    from pflcore.run.package import AlgorithmPackage
+
 LOCAL_ADDRESSES = (":local:", ":local-in-memory:")
 RUN_CONFIG_FILE = "run_config.toml"
 # Without it a SuperLink installs each run's dependencies from the network.
 OFFLINE = ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 
-def launch(cfg: DictConfig, package: AppPackage) -> None:
+def launch(cfg: DictConfig, package: AlgorithmPackage) -> None:
     """Run the experiment ``cfg`` describes with the launcher it names."""
     expect_run(command_resuming(hydra_output_dir()))
     settings = guarded(lambda: resumed_config(cfg), package.errors)
@@ -125,7 +128,7 @@ def flwr_executable() -> str:
 
 
 def flwr_command(
-    package: AppPackage, config: dict[str, Any], run_config_file: Path
+    package: AlgorithmPackage, config: dict[str, Any], run_config_file: Path
 ) -> list[str]:
     """The ``flwr run`` command line that submits ``config``."""
     superlink = str(config.get("superlink") or "local")
@@ -156,7 +159,7 @@ def flwr_command(
     return command
 
 
-def submit(package: AppPackage, config: dict[str, Any], folder: str) -> None:
+def submit(package: AlgorithmPackage, config: dict[str, Any], folder: str) -> None:
     """Submit ``config`` with ``flwr run`` and wait for the run to end.
 
     The run config (every setting, and the absolute output folder) is

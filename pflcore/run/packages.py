@@ -2,7 +2,7 @@
 
 A package is a top-level Python package ``<name>`` with a primary Hydra config
 ``conf/<name>.yaml`` and a ``<name>.main`` module whose ``PACKAGE`` is its
-:class:`~pflcore.run.apps.AppPackage`. Nothing here names one: the tools that
+:class:`~pflcore.run.apps.AlgorithmPackage`. Nothing here names one: the tools that
 work on every package (``flwr_apps``, ``partition_export``) find them this way,
 so adding a package edits nothing in :mod:`pflcore`.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pflcore.config import to_plain
-from pflcore.run.apps import AppPackage
+from pflcore.run.package import AlgorithmPackage
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -35,11 +35,11 @@ def package_names(conf: Path = CONF) -> list[str]:
     return names
 
 
-def package_of(name: str) -> AppPackage:
-    """The :class:`AppPackage` package ``name`` declares (``<name>.main.PACKAGE``)."""
+def package_of(name: str) -> AlgorithmPackage:
+    """The :class:`AlgorithmPackage` ``name`` declares (``<name>.main.PACKAGE``)."""
     package = getattr(importlib.import_module(f"{name}.main"), "PACKAGE", None)
-    if not isinstance(package, AppPackage):
-        raise TypeError(f"{name}.main declares no PACKAGE (an AppPackage)")
+    if not isinstance(package, AlgorithmPackage):
+        raise TypeError(f"{name}.main declares no PACKAGE (an AlgorithmPackage)")
     return package
 
 

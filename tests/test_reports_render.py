@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 
 import pytest
 from fakeruns import partition, write_run
@@ -117,6 +118,17 @@ def test_three_seeds_mean_sd_and_interval_over_seeds(three_seeds):
     assert "FedAvg vs Local: **below**" in text
     assert "86 ± 1 (Table 9)" in text
     assert "**Budget:** local_epochs = 2." in text
+
+
+def test_a_seed_some_rows_lack_is_left_out_until_every_row_has_it(three_seeds):
+    shutil.rmtree(three_seeds / "runs" / "seed2" / "avg")  # FedAvg lacks seed 2
+    (table,) = catalog([methods_table()]).tables
+    rendered = render(table, three_seeds / "runs")
+    rows = csv_rows(rendered.csv)
+    fomo = [seed_mean("fomo", s) for s in (0, 1)]
+    assert float(rows["FedFomo"]["mean_pct"]) == pytest.approx(100 * sum(fomo) / 2)
+    assert rows["FedFomo"]["seeds"] == "0;1"
+    assert "Seed 2: recorded for some rows only" in rendered.markdown
 
 
 def test_one_seed_interval_over_clients_and_counts(three_seeds):

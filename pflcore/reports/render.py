@@ -143,8 +143,12 @@ def _check_completed(runs: list[RunFolder]) -> None:
             raise RecordError(f"{run.name}: status {run.status!r}, not completed")
 
 
-def _row_result(table: TableSpec, row: RowSpec, root: Path) -> RowResult:
+def _row_result(
+    table: TableSpec, row: RowSpec, root: Path, seeds: set[int] | None = None
+) -> RowResult:
     runs = find(root, row.runs)
+    if seeds is not None:
+        runs = [run for run in runs if run.seed in seeds]
     _check_completed(runs)
     seeds = tuple(run.seed for run in runs)
     if len(set(seeds)) != len(seeds):
@@ -267,9 +271,31 @@ class Rendered:
     csv: str
 
 
+def complete_seeds(table: TableSpec, root: Path) -> set[int] | None:
+    """The seeds every row of ``table`` has a run for: what the table shows.
+
+    A seed recorded for some rows only (a comparison still being run) is
+    left out until every row has it, so that each row's mean, spread and
+    paired differences describe the same seeds. None (every run shown) when
+    the rows share no seed at all: a table of separate experiments, such as
+    the quick presets of different packages.
+    """
+    per_row = [{run.seed for run in find(root, row.runs)} for row in table.rows]
+    common = set.intersection(*per_row) if per_row else set()
+    return common or None
+
+
+def recorded_seeds(table: TableSpec, root: Path) -> set[int]:
+    """Every seed some row of ``table`` has a run for."""
+    return {run.seed for row in table.rows for run in find(root, row.runs)}
+
+
 def compute(table: TableSpec, root: Path) -> list[RowResult]:
     """Every row of ``table`` with its differences and shares."""
-    rows = {row.label: _row_result(table, row, root) for row in table.rows}
+    rows = {
+        row.label: _row_result(table, row, root, complete_seeds(table, root))
+        for row in table.rows
+    }
     results = []
     for label, result in rows.items():
         versus = result.spec.versus or table.reference
@@ -322,7 +348,9 @@ def _ours_cell(result: RowResult) -> str:
     return text
 
 
-def caption(table: TableSpec, results: list[RowResult]) -> str:
+def caption(
+    table: TableSpec, results: list[RowResult], root: Path | None = None
+) -> str:
     """The generated paragraph saying what the table shows."""
     metric = (
         "mean over clients of each client's test accuracy"
@@ -338,6 +366,7 @@ def caption(table: TableSpec, results: list[RowResult]) -> str:
         where += " (rows that name another round use it: see the round column)"
     seeds = sorted({s for r in results for s in r.seeds})
     per_row = sorted({len(r.seeds) for r in results})
+    pending = sorted(recorded_seeds(table, root) - set(seeds)) if root else []
     budget, varies = _budget(table, results)
     lines = [
         f"**Metric:** {metric}, {where}, in percent, recomputed from each run's "
@@ -347,6 +376,12 @@ def caption(table: TableSpec, results: list[RowResult]) -> str:
         f"**Seeds:** {', '.join(str(s) for s in seeds)} "
         f"({'/'.join(str(n) for n in per_row)} per row).",
     ]
+    if pending:
+        lines[-1] += (
+            f" Seed{'s' if len(pending) > 1 else ''} "
+            f"{', '.join(str(s) for s in pending)}: recorded for some rows only, "
+            "left out until every row has it."
+        )
     if table.budget:
         lines.append(f"**Budget:** {budget}." if not varies else "**Budget:** per row.")
     if any(r.difference is not None for r in results):
@@ -445,7 +480,7 @@ def _methods(table: TableSpec, root: Path) -> Rendered:
     parts = [
         f"**{table.title}**",
         markdown_table(columns, rows),
-        caption(table, results),
+        caption(table, results, root),
     ]
     if verdicts:
         parts.append("Verdicts, printed by the tool:\n\n" + "\n".join(verdicts))

@@ -144,11 +144,11 @@ def _check_completed(runs: list[RunFolder]) -> None:
 
 
 def _row_result(
-    table: TableSpec, row: RowSpec, root: Path, seeds: set[int] | None = None
+    table: TableSpec, row: RowSpec, root: Path, shown: set[int] | None = None
 ) -> RowResult:
     runs = find(root, row.runs)
-    if seeds is not None:
-        runs = [run for run in runs if run.seed in seeds]
+    if shown is not None:
+        runs = [run for run in runs if run.seed in shown]
     _check_completed(runs)
     seeds = tuple(run.seed for run in runs)
     if len(set(seeds)) != len(seeds):

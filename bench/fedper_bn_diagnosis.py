@@ -37,6 +37,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -72,9 +73,20 @@ def _recalibrate(model: nn.Module, inputs: list[torch.Tensor]) -> None:
 
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, batch_mode: bool) -> torch.Tensor:
+    """The model's logits; with ``batch_mode``, BatchNorm on the batch's statistics.
+
+    In training mode BatchNorm would also move its running statistics towards
+    the batch's; momentum 0 keeps them, so later evaluations are unaffected.
+    """
+    saved = {bn: bn.momentum for bn in _batchnorms(model)}
+    if batch_mode:
+        for bn in saved:
+            bn.momentum = 0.0
     model.train(batch_mode)
     out = model(x)
     model.eval()
+    for bn, momentum in saved.items():
+        bn.momentum = momentum
     return out
 
 
@@ -154,6 +166,14 @@ def main() -> None:
 
     layers = len(_batchnorms(model))
     print(f"run: {args.run}  ({n} clients, {layers} BatchNorm layers)")
+    clients = pd.read_csv(Path(args.run) / "clients.csv")
+    recorded = clients[clients["round"] == clients["round"].max()]
+    recorded_mean = float(recorded["accuracy"].mean())
+    same = np.isclose(recorded_mean, np.mean(rows["averaged"]), atol=1e-9)
+    print(
+        f"the run recorded {recorded_mean * 100:.2f} % mean accuracy; 'averaged' "
+        f"{'reproduces it' if same else 'DIFFERS from it'}"
+    )
     header = (
         "client  classes        "
         + "  ".join(f"{k:>8}" for k in rows)

@@ -26,7 +26,7 @@ from pflcore.config import ConfigError, to_plain
 from pflcore.config.settings import leaf_fields
 from tests.mainrun import REPO
 
-PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo")
+PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo", "ditto")
 INF, NAN = math.inf, math.nan
 BIG = 2**63  # one past the largest 64-bit integer
 Value = Any | Callable[[dict[str, Any]], Any]  # a callable reads the base config
@@ -230,6 +230,12 @@ OWN: dict[str, dict[str, list[Value]]] = {
         "finetune.epochs": COUNT,
         "finetune.lr": POS_REAL,
     },
+}
+
+# Ditto reads FedFomo's settings less FedFomo's server (fomo.*), plus its lambda.
+OWN["ditto"] = {
+    **{k: v for k, v in OWN["fedfomo"].items() if not k.startswith("fomo.")},
+    "ditto.lam": NON_NEG,
 }
 
 

@@ -31,6 +31,7 @@ all_figures=(
   pfedhn_mnist pfedhn_cifar10 pfedhn_cifar100 pfedhn_novel
   perfedavg_mnist perfedavg_cifar10 perfedavg_jiang
   fedfomo_cifar10 fedfomo_cifar100
+  ditto_pathological
 )
 mode=full
 out=""
@@ -379,15 +380,35 @@ fedfomo_cifar100() {
   esac
 }
 
+ditto_pathological() {
+  local seeds=0
+  case "$mode" in
+    tiny) run_sweep ditto_pathological ditto experiment=ditto/quick num_rounds=2
+      plot ditto_digits "$sweeps/ditto_pathological"
+      return ;;
+    quick) run_sweep ditto_pathological ditto experiment=ditto/quick
+      plot ditto_digits "$sweeps/ditto_pathological"
+      return ;;
+    full) seeds=0,1,2 ;;
+  esac
+  # FedFomo's pathological split and budget: its FedAvg, FedAvg + FT and Local runs
+  # (fedfomo_cifar10) are Ditto's baselines
+  run_sweep ditto_paper_pathological ditto experiment=ditto/paper_pathological \
+    algorithm=ditto seed=$seeds
+  plot ditto_paper_pathological "$sweeps/ditto_paper_pathological"
+}
+
 # Expected wall time per figure and mode on a 2-core CPU (full: the papers' budgets, GPU).
 declare -A minutes=(
   [tiny]=1
   [quick_fedper_cifar10]=4 [quick_fedper_kp]=6 [quick_fedper_finetune]=3
   [quick_fedper_linear_base]=4 [quick_pfedhn_mnist]=2 [quick_pfedhn_cifar10]=3
   [quick_perfedavg_mnist]=3 [quick_perfedavg_cifar10]=6 [quick_perfedavg_jiang]=2 [quick_fedfomo_cifar10]=4
+  [quick_ditto_pathological]=5
   [cpu_fedper_cifar10]=80 [cpu_fedper_kp]=60 [cpu_fedper_finetune]=30
   [cpu_fedper_linear_base]=25 [cpu_pfedhn_mnist]=90 [cpu_pfedhn_cifar10]=60
   [cpu_perfedavg_mnist]=165 [cpu_perfedavg_cifar10]=150 [cpu_perfedavg_jiang]=60 [cpu_fedfomo_cifar10]=160
+  [cpu_ditto_pathological]=60
 )
 echo "run_figures.sh: mode=$mode; data root: $PFL_DATA_ROOT; output: $out/"
 total=0

@@ -10,7 +10,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "run_figures.sh"
-TINY = ["fedper_cifar10", "pfedhn_mnist", "perfedavg_mnist", "fedfomo_cifar10"]
+TINY = [
+    "fedper_cifar10",
+    "pfedhn_mnist",
+    "perfedavg_mnist",
+    "fedfomo_cifar10",
+    "ditto_pathological",
+]
 
 
 def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -70,6 +76,7 @@ def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
         "perfedavg_mnist_tiny.png",
         "perfedavg_mnist_tiny.csv",
         "fedfomo_digits_tiny.png",
+        "ditto_digits_tiny.png",
     ]
     missing = [name for name in expected if not (out / name).is_file()]
     assert not missing, (missing, sorted(p.name for p in out.iterdir()))
@@ -81,6 +88,7 @@ def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
         "pfedhn_mnist",
         "perfedavg_mnist",
         "fedfomo_cifar10",
+        "ditto_pathological",
     ):
         assert (sweeps / "tiny" / sweep / ".complete").is_file()
     # Rerunning resumes: finished sweeps are not run again, figures are redrawn.

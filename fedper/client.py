@@ -44,6 +44,8 @@ from pflcore.local.devices import apply_determinism, client_device, place_model
 from pflcore.local.runtime import WorkerRuntime, cached_runtime, sgd_epochs
 from pflcore.local.transforms import BatchTransform
 
+HEAD_STREAM = 2  # seed stream of the head fine-tuning phase (paper App. A.3)
+
 STATE_KEY = "personal"
 
 
@@ -300,7 +302,7 @@ def finetune_head(
             params=head,
             lr=lr,
             epochs=epochs,
-            seed=derive_seed(sgd.seed, pid, server_round, Stream.HEAD),
+            seed=derive_seed(sgd.seed, pid, server_round, HEAD_STREAM),
         )
     finally:
         for p in frozen:

@@ -61,6 +61,9 @@ from pflcore.local.training import (
 )
 from pflcore.local.transforms import BatchTransform
 
+REPTILE_STREAM = 3  # seed stream of Jiang et al.'s Reptile stage
+PERSONALIZE_STREAM = 4  # ... and of their personalization evaluation
+
 if TYPE_CHECKING:
     from perfedavg.settings import Finetune, Model, PerFedAvgSettings, Reptile
 
@@ -654,7 +657,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
         stats = reptile_train(
-            runtime, pid, _seeded(seed, pid, msg, Stream.REPTILE), reptile, batch_size
+            runtime, pid, _seeded(seed, pid, msg, REPTILE_STREAM), reptile, batch_size
         )
         n = runtime.data.size(pid)
         return _train_reply(msg, runtime.weights(), stats, n, pid)
@@ -677,7 +680,7 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         pid = partition_id(context)
         runtime = get_runtime(config)
         runtime.load(msg.content.array_records[ARRAYS])
-        adapt = _seeded(seed, pid, msg, Stream.PERSONALIZE)
+        adapt = _seeded(seed, pid, msg, PERSONALIZE_STREAM)
         before, after = adapted_counts(runtime, pid, adapt, finetune, eval_batch_size)
         return _eval_reply(msg, pid, after, before)
 

@@ -36,7 +36,7 @@ from pfedhn.dataset import cached_data, make_transform
 from pfedhn.models import build_target
 from pfedhn.settings import Finetune, PFedHNSettings, TargetModel, read_settings
 from pfedhn.threads import use_threads
-from pflcore.config.seeds import Stream, derive_seed
+from pflcore.config.seeds import derive_seed
 from pflcore.data.client_data import ClientData
 from pflcore.data.node_data import node_data
 from pflcore.fl.baselines import (
@@ -59,6 +59,8 @@ from pflcore.local.devices import apply_determinism, client_device, state_on
 from pflcore.local.finetune import FinetuneSpec, finetune
 from pflcore.local.runtime import WorkerRuntime, cached_runtime
 from pflcore.local.training import EvalStats, NonFiniteLossError, evaluate
+
+PC_HEAD_STREAM = 7  # seeds pFedHN-PC's per-client classifier (once, no round)
 
 HEAD_KEY = "head"
 
@@ -202,7 +204,7 @@ def get_runtime(config: dict[str, Any]) -> ClientRuntime:
 def initial_head(seed: int, pid: int, features: int, classes: int) -> nn.Linear:
     """Client ``pid``'s initial PC classifier (seeded per client from ``seed``)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, pid, Stream.PC_HEAD_INIT))
+        torch.manual_seed(derive_seed(seed, pid, PC_HEAD_STREAM))
         return nn.Linear(features, classes)
 
 

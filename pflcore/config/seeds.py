@@ -1,8 +1,11 @@
 """Named seed streams: each random draw of a run has its own, from the run seed.
 
 A client's work in a round draws from ``derive_seed(seed, partition_id,
-round, stream)`` (:func:`pflcore.config.seeds.derive_seed`); local training
-uses the stream without a tag, the others are named here. Partitioning draws
+round, stream)`` (:func:`derive_seed`); local training uses the stream
+without a tag, the shared ones are named here (:class:`Stream`) and a
+package names its own beside the code that draws from them (FedPer's head
+phase, Jiang et al.'s stages, pFedHN-PC's classifier), with tags other than
+these. Client sampling draws from :func:`sampling_rng`. Partitioning draws
 from ``seed + offset`` with the offsets named in each package's ``dataset``
 module. The numbers are fixed: changing one changes every run's results.
 """
@@ -15,13 +18,13 @@ import numpy as np
 
 
 class Stream(IntEnum):
-    """Tags of a client's per-round seed streams besides local training."""
+    """Tags of the shared per-round seed streams besides local training.
+
+    Tags in use by packages: 2 (FedPer's head phase), 3 and 4 (Jiang et al.'s
+    Reptile stage and personalization), 7 (pFedHN-PC's classifier).
+    """
 
     ADAPT = 1  # evaluation-time adaptation (FedAvg + fine-tuning, Per-FedAvg's step)
-    HEAD = 2  # FedPer's head fine-tuning phase (paper App. A.3)
-    REPTILE = 3  # Jiang et al.'s Reptile stage
-    PERSONALIZE = 4  # Jiang et al.'s personalization evaluation
-    PC_HEAD_INIT = 7  # pFedHN-PC's per-client classifier (seeded once, no round)
 
 
 def derive_seed(*parts: int) -> int:

@@ -61,7 +61,7 @@ def test_tiny_mode_writes_every_figure_and_table_and_resumes(tmp_path):
         "--data-root",
         str(data),
     ]
-    first = run_script(*common, *TINY)
+    first = run_script(*common, *TINY, timeout=1400)  # within the test's 1500 s
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # The plan comes first, with an expected time per figure.
     plan = first.stdout.split("==", 1)[0]

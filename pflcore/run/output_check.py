@@ -32,6 +32,16 @@ def blocked_reason(folder: str | Path) -> str | None:
     for part in path.parts:
         if len(os.fsencode(part)) > 255:
             return f"the name {part[:40]}... is longer than 255 bytes"
+    return _blocked_above(path, check_existing=False)
+
+
+def _blocked_above(path: Path, check_existing: bool) -> str | None:
+    """A file on ``path``'s way, or its nearest existing folder not writable.
+
+    With ``check_existing`` false, ``path`` itself, if it exists, is not
+    checked for permission (it need not be created). The system's errors
+    (an embedded NUL, a name too long) propagate.
+    """
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -39,7 +49,8 @@ def blocked_reason(folder: str | Path) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is a file, not a folder"
-    if probe != path and not os.access(probe, os.W_OK | os.X_OK):
+    writable = os.access(probe, os.W_OK | os.X_OK)
+    if (check_existing or probe != path) and not writable:
         return f"{probe} is not writable"
     return None
 
@@ -55,15 +66,9 @@ def unwritable_reason(folder: str | Path) -> str | None:
     """
     try:
         path = Path(folder).expanduser().absolute()
-        probe = path
-        while not probe.exists():
-            if probe.parent == probe:
-                return f"no existing folder above {path}"
-            probe = probe.parent
-        if not probe.is_dir():
-            return f"{probe} is a file, not a folder"
-        if not os.access(probe, os.W_OK | os.X_OK):
-            return f"{probe} is not writable"
+        blocked = _blocked_above(path, check_existing=True)
+        if blocked is not None:
+            return blocked
         path.mkdir(parents=True, exist_ok=True)
         test = path / f".write-test-{os.getpid()}"
         test.write_bytes(b"")

@@ -417,13 +417,12 @@ class PartitionStrategy(Strategy):
         config: ConfigRecord | None = None,
     ) -> tuple[ArrayRecord, MetricRecord | None]:
         """Configure, send and aggregate training; record its metrics and bytes."""
-        messages = list(
-            self.configure_train(server_round, arrays, config or ConfigRecord(), grid)
+        messages = self.configure_train(
+            server_round, arrays, config or ConfigRecord(), grid
         )
-        self.recorder.add_bytes(sent=array_bytes(messages))
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        replies = self._exchange(messages, grid, timeout)
         aggregated, metrics = self.aggregate_train(server_round, replies)
-        self.recorder.add_bytes(received=self.received_bytes(replies, "train"))
+        self.recorder.add_bytes(received=array_bytes(replies))  # the uploads
         if metrics is not None and TRAIN_CLIENTS in metrics:
             loss, count = scalar(metrics, TRAIN_LOSS), scalar(metrics, TRAIN_CLIENTS)
             self.recorder.log_train(loss, int(count))
@@ -438,15 +437,12 @@ class PartitionStrategy(Strategy):
         config: ConfigRecord | None = None,
     ) -> MetricRecord | None:
         """Configure, send and aggregate evaluation; record every client's counts."""
-        messages = list(
-            self.configure_evaluate(
-                server_round, arrays, config or ConfigRecord(), grid
-            )
+        messages = self.configure_evaluate(
+            server_round, arrays, config or ConfigRecord(), grid
         )
-        self.recorder.add_bytes(sent=array_bytes(messages))
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
-        metrics = self.aggregate_evaluate(server_round, replies)
-        self.recorder.add_bytes(received=self.received_bytes(replies, "evaluate"))
+        metrics = self.aggregate_evaluate(
+            server_round, self._exchange(messages, grid, timeout)
+        )
         if metrics is not None:
             evals = evaluations_of(metrics)
             if evals is not None:
@@ -459,9 +455,13 @@ class PartitionStrategy(Strategy):
             self.recorder.write_table(name, header, rows)
         return metrics
 
-    def received_bytes(self, replies: list[Message], stage: str) -> int:
-        """Array bytes of ``replies`` that count as received (training uploads)."""
-        return array_bytes(replies) if stage == "train" else 0
+    def _exchange(
+        self, messages: Iterable[Message], grid: Grid, timeout: float
+    ) -> list[Message]:
+        """Send ``messages``, counting the array bytes they carry; the replies."""
+        sent = list(messages)
+        self.recorder.add_bytes(sent=array_bytes(sent))
+        return list(grid.send_and_receive(sent, timeout=timeout))
 
     def round_tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
         """Files the strategy rewrites each round: ``{name: (header, rows)}``."""

@@ -24,7 +24,7 @@ from pflcore.config.settings import parse
 from pflcore.data.node_data import POPULATION_KEY
 from pflcore.run.apps import OUTPUT_DIR_KEY
 from pflcore.run.launch import app_dir, toml_table
-from pflcore.run.packages import CONF, package_names, package_of
+from pflcore.run.packages import compose, package_names, package_of
 
 
 def default_config(name: str) -> dict[str, Any]:
@@ -32,12 +32,9 @@ def default_config(name: str) -> dict[str, Any]:
 
     ``PFL_DATA_ROOT`` is ignored, so the file does not depend on who wrote it.
     """
-    from hydra import compose, initialize_config_dir
-
     saved = os.environ.pop("PFL_DATA_ROOT", None)
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(name, overrides=[f"experiment={name}/quick", "launcher=flwr"])
+        cfg = compose(name, [f"experiment={name}/quick", "launcher=flwr"])
     finally:
         if saved is not None:
             os.environ["PFL_DATA_ROOT"] = saved

@@ -19,7 +19,7 @@ from pflcore.data.node_data import (
 )
 from pflcore.data.partition_files import client_data_of, export_partitions
 from pflcore.run.apps import OUTPUT_DIR_KEY, RunConfigClientApp
-from pflcore.run.packages import package_of
+from pflcore.run.packages import compose, package_of
 from tests.messages import message
 
 QUICK = ["experiment=fedper/quick", "num_clients=4", "dataset.classes_per_client=4"]
@@ -28,13 +28,8 @@ QUICK = ["experiment=fedper/quick", "num_clients=4", "dataset.classes_per_client
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """FedPer's quick partition, its files, and the run config launcher=flwr sends."""
-    from hydra import compose, initialize_config_dir
-
-    from pflcore.run.flwr_apps import CONF
-
     package = package_of("fedper")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("fedper", overrides=[*QUICK, "launcher=flwr"])
+    cfg = compose("fedper", [*QUICK, "launcher=flwr"])
     config = package.resolve(cfg)
     data = client_data_of(package.prepare(config))
     out = tmp_path_factory.mktemp("parts")

@@ -25,6 +25,7 @@ class Stream(IntEnum):
     """
 
     ADAPT = 1  # evaluation-time adaptation (FedAvg + fine-tuning, Per-FedAvg's step)
+    TUNING = 11  # a tuning run's split of each client's validation samples
 
 
 def derive_seed(*parts: int) -> int:

@@ -207,6 +207,7 @@ class SharedSettings(Group):
     seed: int = setting(SEED)
     averaging: str = setting(one_of(*AVERAGING_RULES))
     eval_every: int = setting(COUNT)
+    tuning: bool = setting(BOOLEAN, False)
     deterministic: bool = setting(BOOLEAN, True)
     client_resources: ClientResources
     checkpoint_every: int = setting(COUNT, 0)

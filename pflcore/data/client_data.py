@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 import numpy as np
 import torch
 
+from pflcore.config.seeds import Stream, derive_seed
 from pflcore.data.images import ImageData
 from pflcore.data.partition import ClientSplit
 
@@ -91,3 +92,42 @@ class ClientData:
             for j, idx in enumerate(self.indices[name]):
                 out[j, s] = np.bincount(labels[idx], minlength=c)
         return out
+
+    def tuning_view(self, seed: int) -> Self:
+        """The splits a tuning run sees: the test split replaced by held-out validation.
+
+        Each client's validation samples are split in two by a seeded draw
+        (client by client, so a node holding one client's file draws the same
+        halves): the first half stays the ``val`` split a method may select or
+        weigh on, the second half becomes the ``test`` split every evaluation
+        reports. The real test split is dropped, so nothing a tuning run
+        records has read it, and no method scores on what it selected on.
+
+        Raises
+        ------
+        ValueError
+            If there is no validation split or a client holds fewer than two
+            validation samples.
+        """
+        if "val" not in self.indices:
+            raise ValueError("this partition holds out no validation split")
+        kept, scored = [], []
+        for pid, idx in enumerate(self.indices["val"]):
+            if idx.size < 2 and self.size(pid) == 0:  # a node's foreign client
+                kept.append(idx)
+                scored.append(idx)
+                continue
+            if idx.size < 2:
+                raise ValueError(
+                    f"client {pid} holds {idx.size} validation sample(s); "
+                    "a tuning run needs at least 2 (one to keep, one to score)"
+                )
+            order = np.random.default_rng(
+                derive_seed(seed, pid, Stream.TUNING)
+            ).permutation(idx.size)
+            half = idx.size // 2
+            kept.append(np.sort(idx[order[:half]]))
+            scored.append(np.sort(idx[order[half:]]))
+        indices = {**self.indices, "val": kept, "test": scored}
+        pools = {**self.pools, "test": self.pools["val"]}
+        return replace(self, pools=pools, indices=indices)

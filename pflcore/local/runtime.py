@@ -141,7 +141,11 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], WorkerRuntime]] = {}
 
 @lru_cache(maxsize=2)
 def _built(builder: str, config_json: str) -> WorkerRuntime:
-    return _BUILDERS[builder](json.loads(config_json))
+    config = json.loads(config_json)
+    runtime = _BUILDERS[builder](config)
+    if config.get("tuning"):  # as the server's view (AlgorithmPackage.build)
+        runtime.data = runtime.data.tuning_view(int(config["seed"]))
+    return runtime
 
 
 def cached_runtime(
@@ -152,7 +156,8 @@ def cached_runtime(
     One cache for every package, keyed by the builder and the configuration
     (canonical JSON), so a worker that serves several runs one after another
     (a sweep in one Ray session) never mixes their data or models; the two
-    most recent are kept.
+    most recent are kept. A tuning run's runtime holds the tuning view of its
+    data (:meth:`~pflcore.data.client_data.ClientData.tuning_view`).
     """
     name = f"{build.__module__}.{build.__qualname__}"
     _BUILDERS[name] = build

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -75,6 +75,22 @@ class Prepared:
     data: ClientData
     initial: ArrayRecord
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def tuning_view(prepared: Prepared) -> Prepared:
+    """``prepared`` with its data's tuning view and the summary saying so.
+
+    Raises
+    ------
+    ConfigError
+        If the package's partition holds out no validation split.
+    """
+    try:
+        data = prepared.data.tuning_view(int(prepared.config["seed"]))
+    except ValueError as err:
+        raise ConfigError(f"tuning=true cannot work: {err}") from None
+    summary = {**prepared.summary, "tuning": "test = held-out half of validation"}
+    return replace(prepared, data=data, summary=summary)
 
 
 class AlgorithmPackage(ABC):
@@ -142,6 +158,8 @@ class AlgorithmPackage(ABC):
         """
         prepared = self.prepare(cfg)
         config = prepared.config
+        if config.get("tuning"):
+            prepared = tuning_view(prepared)
         recorder = open_recorder(config, out_dir, **self.recorder_options(prepared))
         recorder.write_partition(prepared.data.class_counts())
         recorder.set_summary(**prepared.summary)

@@ -163,6 +163,9 @@ CASES = {
     # several models down to each client
     "fedfomo": ["experiment=fedfomo/quick", f"num_clients={NODES}", "num_rounds=2",
                 "fomo.num_candidates=2", "partition.shards_per_client=4"],
+    # a personal model kept in the node's state beside the uploaded global copy
+    "ditto": ["experiment=ditto/quick", f"num_clients={NODES}", "num_rounds=2",
+              "partition.shards_per_client=4"],
 }  # fmt: skip
 
 

@@ -81,6 +81,7 @@ def records(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             ["experiment=pfedhn/quick", "num_rounds=6", "eval_every=3",
              "algorithm=pfedhn"],
         ),
+        ("ditto", ["experiment=ditto/quick", "num_rounds=2", "num_clients=6"]),
     ],
 )  # fmt: skip
 def test_flwr_run_records_what_the_embedded_simulation_records(

@@ -283,3 +283,40 @@ def test_spec_refuses_unknown_keys_and_rows():
         catalog([methods_table(reference="Nobody")])
     with pytest.raises(SpecError, match="is not one of"):
         catalog([methods_table(round="first")])
+
+
+def tuning_table(chosen: str) -> dict:
+    return {
+        "name": "tune",
+        "title": "Tuning",
+        "command": "cmd",
+        "chosen": chosen,
+        "row": [
+            {"label": "lam 0.1", "runs": "lam0.1", "versus": "none"},
+            {"label": "lam 1", "runs": "lam1", "versus": "none"},
+        ],
+    }
+
+
+def test_a_tuning_table_names_the_best_row_and_refuses_another(tmp_path):
+    # means by hand: lam 0.1 -> (7 + 9) / 20 = 80 %, lam 1 -> (6 + 9) / 20 = 75 %
+    for name, correct in (("lam0.1", [7, 9]), ("lam1", [6, 9])):
+        write_run(
+            tmp_path / "runs" / name,
+            seed=0,
+            correct=correct,
+            samples=[10, 10],
+            extra_summary={"tuning": "test = held-out half of validation"},
+        )
+    text = render(
+        catalog([tuning_table("lam 0.1")]).tables[0], tmp_path / "runs"
+    ).markdown
+    assert "**Chosen:** `lam 0.1`" in text
+    assert "each client's held-out validation accuracy" in text
+    assert "test accuracy" not in text
+    with pytest.raises(
+        RecordError, match=r"chosen = .lam 1. \(75.00 %\) but .lam 0.1."
+    ):
+        render(catalog([tuning_table("lam 1")]).tables[0], tmp_path / "runs")
+    with pytest.raises(SpecError, match="names no row"):
+        catalog([tuning_table("lam 5")])

@@ -85,6 +85,18 @@ CASES = {
             "jiang.reptile.optimizer=server_adam",
         ],
     ),
+    "ditto": (
+        "ditto.main",
+        "cifar",
+        [
+            "num_clients=4",
+            "num_rounds=4",
+            "local_epochs=1",
+            "batch_size=16",
+            "eval_batch_size=64",
+            "ditto.lam=0.5",
+        ],
+    ),
     "fedfomo": (
         "fedfomo.main",
         "cifar",

@@ -352,11 +352,20 @@ def caption(
     table: TableSpec, results: list[RowResult], root: Path | None = None
 ) -> str:
     """The generated paragraph saying what the table shows."""
-    metric = (
-        "mean over clients of each client's test accuracy"
-        if table.statistic == "client_mean"
-        else "pooled test accuracy (total correct / total test samples)"
+    tuning = bool(results) and all(
+        run.summary.get("tuning") for r in results for run in r.runs
     )
+    split = "held-out validation" if tuning else "test"
+    metric = (
+        f"mean over clients of each client's {split} accuracy"
+        if table.statistic == "client_mean"
+        else f"pooled {split} accuracy (total correct / total {split} samples)"
+    )
+    if tuning:
+        metric += (
+            " (tuning runs, `tuning=true`: each client scored on a seeded half of "
+            "its validation split; the test split unread)"
+        )
     where = {
         "last": "after the last evaluated round",
         "last_training": "after the last evaluated training round",
@@ -484,7 +493,31 @@ def _methods(table: TableSpec, root: Path) -> Rendered:
     ]
     if verdicts:
         parts.append("Verdicts, printed by the tool:\n\n" + "\n".join(verdicts))
+    if table.chosen is not None:
+        parts.append(choice(table, results))
     return Rendered(table.name, "\n\n".join(parts) + "\n", _methods_csv(results))
+
+
+def choice(table: TableSpec, results: list[RowResult]) -> str:
+    """The sentence naming a tuning table's chosen row, checked to be the best.
+
+    Raises
+    ------
+    RecordError
+        If another row's mean is higher than the chosen row's (the committed
+        choice no longer follows from the records).
+    """
+    best = max(results, key=lambda r: r.mean)
+    chosen = next(r for r in results if r.spec.label == table.chosen)
+    if best.mean > chosen.mean:
+        raise RecordError(
+            f"table {table.name}: chosen = {table.chosen!r} ({pct(chosen.mean)} %) but "
+            f"{best.spec.label!r} scores higher ({pct(best.mean)} %)"
+        )
+    return (
+        f"**Chosen:** `{table.chosen}`, the highest mean above; the final runs use "
+        "it (checked by `python -m pflcore.reports.publish --check`)."
+    )
 
 
 def _fmt(value: float | None, scale: float = 100.0) -> str:

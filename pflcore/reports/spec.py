@@ -84,6 +84,7 @@ class TableSpec:
     command: str
     rows: tuple[RowSpec, ...]
     client_fields: tuple[ClientField, ...]
+    chosen: str | None = None
 
     def row(self, label: str) -> RowSpec:
         """The row called ``label``."""
@@ -180,6 +181,7 @@ def _table(data: dict[str, Any]) -> TableSpec:
             "reference",
             "local",
             "client_field",
+            "chosen",
         },
     )
     rows = tuple(
@@ -205,10 +207,12 @@ def _table(data: dict[str, Any]) -> TableSpec:
             _client_field(item, f"{where}.client_field")
             for item in data.get("client_field", ())
         ),
+        chosen=data.get("chosen"),
     )
     named = [
         table.reference,
         table.local,
+        table.chosen,
         *(row.versus for row in rows),
         *(row.local for row in rows),
     ]

@@ -320,3 +320,22 @@ def test_a_tuning_table_names_the_best_row_and_refuses_another(tmp_path):
         render(catalog([tuning_table("lam 1")]).tables[0], tmp_path / "runs")
     with pytest.raises(SpecError, match="names no row"):
         catalog([tuning_table("lam 5")])
+
+
+def test_fairness_columns_by_hand(three_seeds):
+    # worst 10 % of 4 clients is the lowest one; client std by hand (ddof = 1)
+    spec = catalog([methods_table(fairness=True)])
+    rendered = render(spec.tables[0], three_seeds / "runs")
+    row = csv_rows(rendered.csv)["FedAvg"]
+    worst = [min(SEEDS[s]["avg"]) / 10 for s in range(3)]  # 0.4, 0.4, 0.4
+    assert float(row["worst10_pct"]) == pytest.approx(100 * sum(worst) / 3)
+    stds = []
+    for s in range(3):
+        acc = [c / 10 for c in SEEDS[s]["avg"]]
+        m = sum(acc) / 4
+        stds.append(math.sqrt(sum((a - m) ** 2 for a in acc) / 3))
+    assert float(row["client_sd_pct"]) == pytest.approx(100 * sum(stds) / 3)
+    assert "| worst 10 % | client std |" in rendered.markdown
+    assert "40.00 ± 0.00" in rendered.markdown  # FedAvg's worst client, every seed
+    plain = render(catalog([methods_table()]).tables[0], three_seeds / "runs")
+    assert "worst 10 %" not in plain.markdown

@@ -77,3 +77,14 @@ def test_matches_the_paper_only_within_its_sd():
     assert paper_verdict(99.33, 99.28, None) == (
         "0.05 points above the paper (paper gives no ±)"
     )
+
+
+def test_worst_share_mean_takes_the_ceiling_of_a_tenth():
+    from pflcore.reports.stats import worst_share_mean
+
+    assert worst_share_mean([0.9, 0.1, 0.5]) == pytest.approx(0.1)  # 1 of 3
+    fifteen = [i / 100 for i in range(15, 0, -1)]  # 0.15 ... 0.01
+    assert worst_share_mean(fifteen) == pytest.approx((0.01 + 0.02) / 2)  # 2 of 15
+    assert worst_share_mean([0.3] * 20, share=0.25) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        worst_share_mean([])

@@ -39,6 +39,7 @@ from pflcore.reports.stats import (
     paper_verdict,
     t_interval,
     verdict,
+    worst_share_mean,
 )
 from pflcore.reports.summary import chance_accuracy
 
@@ -125,6 +126,8 @@ class RowResult:
     difference: Difference | None
     hurt: float | None
     chance: float | None
+    worst: tuple[float, ...] = ()
+    spread: tuple[float, ...] = ()
 
 
 def round_of(table: TableSpec, row: RowSpec) -> str:
@@ -165,6 +168,7 @@ def _row_result(
         mean = values[0]
         _, sd = mean_sd(list(runs[0].per_client(rnd, row.column)))
         over = "clients"
+    per_client = [list(run.per_client(rnd, row.column)) for run in runs]
     chances = []
     for run in runs:
         ids = [int(i) for i in run.per_client(rnd, row.column).index]
@@ -183,6 +187,8 @@ def _row_result(
         difference=None,
         hurt=None,
         chance=sum(chances) / len(chances) if chances else None,
+        worst=tuple(worst_share_mean(c) for c in per_client),
+        spread=tuple(mean_sd(c)[1] or 0.0 for c in per_client),
     )
 
 
@@ -337,6 +343,12 @@ def _paper_cell(paper: PaperNumber | None) -> str:
     return f"{number} ({source})"
 
 
+def _over_seeds(values: tuple[float, ...]) -> str:
+    """One value per seed as percent: the value, or mean ± sample std over seeds."""
+    mean, sd = mean_sd(values)
+    return pct(mean) if sd is None else f"{pct(mean)} ± {100 * sd:.2f}"
+
+
 def _ours_cell(result: RowResult) -> str:
     text = pct(result.mean)
     if result.sd is not None:
@@ -414,6 +426,13 @@ def caption(
             "**Clients below Local:** not given: no Local run on these partitions "
             "is on record."
         )
+    if table.fairness:
+        lines.append(
+            "**Fairness:** worst 10 % is the mean accuracy of the ceil(n / 10) "
+            "lowest-scoring of a run's n clients; client std is the sample std "
+            "(ddof = 1) of its clients' accuracies; both as the mean ± sample std "
+            "over seeds."
+        )
     if any(r.spec.paper is not None for r in results):
         lines.append(
             '**Paper:** "matches the paper" only within the paper\'s ±; '
@@ -434,6 +453,8 @@ def _columns(table: TableSpec, results: list[RowResult]) -> list[str]:
         columns.append("paired Δ (points), 95 % CI")
     if any(local_of(table, r.spec) for r in results):
         columns.append("clients below Local")
+    if table.fairness:
+        columns += ["worst 10 %", "client std"]
     if any(r.chance is not None for r in results):
         columns.append("chance")
     if _budget(table, results)[1]:
@@ -461,6 +482,8 @@ def _cells(table: TableSpec, result: RowResult) -> dict[str, str]:
             "-" if result.hurt is None else f"{100 * result.hurt:.0f} %"
         ),
         "chance": "-" if result.chance is None else pct(result.chance),
+        "worst 10 %": _over_seeds(result.worst),
+        "client std": _over_seeds(result.spread),
         "budget": _row_budget(table, result),
     }
     return cells
@@ -552,6 +575,8 @@ def _methods_csv(results: list[RowResult]) -> str:
             "verdict",
             "below_local_share",
             "chance_pct",
+            "worst10_pct",
+            "client_sd_pct",
         ]
     )
     for r in results:
@@ -581,6 +606,8 @@ def _methods_csv(results: list[RowResult]) -> str:
                 "" if d is None else d.word,
                 _fmt(r.hurt, 1.0),
                 _fmt(r.chance),
+                _fmt(mean_sd(r.worst)[0]),
+                _fmt(mean_sd(r.spread)[0]),
             ]
         )
     return out.getvalue()

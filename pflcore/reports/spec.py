@@ -85,6 +85,7 @@ class TableSpec:
     rows: tuple[RowSpec, ...]
     client_fields: tuple[ClientField, ...]
     chosen: str | None = None
+    fairness: bool = False
 
     def row(self, label: str) -> RowSpec:
         """The row called ``label``."""
@@ -182,6 +183,7 @@ def _table(data: dict[str, Any]) -> TableSpec:
             "local",
             "client_field",
             "chosen",
+            "fairness",
         },
     )
     rows = tuple(
@@ -208,6 +210,7 @@ def _table(data: dict[str, Any]) -> TableSpec:
             for item in data.get("client_field", ())
         ),
         chosen=data.get("chosen"),
+        fairness=bool(data.get("fairness", False)),
     )
     named = [
         table.reference,

@@ -73,6 +73,7 @@ SHARED: dict[str, list[Value]] = {
     "averaging": NO_CHOICE,
     "eval_every": COUNT,
     "deterministic": BOOL,
+    "tuning": BOOL,
     "client_resources.num_cpus": more(POS_REAL, 1e-5, (os.cpu_count() or 1) + 1),
     "client_resources.num_gpus": [-0.1, 1.5, NAN, INF, True, None, 1e-5],
     "checkpoint_every": COUNT,

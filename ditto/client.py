@@ -15,7 +15,8 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from ditto.algorithm import ditto_epochs
-from fedfomo.client import LocalTraining, get_runtime, round_lr
+from fedfomo.algorithm import round_lr
+from fedfomo.client import LocalTraining, get_runtime
 from fedfomo.main import FedFomoPackage
 from fedfomo.settings import FedFomoDataset, FomoPartition, read_settings
 from pflcore.config import settings as rules

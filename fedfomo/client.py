@@ -8,8 +8,8 @@ upload. Here it is split over Flower's two phases of a round:
   latest upload plus M-1 other clients' round-t uploads, each in its own
   ArrayRecord ``candidate-<partition-id>``, then, where enabled, the
   cluster models ``cluster-<k>`` and the global model), compute the weights
-  (:func:`fomo_weights`) on the client's fixed validation split, move the
-  baseline (:func:`fomo_update`), store the new baseline in
+  (``fedfomo.algorithm.fomo_weights``) on the client's fixed validation
+  split, move the baseline (``fomo_update``), store the new baseline in
   ``context.state``, test it, and reply with the weights so the server can
   update its affinity matrix;
 * ``train`` (round t+1): start from the stored baseline (the common initial
@@ -33,6 +33,13 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
+from fedfomo.algorithm import (
+    State,
+    fomo_update,
+    fomo_weights,
+    model_distance,
+    round_lr,
+)
 from fedfomo.dataset import fomo_data
 from fedfomo.messages import (
     FOMO_FLAG,
@@ -41,7 +48,7 @@ from fedfomo.messages import (
     is_candidate_key,
 )
 from fedfomo.models import build_model
-from fedfomo.settings import NORMS, FedFomoSettings, read_settings
+from fedfomo.settings import FedFomoSettings, read_settings
 from pflcore.config.seeds import derive_seed
 from pflcore.config.shared import EpochFinetune
 from pflcore.data.node_data import node_data
@@ -69,86 +76,9 @@ from pflcore.local.training import TrainStats
 from pflcore.local.transforms import BatchTransform
 
 BASELINE_KEY = "fomo-baseline"
-DISTANCE_FLOOR = 1e-12
-
-State = dict[str, torch.Tensor]
-
-
-# -- the FOMO update (plain functions) -----------------------------------------
-
-
-def model_distance(a: State, b: State, norm: str = "l1") -> float:
-    """Distance between two models over their floating tensors.
-
-    Parameters
-    ----------
-    a, b : dict
-        State dicts with the same keys.
-    norm : str
-        ``l1``: sum of absolute differences (the authors' default);
-        ``l2``: Euclidean norm of the flattened difference;
-        ``l2_squared``: its square (what the authors' ``l2`` option returns).
-    """
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    # Summed tensor by tensor in float64 on the tensors' device, read once.
-    device = next(iter(a.values())).device if a else torch.device("cpu")
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for key, value in a.items():
-        if not torch.is_floating_point(value):
-            continue
-        diff = value.detach().double() - b[key].detach().double()
-        total += diff.abs().sum() if norm == "l1" else diff.square().sum()
-    distance = float(total)
-    return distance**0.5 if norm == "l2" else distance
-
-
-def fomo_weights(
-    baseline_loss: float, candidate_losses: np.ndarray, distances: np.ndarray
-) -> np.ndarray:
-    """w_n = (L(θ_b) - L(θ_n)) / max(‖θ_n - θ_b‖, 1e-12), signs kept."""
-    losses = np.asarray(candidate_losses, dtype=np.float64)
-    dist = np.maximum(np.asarray(distances, dtype=np.float64), DISTANCE_FLOOR)
-    return (float(baseline_loss) - losses) / dist
-
-
-def normalized_positive(weights: np.ndarray) -> np.ndarray:
-    """max(w, 0) / Σ max(w, 0); all zeros when no weight is positive."""
-    positive = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
-    total = positive.sum()
-    return positive / total if total > 0 else positive
-
-
-def fomo_update(baseline: State, candidates: list[State], weights: np.ndarray) -> State:
-    """θ_b + Σ_n w̄_n (θ_n - θ_b), with w̄ the normalised positive weights.
-
-    Returns a copy of the baseline when no weight is positive. Non-floating
-    tensors are kept from the baseline.
-    """
-    shares = normalized_positive(weights)
-    out: State = {}
-    for key, base in baseline.items():
-        if not torch.is_floating_point(base):
-            out[key] = base.clone()
-            continue
-        acc = base.detach().double().clone()
-        for share, cand in zip(shares, candidates, strict=True):
-            if share > 0:
-                acc += share * (cand[key].detach().double() - base.double())
-        out[key] = acc.to(base.dtype)
-    return out
 
 
 # -- local training (FedFomo's local update, also its baselines') ----------------
-
-
-def round_lr(
-    lr: float, server_round: int, *, lr_decay: float = 1.0, lr_min: float = 0.0
-) -> float:
-    """``lr * lr_decay ** (server_round - 1)``, floored at ``lr_min``."""
-    decay = float(lr_decay)
-    floor = float(lr_min)
-    return max(float(lr) * decay ** (server_round - 1), floor)
 
 
 @dataclass(frozen=True)

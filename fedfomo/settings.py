@@ -32,7 +32,7 @@ from pflcore.config.shared import (
 from pflcore.data.node_data import without_node_data
 
 ALGORITHMS = ("fedfomo", "fedavg", "fedavg_ft", "local")
-NORMS = ("l1", "l2", "l2_squared")  # fomo.norm (fedfomo.client.model_distance)
+NORMS = ("l1", "l2", "l2_squared")  # fomo.norm (fedfomo.algorithm.model_distance)
 MIN_IMAGE_SIZE = 22  # the paper's CNN (fedfomo.models.TFCNN) needs at least this
 IMAGE_SIZE = Rule(
     integer(MIN_IMAGE_SIZE).holds, f"be >= {MIN_IMAGE_SIZE} for the paper's CNN"

@@ -4,15 +4,16 @@ The server keeps every client's latest upload and the affinity matrix P
 (P_ii = 0.1, all else 0). After the training phase of round t, each client
 that trains in round t+1 (every client after the last round) receives, in one
 Message of its own, its own latest upload plus M-1 other models chosen
-epsilon-greedily (:func:`choose_candidates`, ε_t = max(0, 0.3 - 0.05 t)) among
+epsilon-greedily (``choose_candidates``, ε_t = max(0, 0.3 - 0.05 t)) among
 round t's uploaders. Its reply carries its signed weights, which update its
-row of P (:func:`update_affinity`). The exploration generator is seeded once
+row of P (``update_affinity``). The exploration generator is seeded once
 per run (the authors' code re-seeds it every round; the suite does not).
 
 With ``num_clusters > 0`` (the authors' README command, ``-nf 5``) every
 client also receives, after the uploads of each round, the average of each
 cluster of clients (spectral clustering of the symmetrised row-softmax of P,
-:func:`cluster_clients`) and, with ``global_candidate``, the global model
+``cluster_clients``; the maths is in :mod:`fedfomo.algorithm`) and, with
+``global_candidate``, the global model
 (the uniform mean of those cluster averages). They enter the client's
 weights and their normalisation, not P.
 """
@@ -35,6 +36,13 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from fedfomo.algorithm import (
+    choose_candidates,
+    cluster_clients,
+    exploration_rate,
+    initial_affinity,
+    update_affinity,
+)
 from fedfomo.messages import (
     FOMO_FLAG,
     GLOBAL_KEY,
@@ -65,126 +73,6 @@ from pflcore.fl.strategy import (
     weighted_average,
 )
 from pflcore.records.results import RunRecorder
-
-SELF_AFFINITY = 0.1
-SUM_FLOOR = 1e-9
-
-
-def exploration_rate(
-    round_index: int, initial: float = 0.3, decay: float = 0.05
-) -> float:
-    """ε_t = max(0, initial - decay * t)."""
-    return max(0.0, initial - decay * round_index)
-
-
-def initial_affinity(num_clients: int) -> np.ndarray:
-    """P with P_ii = 0.1 and all other entries 0."""
-    return np.eye(num_clients) * SELF_AFFINITY
-
-
-def choose_candidates(
-    affinity_row: np.ndarray,
-    pool: list[int],
-    client: int,
-    count: int,
-    epsilon: float,
-    rng: np.random.Generator,
-) -> list[int]:
-    """Pick up to ``count`` other clients from ``pool``, epsilon-greedily.
-
-    For each slot a uniform draw below ``epsilon`` takes the next client of a
-    random permutation of the pool; otherwise the next client in descending
-    affinity (ties in random order). Clients already chosen are skipped.
-
-    Parameters
-    ----------
-    affinity_row : numpy.ndarray
-        P_i, client ``client``'s affinity to every client.
-    pool : list of int
-        Clients that uploaded last round (``client`` itself is excluded).
-    client : int
-        The receiving client.
-    count : int
-        M - 1.
-    epsilon : float
-        Exploration probability.
-    rng : numpy.random.Generator
-        The run's exploration generator.
-
-    Returns
-    -------
-    list of int
-        The chosen partition-ids, in the order chosen.
-    """
-    others = np.array(sorted(p for p in set(pool) if p != client), dtype=np.int64)
-    wanted = min(count, others.size)
-    if wanted <= 0:
-        return []
-    explore = iter(rng.permutation(others).tolist())
-    ties = rng.random(others.size)
-    greedy = iter(others[np.lexsort((ties, -affinity_row[others]))].tolist())
-    chosen: list[int] = []
-    while len(chosen) < wanted:
-        source = explore if rng.random() < epsilon else greedy
-        for candidate in source:
-            if candidate not in chosen:
-                chosen.append(candidate)
-                break
-    return chosen
-
-
-def update_affinity(
-    affinity: np.ndarray, client: int, candidates: list[int], weights: list[float]
-) -> None:
-    """P_{i,n} += w_n / max(|Σ_m w_m|, 1e-9) for every candidate, in place.
-
-    The sum runs over all the client's weights (negative ones included, before
-    clipping); the cluster and global candidates (negative ids) take part in
-    the sum but have no entry in P.
-    """
-    total = max(abs(float(np.sum(weights))), SUM_FLOOR)
-    for n, w in zip(candidates, weights, strict=True):
-        if n >= 0:
-            affinity[client, n] += w / total
-
-
-def softmax_rows(affinity: np.ndarray) -> np.ndarray:
-    """Each row of P as a softmax, exp(P_i) / sum exp(P_i).
-
-    The authors' ``--softmax_client_weights``, used for the clustering only.
-    """
-    shifted = affinity - affinity.max(axis=1, keepdims=True)
-    expd = np.exp(shifted)
-    return expd / expd.sum(axis=1, keepdims=True)
-
-
-def cluster_clients(affinity: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
-    """The authors' clusters of clients: spectral clustering of the symmetrised softmax.
-
-    ``A = (S + S^T) / 2`` with ``S`` the row-softmax of P, clustered by
-    ``sklearn.cluster.SpectralClustering(affinity="precomputed", n_init=10,
-    assign_labels="discretize", random_state=seed)`` (``GlobalServer``'s
-    ``get_adjacency_matrix`` and ``update_server_models`` in NVlabs/FedFomo).
-
-    Returns
-    -------
-    numpy.ndarray
-        Cluster id of every client, ``0..num_clusters-1``.
-    """
-    from sklearn.cluster import SpectralClustering
-
-    soft = softmax_rows(affinity)
-    symmetric = (soft + soft.T) / 2
-    if num_clusters == 1:
-        return np.zeros(affinity.shape[0], dtype=np.int64)
-    model = SpectralClustering(
-        n_clusters=num_clusters,
-        affinity="precomputed",
-        n_init=10,
-        random_state=seed,
-        assign_labels="discretize",
-    )
-    return np.asarray(model.fit_predict(symmetric), dtype=np.int64)
 
 
 def cluster_models(
@@ -245,7 +133,7 @@ class FedFomo(PartitionStrategy):
         of the last round's uploads.
     num_clusters : int
         Also send the average of each of this many clusters of clients
-        (:func:`cluster_clients`, recomputed every round from P; the
+        (:func:`~fedfomo.algorithm.cluster_clients`, recomputed every round from P; the
         authors' ``-nf``); 0 sends none.
     **kwargs
         Passed to :class:`pflcore.fl.strategy.PartitionStrategy`.

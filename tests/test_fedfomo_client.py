@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedfomo.client import (
+from fedfomo.algorithm import (
     fomo_update,
     fomo_weights,
     model_distance,

@@ -12,8 +12,7 @@ from flwr.app import (
     RecordDict,
 )
 
-from fedfomo.strategy import (
-    FedFomo,
+from fedfomo.algorithm import (
     choose_candidates,
     cluster_clients,
     exploration_rate,
@@ -21,6 +20,7 @@ from fedfomo.strategy import (
     softmax_rows,
     update_affinity,
 )
+from fedfomo.strategy import FedFomo
 from pflcore.records.results import RunRecorder
 
 

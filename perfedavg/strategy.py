@@ -32,53 +32,13 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from perfedavg.algorithm import adam_step
 from pflcore.fl.protocol import ARRAYS, CONFIG, SERVER_ROUND
 from pflcore.fl.sampling import ClientSampler
 from pflcore.fl.strategy import PartitionStrategy, ServerState
 from pflcore.records.results import RunRecorder
 
 BEFORE = "before"  # the extra evaluation: the received model, not adapted
-
-
-def adam_step(
-    param: np.ndarray,
-    grad: np.ndarray,
-    moments: tuple[np.ndarray, np.ndarray],
-    step: int,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float = 1e-8,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """One Adam step (Kingma & Ba) on ``param`` along ``grad``, in float64.
-
-    Parameters
-    ----------
-    param, grad : numpy.ndarray
-        The parameter and its (pseudo-)gradient.
-    moments : tuple of numpy.ndarray
-        First and second moment estimates before this step.
-    step : int
-        This step's number, from 1 (for the bias corrections).
-    lr : float
-        Step size.
-    betas : tuple of float
-        Decay rates of the two moments.
-    eps : float
-        Added to the denominator.
-
-    Returns
-    -------
-    new_param : numpy.ndarray
-        ``param - lr * m_hat / (sqrt(v_hat) + eps)``.
-    moments : tuple of numpy.ndarray
-        The updated moments.
-    """
-    b1, b2 = betas
-    m = b1 * moments[0] + (1 - b1) * grad
-    v = b2 * moments[1] + (1 - b2) * grad * grad
-    m_hat = m / (1 - b1**step)
-    v_hat = v / (1 - b2**step)
-    return param - lr * m_hat / (np.sqrt(v_hat) + eps), (m, v)
 
 
 @dataclass

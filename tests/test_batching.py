@@ -170,7 +170,7 @@ def test_train_epochs_equals_the_per_batch_loop(batch_size):
 
 @pytest.mark.parametrize("variant", ["fo", "hf"])
 def test_perfedavg_update_equals_the_per_step_loop(variant):
-    from perfedavg.client import meta_step, perfedavg_update
+    from perfedavg.algorithm import meta_step, perfedavg_update
 
     x, y = DATA
     transform = BatchTransform(

@@ -182,7 +182,7 @@ def test_pfedhn_round_trip_with_the_hypernetwork_on_cuda(tmp_path):
 
 def test_perfedavg_hf_step_on_cuda_equals_the_exact_maml_step():
     """On a quadratic the finite difference is exact: HF on CUDA, float64."""
-    from perfedavg.client import meta_step
+    from perfedavg.algorithm import meta_step
 
     rng = np.random.default_rng(3)
     w0 = rng.normal(size=5)
@@ -216,7 +216,7 @@ def test_perfedavg_hf_step_on_cuda_equals_the_exact_maml_step():
 
 
 def test_perfedavg_hf_update_agrees_between_cpu_and_cuda():
-    from perfedavg.client import perfedavg_update
+    from perfedavg.algorithm import perfedavg_update
     from perfedavg.models import build_model
 
     set_deterministic(True)

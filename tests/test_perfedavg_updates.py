@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from perfedavg.client import hvp_finite_difference, meta_step
+from perfedavg.algorithm import hvp_finite_difference, meta_step
 from perfedavg.models import MLP
 
 

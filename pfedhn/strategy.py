@@ -43,6 +43,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from pfedhn.algorithm import embedding_step, hypernetwork_step
 from pfedhn.models import HyperNetwork
 from pfedhn.threads import THREADS_KEY
 from pflcore.fl.protocol import (
@@ -384,32 +385,27 @@ class PFedHN(PartitionStrategy):
         return delta
 
     def hn_step(self, deltas: list[tuple[int, dict[str, torch.Tensor]]]) -> None:
-        """One SGD step on phi and the embeddings from the clients' deltas.
+        """One step on phi and the embeddings from the clients' deltas.
 
-        ``p.grad`` = mean over clients of (d theta_j / d p)^T delta_j, the
-        VJP with ``grad_outputs = old - new`` (authors' ``trainer.py``).
+        :func:`~pfedhn.algorithm.hypernetwork_step`; a client's generated
+        weights are reused from its training message where still held.
         """
-        self.optimizer.zero_grad(set_to_none=True)
-        for pid, delta in deltas:
-            theta = self._graphs.pop(pid, None) or self.hn(pid)
-            torch.autograd.backward(
-                list(theta.values()),
-                grad_tensors=[delta[k] / len(deltas) for k in theta],
-            )
+        generated = (
+            (self._graphs.pop(pid, None) or self.hn(pid), delta)
+            for pid, delta in deltas
+        )
         params = list(self.hn.parameters())
-        torch.nn.utils.clip_grad_norm_(params, self.clip)
-        self.optimizer.step()
+        hypernetwork_step(self.optimizer, params, generated, len(deltas), self.clip)
 
     def embedding_step(self, pid: int, delta: dict[str, torch.Tensor]) -> None:
         """Step only novel client ``pid``'s embedding (phi frozen)."""
-        v = self.novel_embeddings[pid]
-        theta = self.hn.generate(v)
-        (grad,) = torch.autograd.grad(
-            list(theta.values()), [v], grad_outputs=[delta[k] for k in theta]
+        embedding_step(
+            self.novel_embeddings[pid],
+            self.hn.generate,
+            delta,
+            self.novel_optimizers[pid],
+            self.clip,
         )
-        v.grad = grad
-        torch.nn.utils.clip_grad_norm_([v], self.clip)
-        self.novel_optimizers[pid].step()
 
     # -- evaluation -----------------------------------------------------------
 

@@ -1,8 +1,7 @@
-"""Ditto's settings and ClientApp: FedAvg's update of w^t and, on its batches, v_k's.
+"""Ditto's settings and ClientApp; v_k lives and is tested as Local's model.
 
-v_k lives and is tested as Local's model. Unlike litian96/ditto's trainers_MTL/ditto.py:
-epochs, not ``local_iters``; ``averaging`` (samples), not the plain mean; uniform seeded
-sampling, not by samples; the run's momentum, weight decay, lr decay; no dynamic lambda.
+Unlike litian96/ditto: epochs, not ``local_iters``; ``averaging``, not the plain mean;
+uniform sampling; the run's momentum, weight decay, lr decay; no dynamic lambda.
 """
 
 import copy

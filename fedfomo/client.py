@@ -42,7 +42,8 @@ from fedfomo.algorithm import (
 )
 from fedfomo.dataset import fomo_data
 from fedfomo.messages import (
-    FOMO_FLAG,
+    FOMO_UPDATE,
+    FOMO_UPDATE_AND_TEST,
     candidate_id,
     fomo_weights_metrics,
     is_candidate_key,
@@ -55,11 +56,8 @@ from pflcore.data.node_data import node_data
 from pflcore.fl.baselines import LocalUpdate
 from pflcore.fl.identity import add_partition_query, partition_id
 from pflcore.fl.protocol import (
-    EVALUATE_FLAG,
     PARTITION_KEY,
-    config_flag,
     eval_metrics,
-    instruction_of,
     reply,
     server_round_of,
     train_metrics,
@@ -351,20 +349,19 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
         metrics = train_metrics(pid, stats.loss, runtime.data.size(pid))
         return reply(msg, arrays=bench.weights(), metrics=metrics)
 
-    @app.evaluate()
-    def evaluate_(msg: Message, context: Context) -> Message:
+    def evaluate(msg: Message, context: Context, update: bool, test: bool) -> Message:
         pid = partition_id(context)
         runtime = get_runtime(config)
-        bench = runtime
-        instruction = instruction_of(msg)
         saved = context.state.array_records.get(BASELINE_KEY)
         baseline = (
-            _state_of(saved, bench.device) if saved is not None else bench.initial_state
+            _state_of(saved, runtime.device)
+            if saved is not None
+            else runtime.initial_state
         )
         metrics = MetricRecord()
-        if config_flag(instruction, FOMO_FLAG):
+        if update:
             candidates = [
-                (candidate_id(key), _state_of(record, bench.device))
+                (candidate_id(key), _state_of(record, runtime.device))
                 for key, record in msg.content.array_records.items()
                 if is_candidate_key(key)
             ]
@@ -382,13 +379,25 @@ def make_client_app(config: dict[str, Any]) -> ClientApp:
             context.state[BASELINE_KEY] = ArrayRecord(
                 {k: v.detach().cpu() for k, v in baseline.items()}
             )
-        if config_flag(instruction, EVALUATE_FLAG):
-            bench.load(baseline)
+        if test:
+            runtime.load(baseline)
             for key, value in eval_metrics(
-                pid, bench.evaluate_test(pid, eval_batch_size)
+                pid, runtime.evaluate_test(pid, eval_batch_size)
             ).items():
                 metrics[key] = value
         metrics[PARTITION_KEY] = pid
         return reply(msg, metrics=metrics)
+
+    @app.evaluate()
+    def test_baseline(msg: Message, context: Context) -> Message:
+        return evaluate(msg, context, update=False, test=True)
+
+    @app.evaluate(FOMO_UPDATE)
+    def update_from_candidates(msg: Message, context: Context) -> Message:
+        return evaluate(msg, context, update=True, test=False)
+
+    @app.evaluate(FOMO_UPDATE_AND_TEST)
+    def update_then_test(msg: Message, context: Context) -> Message:
+        return evaluate(msg, context, update=True, test=True)
 
     return app

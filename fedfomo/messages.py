@@ -3,8 +3,10 @@
 Server to client: a train message carries one ``ArrayRecord`` per candidate
 model besides the client's own, keyed :func:`candidate_key` (another client's
 model), :data:`GLOBAL_KEY` (the global average) or :func:`cluster_key` (a
-cluster's average); an evaluate message's config says with :data:`FOMO_FLAG`
-whether the client first updates from its candidates.
+cluster's average). An evaluate message's type says what the client does
+(:func:`evaluate_type`): ``evaluate`` tests its stored baseline,
+``evaluate.fomo_update`` first moves the baseline from the candidates, and
+``evaluate.fomo_update_and_test`` does both, in that order.
 
 Client to server: a train reply's metrics name the candidates the client
 weighed and their weights (:func:`fomo_weights_metrics`, read with
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import MetricRecord
+from flwr.app import MessageType, MetricRecord
 
 from pflcore.fl.protocol import ProtocolError, number_list
 
@@ -27,7 +29,25 @@ GLOBAL_ID = -1  # the global model's candidate id (adds nothing to the affinitie
 CLUSTER_PREFIX = "cluster-"
 FOMO_CANDIDATES = "fomo-candidates"
 FOMO_WEIGHTS = "fomo-weights"
-FOMO_FLAG = "fomo"  # in an evaluate message: update from the candidates first
+# Flower message actions of the evaluate phase (category "evaluate")
+FOMO_UPDATE = "fomo_update"
+FOMO_UPDATE_AND_TEST = "fomo_update_and_test"
+
+
+def evaluate_type(update: bool, test: bool) -> str:
+    """The message type of an evaluate message that updates and/or tests.
+
+    Raises
+    ------
+    ValueError
+        If it does neither (the client then gets no message).
+    """
+    if not (update or test):
+        raise ValueError("an evaluate message must update, test or both")
+    if not update:
+        return MessageType.EVALUATE
+    action = FOMO_UPDATE_AND_TEST if test else FOMO_UPDATE
+    return f"{MessageType.EVALUATE}.{action}"
 
 
 def candidate_key(pid: int) -> str:

@@ -30,7 +30,6 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Message,
-    MessageType,
     MetricRecord,
     RecordDict,
 )
@@ -44,17 +43,16 @@ from fedfomo.algorithm import (
     update_affinity,
 )
 from fedfomo.messages import (
-    FOMO_FLAG,
     GLOBAL_KEY,
     candidate_key,
     cluster_key,
+    evaluate_type,
     fomo_weights_of,
 )
 from pflcore.config.seeds import derive_seed
 from pflcore.fl.protocol import (
     ARRAYS,
     CONFIG,
-    EVALUATE_FLAG,
     NUM_EXAMPLES,
     TRAIN_LOSS,
     has_eval,
@@ -288,7 +286,7 @@ class FedFomo(PartitionStrategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One Message per client: its candidates (if it updates) and what to do."""
+        """One Message per client: its candidates if it updates; its type says what."""
         fomo = set(self.fomo_partitions(server_round))
         tested = (
             set(range(self.num_clients)) if self.is_eval_round(server_round) else set()
@@ -300,15 +298,12 @@ class FedFomo(PartitionStrategy):
             records: dict[str, Any] = {}
             if pid in fomo:
                 records.update(self.candidate_content(pid, server_round))
-            records[CONFIG] = instruction(
-                server_round,
-                **{FOMO_FLAG: int(pid in fomo), EVALUATE_FLAG: int(pid in tested)},
-            )
+            records[CONFIG] = instruction(server_round)
             messages.append(
                 Message(
                     RecordDict(records),
                     dst_node_id=self.node_of[pid],
-                    message_type=MessageType.EVALUATE,
+                    message_type=evaluate_type(pid in fomo, pid in tested),
                 )
             )
         return messages

@@ -5,7 +5,6 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from pflcore.fl.protocol import (
     ProtocolError,
-    config_flag,
     config_int,
     eval_counts,
     eval_metrics,
@@ -26,12 +25,12 @@ def message_with(config: ConfigRecord) -> Message:
 
 
 def test_an_instruction_carries_the_round_and_hyphenated_keys():
-    record = instruction(7, num_threads=2, fomo=1)
-    assert dict(record) == {"server-round": 7, "num-threads": 2, "fomo": 1}
+    record = instruction(7, num_threads=2, local_steps=1)
+    assert dict(record) == {"server-round": 7, "num-threads": 2, "local-steps": 1}
     msg = message_with(record)
     assert server_round_of(msg) == 7
     assert config_int(record, "num-threads") == 2
-    assert config_flag(record, "fomo") and not config_flag(record, "evaluate")
+    assert config_int(record, "absent", default=0) == 0
 
 
 def test_a_message_without_its_round_is_named():

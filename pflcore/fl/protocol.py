@@ -9,7 +9,7 @@ Server to client (``RecordDict``):
 
 * ``"config"`` (:class:`ConfigRecord`): ``server-round`` and the algorithm's
   instructions (:func:`instruction`; read with :func:`instruction_of`,
-  :func:`server_round_of`, :func:`config_int`, :func:`config_flag`);
+  :func:`server_round_of`, :func:`config_int`);
 * ``"arrays"`` (:class:`ArrayRecord`): the model or the part of it the
   algorithm shares (a package may add records of its own, keyed in its
   ``messages`` module).
@@ -46,8 +46,6 @@ SERVER_ROUND = "server-round"
 PARTITION_KEY = "partition-id"
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
-
-EVALUATE_FLAG = "evaluate"  # in an evaluate message: test and report counts
 
 
 class ClientError(RuntimeError):
@@ -88,11 +86,6 @@ def config_int(config: ConfigRecord, key: str, default: int | None = None) -> in
     if isinstance(value, bool | int | float):
         return int(value)
     raise ProtocolError(f"config entry {key!r} must be a number, got {value!r}")
-
-
-def config_flag(config: ConfigRecord, key: str) -> bool:
-    """Whether the (0/1 or boolean) entry ``key`` of ``config`` is set."""
-    return bool(config_int(config, key, default=0))
 
 
 def server_round_of(msg: Message) -> int:

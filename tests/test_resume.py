@@ -89,7 +89,7 @@ CASES = {
         "ditto.main",
         "cifar",
         [
-            "num_clients=4",
+            "num_clients=5",  # 10 shards of 2 cover the 10 classes
             "num_rounds=4",
             "local_epochs=1",
             "batch_size=16",

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 from fedfomo.embedding import (
-    EmbeddingSpec,
     cached_embedding,
     label_report,
     reduce_and_cluster,
@@ -69,7 +68,7 @@ from pflcore.data.images import (
 from pflcore.data.partition import PartitionError, check_min_samples, split_train_test
 
 if TYPE_CHECKING:
-    from fedfomo.settings import Embedding, FedFomoDataset, FomoPartition
+    from fedfomo.settings import FedFomoDataset, FomoPartition
 
 PARTITION_KINDS = ("pathological", "latent")
 
@@ -145,17 +144,6 @@ def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
     return np.sort(rng.choice(size, size=round(fraction * size), replace=False))
 
 
-def embedding_spec(embedding: Embedding, seed: int) -> EmbeddingSpec:
-    """The ``partition.embedding.*`` settings as an :class:`EmbeddingSpec`."""
-    return EmbeddingSpec(
-        epochs=int(embedding.epochs),
-        batch_size=int(embedding.batch_size),
-        lr=float(embedding.lr),
-        width=int(embedding.width),
-        seed=seed,
-    )
-
-
 def latent_clusters(
     partition: FomoPartition,
     x: torch.Tensor,
@@ -184,8 +172,8 @@ def latent_clusters(
             torch.from_numpy(y[:n]),
             x,
             num_classes,
-            embedding_spec(partition.embedding, seed),
-            partition.embedding.cache_dir,
+            partition.embedding,
+            seed,
         )
         return reduce_and_cluster(emb, int(partition.pca_dim), k, seed)
     if features == "labels":

@@ -19,8 +19,8 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,30 +30,8 @@ from fedfomo.latent import canonical_labels
 from pflcore.data.images import DataFormatError, channel_stats
 from pflcore.data.partition import PartitionError
 
-
-@dataclass(frozen=True)
-class EmbeddingSpec:
-    """How the embedding network is trained.
-
-    Attributes
-    ----------
-    epochs : int
-        Passes over the pooled training images.
-    batch_size : int
-        Minibatch size.
-    lr : float
-        SGD learning rate (momentum 0.9, weight decay 5e-4, cosine decay).
-    width : int
-        Size of the penultimate layer (the embedding).
-    seed : int
-        Seed of the initialisation and the batch order.
-    """
-
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05
-    width: int = 512
-    seed: int = 0
+if TYPE_CHECKING:  # fedfomo.settings imports this module's neighbours
+    from fedfomo.settings import Embedding
 
 
 class EmbeddingNet(nn.Module):
@@ -94,14 +72,16 @@ def _normalised(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch
 
 
 def train_embedding_net(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, spec: EmbeddingSpec
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, spec: Embedding, seed: int
 ) -> tuple[EmbeddingNet, tuple[torch.Tensor, torch.Tensor]]:
     """Train :class:`EmbeddingNet` to classify ``x`` (uint8 NCHW) as ``y``.
 
-    Returns the trained network (in eval mode) and the per-channel
-    normalisation it was trained with.
+    ``spec`` gives the epochs, batch size, learning rate (SGD, momentum 0.9,
+    weight decay 5e-4, cosine decay) and width; ``seed`` the initialisation
+    and the batch order. Returns the trained network (in eval mode) and the
+    per-channel normalisation it was trained with.
     """
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(seed)
     net = EmbeddingNet(int(x.shape[1]), num_classes, spec.width)
     mean_t, std_t = channel_stats(x)
     mean = torch.tensor(mean_t, dtype=torch.float32).view(1, -1, 1, 1)
@@ -111,7 +91,7 @@ def train_embedding_net(
         net.parameters(), lr=spec.lr, momentum=0.9, weight_decay=5e-4
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    generator = torch.Generator().manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(seed)
     net.train()
     for _ in range(spec.epochs):
         order = torch.randperm(int(x.shape[0]), generator=generator)
@@ -148,14 +128,22 @@ def cache_key(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_all: torch.Tensor,
-    spec: EmbeddingSpec,
+    spec: Embedding,
+    seed: int,
 ) -> str:
-    """A digest of everything the embedding depends on."""
+    """A digest of everything the embedding depends on (not where it is cached)."""
     digest = hashlib.sha256()
     for tensor in (x_train, y_train, x_all):
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.contiguous().numpy().tobytes())
-    digest.update(json.dumps(asdict(spec), sort_keys=True).encode())
+    trained_by = {
+        "epochs": int(spec.epochs),
+        "batch_size": int(spec.batch_size),
+        "lr": float(spec.lr),
+        "width": int(spec.width),
+        "seed": int(seed),
+    }
+    digest.update(json.dumps(trained_by, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
 
@@ -180,20 +168,20 @@ def cached_embedding(
     y_train: torch.Tensor,
     x_all: torch.Tensor,
     num_classes: int,
-    spec: EmbeddingSpec,
-    cache_dir: str | Path,
+    spec: Embedding,
+    seed: int,
 ) -> np.ndarray:
     """The embedding of ``x_all`` by a network trained on ``(x_train, y_train)``.
 
     Computed on first use and saved atomically as
-    ``cache_dir/embedding-<key>.npy``; later calls (every worker process)
-    read the file.
+    ``spec.cache_dir/embedding-<key>.npy``; later calls (every worker
+    process) read the file.
     """
-    folder = Path(cache_dir).expanduser()
-    path = folder / f"embedding-{cache_key(x_train, y_train, x_all, spec)}.npy"
+    folder = Path(spec.cache_dir).expanduser()
+    path = folder / f"embedding-{cache_key(x_train, y_train, x_all, spec, seed)}.npy"
     if path.is_file():
         return read_cached(path, int(x_all.shape[0]))
-    net, scaling = train_embedding_net(x_train, y_train, num_classes, spec)
+    net, scaling = train_embedding_net(x_train, y_train, num_classes, spec, seed)
     emb = embed(net, x_all, scaling)
     try:
         folder.mkdir(parents=True, exist_ok=True)

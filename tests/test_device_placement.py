@@ -160,7 +160,7 @@ def on_accelerator(model: nn.Module) -> bool:
 def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     """A client's first FOMO update weighs the candidates against the initial state."""
     from fedfomo.client import get_runtime, make_client_app
-    from fedfomo.messages import CANDIDATE_PREFIX, GLOBAL_KEY
+    from fedfomo.messages import CANDIDATE_PREFIX, GLOBAL_KEY, evaluate_type
 
     config = composed(
         "fedfomo",
@@ -179,11 +179,10 @@ def test_fedfomo_update_without_a_saved_baseline(on_stand_in):
     assert on_accelerator(get_runtime(config).model)
     candidates = {f"{CANDIDATE_PREFIX}{pid}": uploads[pid] for pid in range(3)}
     evaluation = message(
-        MessageType.EVALUATE,
+        evaluate_type(update=True, test=True),
         1,
         **candidates,
         **{GLOBAL_KEY: uploads[2]},
-        config={"fomo": 1, "evaluate": 1},
     )
     first = context(0)  # no baseline in its state yet: the initial weights
     reply = app(evaluation, first)

@@ -7,16 +7,20 @@ import torch
 import fedfomo.embedding
 from fedfomo.dataset import build_fomo_data, distribution_labels
 from fedfomo.embedding import (
-    EmbeddingSpec,
     cached_embedding,
     label_report,
     reduce_and_cluster,
 )
+from fedfomo.settings import Embedding
 from pflcore.data.images import DataFormatError
 from tests.fakedata import write_cifar10
 from tests.test_fedfomo_data import fomo_groups
 
-SPEC = EmbeddingSpec(epochs=4, batch_size=32, lr=0.05, width=32, seed=0)
+
+def spec(tmp_path, epochs: int = 4) -> Embedding:
+    return Embedding(
+        epochs=epochs, batch_size=32, lr=0.05, width=32, cache_dir=str(tmp_path)
+    )
 
 
 def test_label_report_by_hand():
@@ -49,7 +53,7 @@ def images():
 
 def test_embedding_is_cached_and_reused_without_training(images, tmp_path, monkeypatch):
     x, y = images
-    first = cached_embedding(x, y, x, 4, SPEC, tmp_path)
+    first = cached_embedding(x, y, x, 4, spec(tmp_path), 0)
     assert first.shape == (200, 32) and first.dtype == np.float32
     assert len(list(tmp_path.glob("embedding-*.npy"))) == 1
 
@@ -57,22 +61,25 @@ def test_embedding_is_cached_and_reused_without_training(images, tmp_path, monke
         raise AssertionError("trained again although the cache holds the embedding")
 
     monkeypatch.setattr(fedfomo.embedding, "train_embedding_net", no_training)
-    np.testing.assert_array_equal(cached_embedding(x, y, x, 4, SPEC, tmp_path), first)
-    other = EmbeddingSpec(epochs=5, batch_size=32, lr=0.05, width=32, seed=0)
+    np.testing.assert_array_equal(
+        cached_embedding(x, y, x, 4, spec(tmp_path), 0), first
+    )
     with pytest.raises(AssertionError, match="trained again"):
-        cached_embedding(x, y, x, 4, other, tmp_path)  # other settings: other key
+        cached_embedding(x, y, x, 4, spec(tmp_path, epochs=5), 0)  # other key
+    with pytest.raises(AssertionError, match="trained again"):
+        cached_embedding(x, y, x, 4, spec(tmp_path), 1)  # another seed: another key
 
 
 def test_damaged_cache_is_one_clear_error(images, tmp_path):
     x, y = images
-    cached_embedding(x, y, x, 4, SPEC, tmp_path)
+    cached_embedding(x, y, x, 4, spec(tmp_path), 0)
     (path,) = tmp_path.glob("embedding-*.npy")
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(DataFormatError, match=f"cached embedding {path}.*delete it"):
-        cached_embedding(x, y, x, 4, SPEC, tmp_path)
+        cached_embedding(x, y, x, 4, spec(tmp_path), 0)
     path.write_bytes(b"")
     with pytest.raises(DataFormatError, match="unreadable"):
-        cached_embedding(x, y, x, 4, SPEC, tmp_path)
+        cached_embedding(x, y, x, 4, spec(tmp_path), 0)
 
 
 def test_trained_latent_split_follows_the_labels(tmp_path):

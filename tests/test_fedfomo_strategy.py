@@ -128,8 +128,8 @@ def test_one_message_per_client_with_its_own_and_m_minus_1_other_models(fomo):
             np.testing.assert_array_equal(records[key]["w"].numpy(), int(key[10:]))
         # the global candidate: the sample-weighted mean (equal sizes) of 0..3
         np.testing.assert_allclose(records["global-average"]["w"].numpy(), 1.5)
-        config = message.content.config_records["config"]
-        assert config["fomo"] == 1 and config["evaluate"] == 0  # round 1 of 3, no eval
+        # round 1 of 3 with eval_every=0: update the baseline, test nothing
+        assert message.metadata.message_type == "evaluate.fomo_update"
 
 
 def test_replies_update_the_affinity_and_the_last_round_tests_everyone(fomo):
@@ -160,7 +160,9 @@ def test_replies_update_the_affinity_and_the_last_round_tests_everyone(fomo):
     assert header == ["partition_id", "p0", "p1", "p2", "p3"]
     assert rows[0] == [0, "1.1", "1", "0", "0"]  # P_00 = 0.1 + 1, P_01 = 0 + 1
     last = list(fomo.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None))
-    assert all(m.content.config_records["config"]["evaluate"] == 1 for m in last)
+    assert all(
+        m.metadata.message_type == "evaluate.fomo_update_and_test" for m in last
+    )
 
 
 def test_exploration_generator_is_not_reseeded_each_round(tmp_path):

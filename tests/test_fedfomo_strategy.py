@@ -160,9 +160,7 @@ def test_replies_update_the_affinity_and_the_last_round_tests_everyone(fomo):
     assert header == ["partition_id", "p0", "p1", "p2", "p3"]
     assert rows[0] == [0, "1.1", "1", "0", "0"]  # P_00 = 0.1 + 1, P_01 = 0 + 1
     last = list(fomo.configure_evaluate(3, ArrayRecord(), ConfigRecord(), None))
-    assert all(
-        m.metadata.message_type == "evaluate.fomo_update_and_test" for m in last
-    )
+    assert all(m.metadata.message_type == "evaluate.fomo_update_and_test" for m in last)
 
 
 def test_exploration_generator_is_not_reseeded_each_round(tmp_path):

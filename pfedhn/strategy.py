@@ -63,15 +63,14 @@ from pflcore.fl.strategy import (
     evaluation_record,
     train_record,
 )
-from pflcore.records.results import ClientEval, RunRecorder, summarize_clients
+from pflcore.records.results import (
+    ClientEval,
+    RunRecorder,
+    summarize_clients,
+    worst_share_mean,
+)
 
 EXTRA_FIELDS = ("phase", "val_acc_pooled", "val_acc_mean")
-
-
-def worst_share_mean(accuracies: np.ndarray, share: float) -> float:
-    """Mean accuracy of the worst ``share`` of clients (at least one client)."""
-    count = max(1, int(np.ceil(share * accuracies.size)))
-    return float(np.sort(accuracies)[:count].mean())
 
 
 class BestValidation:

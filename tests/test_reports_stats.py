@@ -80,7 +80,7 @@ def test_matches_the_paper_only_within_its_sd():
 
 
 def test_worst_share_mean_takes_the_ceiling_of_a_tenth():
-    from pflcore.reports.stats import worst_share_mean
+    from pflcore.records.results import worst_share_mean
 
     assert worst_share_mean([0.9, 0.1, 0.5]) == pytest.approx(0.1)  # 1 of 3
     fifteen = [i / 100 for i in range(15, 0, -1)]  # 0.15 ... 0.01

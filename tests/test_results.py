@@ -52,7 +52,7 @@ def test_pooled_plot_reads_pooled_accuracy(tmp_path):
 def test_worst_ten_percent_mean():
     import numpy as np
 
-    from pfedhn.strategy import worst_share_mean
+    from pflcore.records.results import worst_share_mean
 
     acc = np.array([0.9, 0.5, 0.8, 0.7, 0.95, 0.6, 0.85, 0.75, 0.65, 0.99, 0.3])
     assert worst_share_mean(acc, 0.1) == pytest.approx((0.3 + 0.5) / 2)  # ceil(1.1) = 2

@@ -16,6 +16,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,25 @@ def effective_status(summary: dict[str, Any]) -> str:
     if same_host and isinstance(pid, int) and not pid_alive(pid):
         return "interrupted"
     return status
+
+
+def worst_share_mean(values: Sequence[float] | np.ndarray, share: float = 0.1) -> float:
+    """Mean of the lowest ``ceil(share * n)`` values (at least one).
+
+    The "worst 10 %" of a fairness column: with 15 clients, the mean of the
+    two lowest client accuracies. Summed as NumPy sums (the records of runs
+    already on file were written that way).
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty.
+    """
+    ordered = np.sort(np.asarray(values, dtype=float))
+    if ordered.size == 0:
+        raise ValueError("no values")
+    count = max(1, int(np.ceil(share * ordered.size)))
+    return float(ordered[:count].mean())
 
 
 def summarize_clients(evals: list[ClientEval]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pflcore.records.results import worst_share_mean
 from pflcore.reports.runs import RecordError, RunFolder, find, lookup
 from pflcore.reports.spec import NO_REFERENCE, PaperNumber, RowSpec, TableSpec
 from pflcore.reports.stats import (
@@ -39,7 +40,6 @@ from pflcore.reports.stats import (
     paper_verdict,
     t_interval,
     verdict,
-    worst_share_mean,
 )
 from pflcore.reports.summary import chance_accuracy
 

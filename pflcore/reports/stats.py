@@ -121,20 +121,3 @@ def paper_verdict(ours: float, paper: float, paper_sd: float | None) -> str:
     if abs(gap) <= paper_sd:
         return f"matches the paper (within its ± {paper_sd:g})"
     return f"{abs(gap):.2f} points {side} the paper (outside its ± {paper_sd:g})"
-
-
-def worst_share_mean(values: Sequence[float], share: float = 0.1) -> float:
-    """Mean of the lowest ``ceil(share * n)`` values (at least one).
-
-    The "worst 10 %" of a fairness table: with 15 clients, the mean of the two
-    lowest client accuracies.
-
-    Raises
-    ------
-    ValueError
-        If ``values`` is empty.
-    """
-    if not values:
-        raise ValueError("no values")
-    k = max(1, math.ceil(share * len(values)))
-    return math.fsum(sorted(values)[:k]) / k

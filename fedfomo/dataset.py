@@ -55,6 +55,7 @@ from fedfomo.splits import (
     shard_parts,
     split_validation,
 )
+from pflcore.config.seeds import stream_rng
 from pflcore.data.client_data import ClientData
 from pflcore.data.digests import note_read
 from pflcore.data.images import (
@@ -77,6 +78,8 @@ PARTITION_KINDS = ("pathological", "latent")
 # the official test set's shards), the train/test split (or the official test
 # set's distribution shares), the validation split.
 PARTS_STREAM, SPLIT_STREAM, VALIDATION_STREAM = 1, 2, 3
+# Tag of the pooled subset's stream under the run seed (fixed as above).
+POOL_SUBSET_TAG = 7
 LATENT_FEATURES = ("trained", "pca", "labels", "embedding")
 TEST_SPLITS = ("carve", "official")
 
@@ -140,7 +143,7 @@ def pool_subset(size: int, fraction: float, seed: int) -> np.ndarray | None:
         )
     if fraction == 1:
         return None
-    rng = np.random.default_rng([seed, 7])
+    rng = stream_rng(seed, POOL_SUBSET_TAG)
     return np.sort(rng.choice(size, size=round(fraction * size), replace=False))
 
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pflcore.config.seeds import stream_rng
 from pflcore.data.partition import PartitionError
+
+# Tags of the shard streams under a partition seed (fixed: they define the
+# clients); split_validation keys client j's shuffle by j.
+SHARD_CLASSES_TAG, SHARD_CUT_TAG = 0, 1
 
 
 def shard_classes(
@@ -52,7 +57,7 @@ def shard_classes(
             f"{total} shards ({num_clients} clients x {shards_per_client}) cannot "
             f"cover {num_classes} classes; raise partition.shards_per_client"
         )
-    rng = np.random.default_rng([seed, 0])
+    rng = stream_rng(seed, SHARD_CLASSES_TAG)
     per_class, extra = divmod(total, num_classes)
     counts = np.full(num_classes, per_class, dtype=np.int64)
     counts[rng.permutation(num_classes)[:extra]] += 1
@@ -92,7 +97,7 @@ def cut_shards(
     PartitionError
         If a class has fewer samples than shards.
     """
-    rng = np.random.default_rng([seed, 1])
+    rng = stream_rng(seed, SHARD_CUT_TAG)
     num_clients, per_client = assignment.shape
     parts: list[list[np.ndarray]] = [
         [np.zeros(0, np.int64)] * per_client for _ in range(num_clients)
@@ -172,7 +177,7 @@ def split_validation(
     train: list[np.ndarray] = []
     val: list[np.ndarray] = []
     for j, idx in enumerate(indices):
-        shuffled = np.random.default_rng([seed, j]).permutation(np.asarray(idx))
+        shuffled = stream_rng(seed, j).permutation(np.asarray(idx))
         n_val = round(val_fraction * shuffled.size)
         if val_fraction > 0 and shuffled.size >= 2:
             n_val = min(max(n_val, 1), shuffled.size - 1)

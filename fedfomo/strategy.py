@@ -72,6 +72,9 @@ from pflcore.fl.strategy import (
 )
 from pflcore.records.results import RunRecorder
 
+# Tag of the server's exploration stream (fixed: it decides FedFomo's draws).
+EXPLORATION_TAG = 0xF0F0
+
 
 def cluster_models(
     uploads: dict[int, ArrayRecord],
@@ -161,7 +164,8 @@ class FedFomo(PartitionStrategy):
         self.cluster_averages: list[ArrayRecord] = []
         self.clusters = np.zeros(self.num_clients, dtype=np.int64)
         self.global_average: ArrayRecord | None = None
-        self.rng = np.random.default_rng(derive_seed(self.sampler.seed, 0xF0F0))
+        explore = derive_seed(self.sampler.seed, EXPLORATION_TAG)
+        self.rng = np.random.default_rng(explore)
         self._eval_targets: list[int] = []
 
     # -- checkpoints ------------------------------------------------------------

@@ -60,7 +60,11 @@ from pflcore.local.finetune import FinetuneSpec, finetune
 from pflcore.local.runtime import WorkerRuntime, cached_runtime
 from pflcore.local.training import EvalStats, NonFiniteLossError, evaluate
 
-PC_HEAD_STREAM = 7  # seeds pFedHN-PC's per-client classifier (once, no round)
+# Seeds pFedHN-PC's per-client classifier (once, no round). Its key
+# (seed, pid, 7) is also round 7's local-training key: the classifier's first
+# weights and that round's batch order start from one integer. Kept, since a
+# new tag would change every recorded pFedHN-PC run.
+PC_HEAD_STREAM = 7
 
 HEAD_KEY = "head"
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pflcore.config.seeds import stream_rng
 from pflcore.data.partition import PartitionError
 
-# Partition seed stream of the novel clients' mixes and draws (offset from the
-# run seed, as pfedhn.dataset's CUT_STREAM; fixed: it defines the clients).
+# Tag of the novel clients' stream, for their mixes and draws (fixed: it
+# defines the clients).
 NOVEL_STREAM = 11
 
 
@@ -42,7 +43,7 @@ def draw_mixes(
     concentrations: list[float], per_concentration: int, num_classes: int, seed: int
 ) -> list[tuple[float, np.ndarray]]:
     """``(alpha, p)`` for every novel client, in partition-id order."""
-    rng = np.random.default_rng([seed, NOVEL_STREAM])
+    rng = stream_rng(seed, NOVEL_STREAM)
     return [
         (float(a), rng.dirichlet(np.full(num_classes, float(a))))
         for a in concentrations
@@ -77,7 +78,7 @@ def take_for_novel(
     """
     num_classes = len(mixes[0][1])
     stream = 1 + ("train", "val", "test").index(split)
-    rng = np.random.default_rng([seed, NOVEL_STREAM, stream])
+    rng = stream_rng(seed, NOVEL_STREAM, stream)
     pools = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
     out = []
     for _, mix in mixes:

@@ -1,13 +1,20 @@
 """Named seed streams: each random draw of a run has its own, from the run seed.
 
+A stream is a key: the run seed followed by integer tags. NumPy's
+``SeedSequence`` reads the key; :func:`stream_rng` gives the stream's NumPy
+generator and :func:`derive_seed` its 63-bit integer (for torch generators).
 A client's work in a round draws from ``derive_seed(seed, partition_id,
-round, stream)`` (:func:`derive_seed`); local training uses the stream
-without a tag, the shared ones are named here (:class:`Stream`) and a
-package names its own beside the code that draws from them (FedPer's head
-phase, Jiang et al.'s stages, pFedHN-PC's classifier), with tags other than
-these. Client sampling draws from :func:`sampling_rng`. Partitioning draws
-from ``seed + offset`` with the offsets named in each package's ``dataset``
-module. The numbers are fixed: changing one changes every run's results.
+round, tag)``; local training uses the key without a tag, the shared tags
+are named here (:class:`Stream`) and a package names its own beside the
+code that draws from them (FedPer's head phase, Jiang et al.'s stages,
+pFedHN-PC's classifier, FedFomo's shards and exploration), with tags other
+than these. Client sampling draws from :func:`sampling_rng`.
+
+Partition functions take one integer seed: the package passes ``seed +
+offset``, with the offsets named in its ``dataset`` module. That is the one
+older form kept: the offsets define every recorded partition (and its
+digest), so moving them onto keys would change every committed record. All
+numbers here are fixed for the same reason.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ def derive_seed(*parts: int) -> int:
     )
 
 
+def stream_rng(seed: int, *tags: int) -> np.random.Generator:
+    """The NumPy generator of the stream keyed ``[seed, *tags]``."""
+    return np.random.default_rng([int(seed), *(int(t) for t in tags)])
+
+
 def sampling_rng(seed: int, server_round: int) -> np.random.Generator:
     """The stream that draws the clients of ``server_round``: ``[seed, round]``."""
-    return np.random.default_rng([int(seed), int(server_round)])
+    return stream_rng(seed, server_round)

@@ -29,6 +29,7 @@ import numpy as np
 from perfedavg.emnist import load_emnist
 from pflcore.data.client_data import ClientData
 from pflcore.data.images import ImageData, load_dataset
+from pflcore.data.label_skew import ClassPools, dirichlet_parts
 from pflcore.data.partition import (
     ClientSplit,
     PartitionError,
@@ -63,33 +64,6 @@ def load_image_data(dataset: PerFedAvgDataset) -> ImageData:
         dataset.path,
         dataset.download,
     )
-
-
-class _ClassPools:
-    """Per-class queues of shuffled sample indices, drawn from without replacement."""
-
-    def __init__(self, labels: np.ndarray, num_classes: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.queues = [
-            rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)
-        ]
-        self.used = [0] * num_classes
-
-    def remaining(self) -> np.ndarray:
-        return np.array(
-            [q.size - u for q, u in zip(self.queues, self.used, strict=True)]
-        )
-
-    def take(self, c: int, count: int) -> np.ndarray:
-        start = self.used[c]
-        if start + count > self.queues[c].size:
-            raise PartitionError(
-                f"class {c} has {self.queues[c].size} samples but the partition needs "
-                f"at least {start + count}: lower a (or test_ratio), or use fewer "
-                "clients"
-            )
-        self.used[c] = start + count
-        return self.queues[c][start : start + count]
 
 
 def partition_fallah(
@@ -143,7 +117,7 @@ def partition_fallah(
         [(c, a) for c in range(first)] for _ in range(half)
     ]
     holdings += [[(lo, round(a / 2)), (hi, 2 * a)] for lo, hi in pairs]
-    pools = _ClassPools(labels, num_classes, seed + POOLS_STREAM)
+    pools = ClassPools(labels, num_classes, np.random.default_rng(seed + POOLS_STREAM))
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
     for held in holdings:
@@ -170,34 +144,11 @@ def partition_dirichlet(
     PartitionError
         If the data cannot supply every client, or a setting is impossible.
     """
-    if alpha <= 0:
-        raise PartitionError(f"partition.alpha must be > 0, got {alpha}")
-    if samples_per_client < 2:
-        raise PartitionError(
-            f"partition.samples_per_client must be >= 2, got {samples_per_client}"
-        )
-    if num_clients * samples_per_client > labels.size:
-        raise PartitionError(
-            f"{num_clients} clients x {samples_per_client} samples exceed the "
-            f"{labels.size} images of the dataset"
-        )
     rng = np.random.default_rng(seed)
-    pools = _ClassPools(labels, num_classes, seed + POOLS_STREAM)
-    parts: list[list[np.ndarray]] = []
-    for _ in range(num_clients):
-        mix = rng.dirichlet(np.full(num_classes, alpha))
-        counts = np.zeros(num_classes, dtype=np.int64)
-        need = samples_per_client
-        while need > 0:
-            left = pools.remaining() - counts
-            weights = mix * (left > 0)
-            if weights.sum() <= 0:  # the mix's classes are used up: any class left
-                weights = (left > 0).astype(np.float64)
-            draw = rng.multinomial(need, weights / weights.sum())
-            draw = np.minimum(draw, left)
-            counts += draw
-            need -= int(draw.sum())
-        parts.append([pools.take(c, int(n)) for c, n in enumerate(counts) if n > 0])
+    pools = ClassPools(labels, num_classes, np.random.default_rng(seed + POOLS_STREAM))
+    parts = dirichlet_parts(
+        labels, num_classes, num_clients, samples_per_client, alpha, rng, pools
+    )
     return split_train_test(parts, test_fraction, seed + SPLIT_STREAM)
 
 

@@ -67,9 +67,11 @@ from pflcore.data.images import (
     load_dataset,
 )
 from pflcore.data.partition import PartitionError, check_min_samples, split_train_test
+from pflcore.data.shared_partition import shared_client_data
 
 if TYPE_CHECKING:
     from fedfomo.settings import FedFomoDataset, FomoPartition
+    from pflcore.config.shared import SharedPartition
 
 PARTITION_KINDS = ("pathological", "latent")
 
@@ -301,7 +303,11 @@ def _load(dataset: FedFomoDataset) -> ImageData:
 
 
 def build_fomo_data(
-    dataset: FedFomoDataset, partition: FomoPartition, num_clients: int, seed: int
+    dataset: FedFomoDataset,
+    partition: FomoPartition,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> FomoData:
     """Load the configured dataset and partition it for FedFomo.
 
@@ -319,8 +325,15 @@ def build_fomo_data(
         Number of clients.
     seed : int
         Partition seed.
+    protocol : pflcore.config.shared.SharedPartition, optional
+        The ``protocol.*`` settings: with ``protocol.partition`` set, the
+        shared protocol's clients (training set only) replace FedFomo's
+        partition and ``partition.*`` is unused.
     """
     data = _load(dataset)
+    if protocol is not None and protocol.partition is not None:
+        shared = shared_client_data(data, num_clients, protocol, seed)
+        return FomoData(shared.data, shared.pools, shared.indices, None)
     if dataset.test_split == "official":
         return _official_test_split(data, partition, num_clients, seed)
     if dataset.test_fraction is None:
@@ -435,13 +448,17 @@ def _official_test_split(
 
 @lru_cache(maxsize=2)
 def fomo_data(
-    dataset: FedFomoDataset, partition: FomoPartition, num_clients: int, seed: int
+    dataset: FedFomoDataset,
+    partition: FomoPartition,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> FomoData:
     """``build_fomo_data``, cached per process (one load per Ray worker).
 
     The settings groups are frozen dataclasses: equal settings hit the cache.
     """
-    return build_fomo_data(dataset, partition, num_clients, seed)
+    return build_fomo_data(dataset, partition, num_clients, seed, protocol)
 
 
 def distribution_labels(data: FomoData) -> tuple[list[list[int]], list[float]]:

@@ -85,6 +85,7 @@ class FedFomoPackage(AlgorithmPackage):
     name = "fedfomo"
     description = "FedFomo (Zhang et al. 2021), FedAvg (+ FT) and Local-only"
     schema = FedFomoSettings
+    takes_shared_partition = True
 
     def complete(self, config: dict[str, Any]) -> None:
         """Make the embedding's paths absolute, as the data root."""
@@ -101,7 +102,11 @@ class FedFomoPackage(AlgorithmPackage):
         config = self.resolve(cfg)
         settings = read_settings(config)
         data = build_fomo_data(
-            settings.dataset, settings.partition, settings.num_clients, settings.seed
+            settings.dataset,
+            settings.partition,
+            settings.num_clients,
+            settings.seed,
+            settings.protocol,
         )
         model = build_model(
             settings.seed,

@@ -114,6 +114,33 @@ class Inject(Group):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SharedPartition(Group):
+    """``protocol.*``: the shared protocol's partition, the same for every package.
+
+    ``partition: null`` (the default) keeps the package's own partition. Set,
+    every client draws ``samples_per_client`` images of the training set
+    (``classes``: ``classes_per_client`` distinct classes in equal shares;
+    ``dirichlet``: a Dirichlet(``alpha``) label mix), cut per class into
+    train, validation and test (:mod:`pflcore.data.shared_partition`).
+    """
+
+    partition: str | None = setting(nullable(one_of("classes", "dirichlet")), None)
+    classes_per_client: int = setting(POSITIVE_INT, 2)
+    alpha: float = setting(number(0, low_open=True), 0.3)
+    samples_per_client: int = setting(integer(2), 500)
+    val_fraction: float = setting(number(0, 1, low_open=True, high_open=True), 0.2)
+    test_fraction: float = setting(number(0, 1, low_open=True, high_open=True), 0.2)
+
+    def check(self) -> None:
+        """The three splits leave room for training."""
+        require(
+            self.val_fraction + self.test_fraction < 1,
+            "protocol.val_fraction + protocol.test_fraction must be below 1, got "
+            f"{self.val_fraction} + {self.test_fraction}",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatasetSettings(Group):
     """``dataset.*``: the keys of ``conf/dataset/*.yaml``.
 
@@ -208,6 +235,7 @@ class SharedSettings(Group):
     averaging: str = setting(one_of(*AVERAGING_RULES))
     eval_every: int = setting(COUNT)
     tuning: bool = setting(BOOLEAN, False)
+    protocol: SharedPartition
     deterministic: bool = setting(BOOLEAN, True)
     client_resources: ClientResources
     checkpoint_every: int = setting(COUNT, 0)
@@ -252,6 +280,7 @@ __all__ = [
     "DatasetSettings",
     "EpochFinetune",
     "Inject",
+    "SharedPartition",
     "SharedSettings",
     "is_number",
 ]

@@ -39,6 +39,7 @@ from pflcore.config.settings import Group, group_paths, leaf_fields, parse
 from pflcore.data.client_data import ClientData
 from pflcore.data.images import DataFormatError, DatasetNotFoundError
 from pflcore.data.partition import PartitionError
+from pflcore.data.shared_partition import partition_digest
 from pflcore.records.results import RunRecorder
 from pflcore.run.experiment import Experiment, MainLoop, open_recorder
 
@@ -100,6 +101,9 @@ class AlgorithmPackage(ABC):
     description: ClassVar[str]
     schema: ClassVar[type[Group]]
     errors: ClassVar[tuple[type[BaseException], ...]] = PREPARATION_ERRORS
+    # whether prepare() and the workers build the shared protocol's clients
+    # (pflcore.data.shared_partition) when protocol.partition is set
+    takes_shared_partition: ClassVar[bool] = False
 
     # -- what a package declares ------------------------------------------------
 
@@ -142,6 +146,12 @@ class AlgorithmPackage(ABC):
         """
         config = copy.deepcopy(to_plain(cfg) if isinstance(cfg, DictConfig) else cfg)
         self.check(config)
+        shared = config.get("protocol", {}).get("partition")
+        if shared is not None and not self.takes_shared_partition:
+            raise ConfigError(
+                f"protocol.partition={shared} is not available in {self.name} yet "
+                "(docs/BENCHMARK.md lists the packages that take it)"
+            )
         self.complete(config)
         config["dataset"]["root"] = absolute_data_root(config["dataset"]["root"])
         return config
@@ -158,6 +168,11 @@ class AlgorithmPackage(ABC):
         """
         prepared = self.prepare(cfg)
         config = prepared.config
+        if config.get("protocol", {}).get("partition") is not None:
+            digest = partition_digest(prepared.data)
+            prepared = replace(
+                prepared, summary={**prepared.summary, "partition_digest": digest}
+            )
         if config.get("tuning"):
             prepared = tuning_view(prepared)
         recorder = open_recorder(config, out_dir, **self.recorder_options(prepared))

@@ -117,7 +117,7 @@ def build_runtime(config: dict[str, Any]) -> ClientRuntime:
     settings = read_settings(config)
     dataset = settings.dataset
     fed = node_data(config) or federated_data(
-        dataset, settings.num_clients, settings.seed
+        dataset, settings.num_clients, settings.seed, settings.protocol
     )
     device = client_device(float(settings.client_resources.num_gpus))
     apply_determinism(bool(settings.deterministic), device)

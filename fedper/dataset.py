@@ -22,6 +22,7 @@ import torch
 
 from fedper.flickr import decode_images, find_files, read_flickr_ratings
 from fedper.settings import FedPerDataset
+from pflcore.config.shared import SharedPartition
 from pflcore.data.client_data import ClientData
 from pflcore.data.images import ImageData, load_dataset
 from pflcore.data.partition import (
@@ -35,6 +36,7 @@ from pflcore.data.partition import (
     split_train_test,
     stratified_subset,
 )
+from pflcore.data.shared_partition import shared_client_data
 
 FLICKR_CLASSES = 5  # scores 1..5
 
@@ -195,7 +197,10 @@ def build_flickr_data(
 
 
 def build_federated_data(
-    dataset: FedPerDataset, num_clients: int, seed: int
+    dataset: FedPerDataset,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> FederatedData:
     """Load the configured dataset and partition it.
 
@@ -212,8 +217,15 @@ def build_federated_data(
         Number of clients.
     seed : int
         Partition seed.
+    protocol : pflcore.config.shared.SharedPartition, optional
+        The ``protocol.*`` settings: with ``protocol.partition`` set, the
+        shared protocol's clients (training set only) replace the package's
+        partition, whose ``dataset.*`` keys are then unused.
     """
+    shared = protocol is not None and protocol.partition is not None
     if dataset.name == "flickr":
+        if shared:
+            raise PartitionError("protocol.partition takes a labelled image dataset")
         return build_flickr_data(dataset, num_clients, seed)
     data = load_dataset(
         dataset.name,
@@ -222,6 +234,10 @@ def build_federated_data(
         dataset.path,
         dataset.download,
     )
+    if shared:
+        assert protocol is not None
+        own = shared_client_data(data, num_clients, protocol, seed)
+        return FederatedData(own.data, own.pools, own.indices)
     x, y = data.pooled(include_test=bool(dataset.pool_test))
     fraction = float(dataset.subset_fraction)
     if fraction < 1.0:
@@ -246,10 +262,13 @@ def build_federated_data(
 
 @lru_cache(maxsize=2)
 def federated_data(
-    dataset: FedPerDataset, num_clients: int, seed: int
+    dataset: FedPerDataset,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> FederatedData:
     """``build_federated_data``, cached per process (one load per Ray worker).
 
     The settings are frozen (hashable), so they are the cache key.
     """
-    return build_federated_data(dataset, num_clients, seed)
+    return build_federated_data(dataset, num_clients, seed, protocol)

@@ -79,6 +79,7 @@ class FedPerPackage(AlgorithmPackage):
     name = "fedper"
     description = "FedPer (Arivazhagan et al. 2019), FedAvg and Local-only"
     schema = FedPerSettings
+    takes_shared_partition = True
 
     def prepare(self, cfg: DictConfig | dict[str, Any]) -> FedPerPrepared:
         """Resolve and check the config, load and partition the data, build the model.
@@ -88,7 +89,7 @@ class FedPerPackage(AlgorithmPackage):
         config = self.resolve(cfg)
         settings = read_settings(config)
         fed = build_federated_data(
-            settings.dataset, settings.num_clients, settings.seed
+            settings.dataset, settings.num_clients, settings.seed, settings.protocol
         )
         base, personal, linear = _initial(
             settings.model,

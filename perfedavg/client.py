@@ -106,7 +106,11 @@ def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
     settings = read_settings(config)
     dataset = settings.dataset
     data = node_data(config) or client_data(
-        dataset, settings.partition, settings.num_clients, settings.seed
+        dataset,
+        settings.partition,
+        settings.num_clients,
+        settings.seed,
+        settings.protocol,
     )
     device = client_device(float(settings.client_resources.num_gpus))
     apply_determinism(bool(settings.deterministic), device)

@@ -36,9 +36,11 @@ from pflcore.data.partition import (
     check_min_samples,
     split_train_test,
 )
+from pflcore.data.shared_partition import shared_client_data
 
 if TYPE_CHECKING:
     from perfedavg.settings import Partition, PerFedAvgDataset
+    from pflcore.config.shared import SharedPartition
 
 PARTITIONS = ("fallah", "dirichlet")
 
@@ -153,7 +155,11 @@ def partition_dirichlet(
 
 
 def build_client_data(
-    dataset: PerFedAvgDataset, partition: Partition, num_clients: int, seed: int
+    dataset: PerFedAvgDataset,
+    partition: Partition,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> ClientData:
     """Load the configured dataset and partition it.
 
@@ -170,8 +176,14 @@ def build_client_data(
         Number of clients.
     seed : int
         Partition seed.
+    protocol : pflcore.config.shared.SharedPartition, optional
+        The ``protocol.*`` settings: with ``protocol.partition`` set, the
+        shared protocol's clients (training set only) replace the package's
+        partition and ``partition.*`` is unused.
     """
     data = load_image_data(dataset)
+    if protocol is not None and protocol.partition is not None:
+        return shared_client_data(data, num_clients, protocol, seed)
     x, y = data.pooled(include_test=bool(dataset.pool_test))
     labels = y.numpy()
     if partition.name == "fallah":
@@ -203,10 +215,14 @@ def build_client_data(
 
 @lru_cache(maxsize=2)
 def client_data(
-    dataset: PerFedAvgDataset, partition: Partition, num_clients: int, seed: int
+    dataset: PerFedAvgDataset,
+    partition: Partition,
+    num_clients: int,
+    seed: int,
+    protocol: SharedPartition | None = None,
 ) -> ClientData:
     """:func:`build_client_data`, cached per process (one load per Ray worker).
 
     The settings groups are frozen dataclasses: equal settings hit the cache.
     """
-    return build_client_data(dataset, partition, num_clients, seed)
+    return build_client_data(dataset, partition, num_clients, seed, protocol)

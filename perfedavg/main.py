@@ -101,13 +101,18 @@ class PerFedAvgPackage(AlgorithmPackage):
     name = "perfedavg"
     description = "Per-FedAvg FO/HF (Fallah et al. 2020), FedAvg (+ update), Local"
     schema = PerFedAvgSettings
+    takes_shared_partition = True
 
     def prepare(self, cfg: DictConfig | dict[str, Any]) -> PerFedAvgPrepared:
         """Resolve and check the config, load and partition the data, build a model."""
         config = self.resolve(cfg)
         settings = read_settings(config)
         data = build_client_data(
-            settings.dataset, settings.partition, settings.num_clients, settings.seed
+            settings.dataset,
+            settings.partition,
+            settings.num_clients,
+            settings.seed,
+            settings.protocol,
         )
         check_batches(settings, data)
         try:

@@ -176,6 +176,7 @@ def build_runtime(config: dict[str, Any]) -> ClientRuntime:
         settings.num_clients,
         settings.seed,
         settings.novel,
+        settings.protocol,
     )
     device = client_device(float(resources.num_gpus))
     apply_determinism(bool(settings.deterministic), device)

@@ -28,9 +28,11 @@ import torch
 from pfedhn.novel import distances, draw_mixes, take_for_novel
 from pfedhn.settings import HNPartition, Novel, PFedHNDataset
 from pflcore.config.settings import parse, to_dict
+from pflcore.config.shared import SharedPartition
 from pflcore.data.client_data import ClientData
 from pflcore.data.images import ImageData, load_dataset
 from pflcore.data.partition import PartitionError
+from pflcore.data.shared_partition import shared_client_data
 from pflcore.local.transforms import BatchTransform
 
 SPLITS = ("train", "val", "test")
@@ -155,12 +157,29 @@ def hold_out(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
     return [np.sort(p) for p in parts[:-1]] + [np.sort(parts[-1])]
 
 
+def shared_data(
+    data: ImageData, num_clients: int, protocol: SharedPartition, seed: int
+) -> PFedHNData:
+    """The shared protocol's clients, with each one's classes and their shares."""
+    shared = shared_client_data(data, num_clients, protocol, seed)
+    counts = shared.class_counts(("train",))[:, 0]
+    totals = np.maximum(counts.sum(axis=0), 1)
+    classes = [np.flatnonzero(row).tolist() for row in counts]
+    shares = [
+        [float(row[c] / totals[c]) for c in held]
+        for row, held in zip(counts, classes, strict=True)
+    ]
+    assignment = ClassAssignment(classes, shares)
+    return PFedHNData(shared.data, shared.pools, shared.indices, assignment)
+
+
 def build_data(
     dataset: PFedHNDataset,
     partition: HNPartition,
     num_clients: int,
     seed: int,
     novel: Novel | None = None,
+    protocol: SharedPartition | None = None,
 ) -> PFedHNData:
     """Load the configured dataset and partition it (see the module docstring).
 
@@ -180,6 +199,10 @@ def build_data(
         The ``novel`` settings. With a non-empty ``dirichlet`` the last
         ``len(dirichlet) * per_concentration`` clients are drawn by
         :mod:`pfedhn.novel` and the authors' rule partitions the others.
+    protocol : pflcore.config.shared.SharedPartition, optional
+        The ``protocol.*`` settings: with ``protocol.partition`` set, the
+        shared protocol's clients (training set only) replace the authors'
+        partition; ``partition.*`` and ``novel.dirichlet`` are then unused.
 
     Raises
     ------
@@ -193,6 +216,8 @@ def build_data(
         dataset.path,
         dataset.download,
     )
+    if protocol is not None and protocol.partition is not None:
+        return shared_data(data, num_clients, protocol, seed)
     x, y = data.x_train, data.y_train
     from_train = partition.test_source == "train"
     if not from_train and data.x_test is None:
@@ -320,6 +345,9 @@ def _cached(key: str) -> PFedHNData:
         spec["num_clients"],
         spec["seed"],
         parse(Novel, novel, "novel.") if novel is not None else None,
+        parse(SharedPartition, spec["protocol"], "protocol.")
+        if "protocol" in spec
+        else None,
     )
 
 
@@ -329,6 +357,7 @@ def cached_data(
     num_clients: int,
     seed: int,
     novel: Novel,
+    protocol: SharedPartition | None = None,
 ) -> PFedHNData:
     """``build_data``, cached per process by the settings that define the data.
 
@@ -344,4 +373,6 @@ def cached_data(
     }
     if novel.dirichlet:
         key["novel"] = to_dict(novel)
+    if protocol is not None and protocol.partition is not None:
+        key["protocol"] = to_dict(protocol)
     return _cached(json.dumps(key, sort_keys=True))

@@ -196,6 +196,7 @@ class PFedHNPackage(AlgorithmPackage):
     name = "pfedhn"
     description = "pFedHN and pFedHN-PC (Shamsian et al. 2021), FedAvg and Local-only"
     schema = PFedHNSettings
+    takes_shared_partition = True
 
     def check(self, config: dict[str, Any]) -> PFedHNSettings:
         """The schema's checks, and that ``server_device`` exists here.
@@ -226,6 +227,7 @@ class PFedHNPackage(AlgorithmPackage):
             settings.num_clients,
             settings.seed,
             settings.novel,
+            settings.protocol,
         )
         summary: dict[str, Any] = {
             "split_sizes": {s: sum(v) for s, v in data.sizes().items()},

@@ -101,21 +101,49 @@ def test_bad_protocol_settings_are_named(key, value, words):
 SHARED = ["protocol.partition=classes", "protocol.samples_per_client=120"]
 
 
-def test_fedfomo_and_ditto_take_the_shared_partition_of_the_training_set():
-    overrides = ["num_clients=10", *SHARED]
-    fomo = prepared_data("fedfomo", ["experiment=fedfomo/quick", *overrides])
-    ditto = prepared_data("ditto", ["experiment=ditto/quick", *overrides])
+PACKAGES = ("fedper", "pfedhn", "perfedavg", "fedfomo", "ditto")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_package_takes_the_same_shared_partition_of_the_training_set(package):
+    overrides = [f"experiment={package}/quick", "num_clients=10", "seed=4", *SHARED]
+    prepared = prepared_data(package, overrides)
     settings = parse(
         SharedPartition, {"partition": "classes", "samples_per_client": 120}
     )
-    expected = shared_client_data(fomo.data.data, 10, settings, seed=0)
-    assert partition_digest(fomo.data) == partition_digest(expected)
-    assert partition_digest(ditto.data) == partition_digest(expected)
-    assert torch.equal(fomo.data.pools["test"][0], fomo.data.data.x_train)
+    expected = shared_client_data(prepared.data.data, 10, settings, seed=4)
+    assert partition_digest(prepared.data) == partition_digest(expected)
+    assert prepared.data.data.name == "digits"  # every quick preset: the same images
+    for name in SPLITS:
+        x, _ = prepared.data.pools[name]
+        assert x.shape[0] == prepared.data.data.x_train.shape[0]  # no official test
 
 
-@pytest.mark.parametrize("package", ["fedper", "pfedhn", "perfedavg"])
-def test_a_package_without_the_shared_partition_refuses_it_in_one_line(package):
-    config = to_plain(compose(package, [f"experiment={package}/quick", *SHARED]))
-    with pytest.raises(ConfigError, match=f"not available in {package} yet"):
-        package_of(package).resolve(config)
+def test_pfedhn_records_each_shared_clients_classes_and_shares():
+    prepared = prepared_data("pfedhn", ["experiment=pfedhn/quick", *SHARED])
+    counts = prepared.data.class_counts(("train",))[:, 0]
+    assert prepared.summary["client_classes"] == [
+        np.flatnonzero(row).tolist() for row in counts
+    ]
+    assert all(len(c) == 2 for c in prepared.summary["client_classes"])
+    shares = prepared.data.assignment.shares
+    totals = counts.sum(axis=0)
+    for c in range(counts.shape[1]):  # the shares of a held class add up to one
+        held = [
+            shares[j][prepared.data.assignment.classes[j].index(c)]
+            for j in range(counts.shape[0])
+            if c in prepared.data.assignment.classes[j]
+        ]
+        assert totals[c] == 0 or abs(sum(held) - 1) < 1e-9
+
+
+class NotYet(type(package_of("fedper"))):  # type: ignore[misc]
+    """A package that has not wired the shared partition."""
+
+    takes_shared_partition = False
+
+
+def test_a_package_without_the_shared_partition_refuses_it_in_one_line():
+    config = to_plain(compose("fedper", ["experiment=fedper/quick", *SHARED]))
+    with pytest.raises(ConfigError, match="not available in fedper yet"):
+        NotYet().resolve(config)

@@ -17,7 +17,7 @@ from ditto.algorithm import ditto_epochs
 from fedfomo.algorithm import round_lr
 from fedfomo.client import LocalTraining, get_runtime
 from fedfomo.main import FedFomoPackage
-from fedfomo.settings import FedFomoDataset, FomoPartition, read_settings
+from fedfomo.settings import FedFomoDataset, FomoModel, FomoPartition, read_settings
 from pflcore.config import settings as rules
 from pflcore.config.seeds import derive_seed
 from pflcore.config.shared import POSITIVE_INT, EpochFinetune, SharedSettings
@@ -43,6 +43,7 @@ class DittoSettings(SharedSettings):
     lr_decay: float = rules.setting(rules.FRACTION)
     lr_min: float = rules.setting(rules.NON_NEGATIVE)
     ditto: Ditto
+    model: FomoModel
     partition: FomoPartition
     finetune: EpochFinetune
     dataset: FedFomoDataset

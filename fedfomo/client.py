@@ -230,6 +230,7 @@ def build_runtime(config: dict[str, Any]) -> WorkerRuntime:
             data.data.num_classes,
             data.data.channels,
             dataset.image_size,
+            settings.model.name,
         ),
         device,
     )

@@ -113,6 +113,7 @@ class FedFomoPackage(AlgorithmPackage):
             data.data.num_classes,
             data.data.channels,
             settings.dataset.image_size,
+            settings.model.name,
         )
         size = settings.dataset.image_size
         check_model_input(model, data.data.channels, size, f"dataset.image_size={size}")

@@ -1,9 +1,11 @@
-"""The FedFomo paper's CNN (the authors' ``tf_cnn``)."""
+"""The FedFomo paper's CNN (the authors' ``tf_cnn``), or the shared protocol's."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pflcore.local.models import LeNet
 
 
 def _flat_side(image_size: int) -> int:
@@ -11,6 +13,9 @@ def _flat_side(image_size: int) -> int:
     for _ in range(2):  # conv3x3 (no padding), then 2x2 max-pool
         side = (side - 2) // 2
     return side - 2  # the third conv3x3
+
+
+MODEL_NAMES = ("tf_cnn", "lenet")
 
 
 class TFCNN(nn.Module):
@@ -60,8 +65,18 @@ class TFCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(seed: int, num_classes: int, channels: int, image_size: int) -> TFCNN:
-    """The run's common initialisation: identical in every process for one seed."""
+def build_model(
+    seed: int, num_classes: int, channels: int, image_size: int, name: str = "tf_cnn"
+) -> nn.Module:
+    """The run's common initialisation: identical in every process for one seed.
+
+    ``name``: ``tf_cnn`` (the authors' network) or ``lenet`` (the shared
+    protocol's, :class:`pflcore.local.models.LeNet`).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if name == "lenet":
+            return LeNet(num_classes, channels, image_size)
         return TFCNN(num_classes, channels, image_size)

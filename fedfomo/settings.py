@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedfomo.dataset import LATENT_FEATURES, PARTITION_KINDS, TEST_SPLITS
+from fedfomo.models import MODEL_NAMES
 from pflcore.config.settings import (
     BOOLEAN,
     FRACTION,
@@ -81,6 +82,13 @@ class Embedding(Group):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FomoModel(Group):
+    """``model.*``: the authors' CNN, or the shared protocol's ``lenet``."""
+
+    name: str = setting(one_of(*MODEL_NAMES), "tf_cnn")
+
+
+@dataclass(frozen=True, kw_only=True)
 class FomoPartition(Group):
     """``partition.*``: pathological shards or latent (clustered) distributions."""
 
@@ -113,6 +121,7 @@ class FedFomoSettings(SharedSettings):
     lr_decay: float = setting(FRACTION)  # lr x lr_decay per round ...
     lr_min: float = setting(NON_NEGATIVE)  # ... floored here
     fomo: Fomo
+    model: FomoModel
     partition: FomoPartition
     finetune: EpochFinetune
     dataset: FedFomoDataset

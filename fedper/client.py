@@ -76,7 +76,7 @@ def initial_model(
     num_blocks = None if model.num_blocks is ABSENT else model.num_blocks
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        network = build_model(model.name, num_classes, channels, num_blocks)
+        network = build_model(model.name, num_classes, channels, num_blocks, image_size)
         if model.linear_base:
             linearize_base(network, model.num_head_layers, channels, image_size)
         return network

@@ -7,7 +7,8 @@ is the classifier only, ``K_P = 2`` adds the last basic block, and so on.
 
 ``small_cnn`` is a four-unit network for the offline quick-start on 8x8
 digits (not a network of the paper); it has the same unit structure, so K_P
-and the linear base apply to it unchanged.
+and the linear base apply to it unchanged. ``lenet`` is the shared protocol's
+network (:class:`pflcore.local.models.LeNet`, five units; no linear base).
 
 The ablation of the paper's Section 4.4 replaces every base unit by one
 linear map (:func:`linearize_base`); the personal units stay exactly as they
@@ -19,7 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODEL_NAMES = ("mobilenet_v1", "resnet34", "small_cnn")
+from pflcore.local.models import LeNet
+
+MODEL_NAMES = ("mobilenet_v1", "resnet34", "small_cnn", "lenet")
 
 # (in_channels, out_channels, stride) of MobileNet-v1's 13 depthwise-separable blocks.
 _MOBILENET_BLOCKS = (
@@ -229,15 +232,21 @@ class ResNet34(nn.Module):
             layer[i] = nn.Identity()
 
 
-FedPerNetwork = MobileNetV1 | ResNet34 | SmallCNN
+FedPerNetwork = MobileNetV1 | ResNet34 | SmallCNN | LeNet
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, num_blocks: int | None = None
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    num_blocks: int | None = None,
+    image_size: int = 32,
 ) -> FedPerNetwork:
     """Build one of FedPer's networks by name.
 
     ``num_blocks`` applies to MobileNet-v1 only; ``None`` keeps its default.
+    ``image_size`` sizes the shared protocol's ``lenet`` (the others pool
+    globally).
     """
     if name == "mobilenet_v1":
         if num_blocks is None:
@@ -247,6 +256,8 @@ def build_model(
         return ResNet34(num_classes, in_channels)
     if name == "small_cnn":
         return SmallCNN(num_classes, in_channels)
+    if name == "lenet":
+        return LeNet(num_classes, in_channels, image_size)
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
 
 
@@ -349,7 +360,14 @@ def linearize_base(
     -------
     LinearBase
         The map now in the model.
+
+    Raises
+    ------
+    ValueError
+        For ``lenet`` (the ablation is of the paper's networks) or K_P < 1.
     """
+    if isinstance(model, LeNet):
+        raise ValueError("model.linear_base does not apply to model=lenet")
     if num_head_units < 1:
         raise ValueError(f"a linear base needs K_P >= 1, got {num_head_units}")
     base, head = split_model(model, num_head_units)

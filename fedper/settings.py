@@ -105,6 +105,11 @@ class FedPerSettings(SharedSettings):
             f"layers; it needs algorithm=fedper, got {self.algorithm!r}",
         )
         require(
+            not (self.model.linear_base and self.model.name == "lenet"),
+            "model.linear_base is the paper's ablation of its networks; "
+            "model=lenet has none",
+        )
+        require(
             not self.model.linear_base or k_p in HEAD_LAYERS,
             "model.linear_base replaces the units below the last "
             "model.num_head_layers (K_P) ones; K_P must lie in 1..4, "

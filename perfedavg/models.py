@@ -5,6 +5,7 @@
 * ``cnn``: the FedLab CNN of the Jiang et al. pipeline: conv5x5 1->32, pool,
   conv5x5 32->64, pool, FC 3136->1024, dropout, FC classes (about 3.3 M
   parameters with 62 classes).
+* ``lenet``: the shared protocol's network (:class:`pflcore.local.models.LeNet`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODEL_NAMES = ("mlp", "cnn")
+from pflcore.local.models import LeNet
+
+MODEL_NAMES = ("mlp", "cnn", "lenet")
 
 
 class MLP(nn.Module):
@@ -103,6 +106,8 @@ def build_model(
                 f"x{image_size}"
             )
         return FedLabCNN(num_classes, dropout)
+    if name == "lenet":
+        return LeNet(num_classes, channels, image_size)
     raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
 
 

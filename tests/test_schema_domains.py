@@ -211,6 +211,7 @@ OWN: dict[str, dict[str, list[Value]]] = {
     "fedfomo": {
         "dataset.image_size": [21, 0, -1, 22.0, "32", True, None, BIG],
         "dataset.test_split": NO_CHOICE,
+        "model.name": NO_CHOICE,
         "dataset.test_path": nullable(TEXT),
         "local_epochs": POS_INT,
         "lr_decay": UNIT_LEFT_OPEN,

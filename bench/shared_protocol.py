@@ -1,0 +1,230 @@
+"""Every method on one protocol: the runs, their budget, and running what is missing.
+
+``python -m bench.shared_protocol list|budget|run [--jobs N] [--data-root DIR]``
+reads ``bench/shared_protocol.toml``. Each method runs on both partitions:
+first its grid on the tuning seed with ``tuning=true`` (scored on a held-out
+half of each client's validation split, the test split never read), then
+the final seeds at the grid point with the highest mean client accuracy.
+Every run goes into ``outputs/shared_protocol/<record>`` (checkpointed, so an
+interrupted run resumes) and, once complete, is imported into
+``_static/runs/<record>``; a run whose record exists is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import subprocess
+import sys
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DECLARATION = REPO / "bench" / "shared_protocol.toml"
+RECORDS = REPO / "_static" / "runs"
+WORK = REPO / "outputs" / "shared_protocol"
+STYLES = ("epochs", "steps", "hypernetwork")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the benchmark: a method on a partition, a seed and a grid point."""
+
+    method: str
+    partition: str
+    seed: int
+    tuning: bool
+    point: tuple[tuple[str, Any], ...]
+    package: str
+    overrides: tuple[str, ...]
+
+    @property
+    def record(self) -> str:
+        """The run's folder below ``_static/runs`` (and below the work folder)."""
+        table = f"shared_{self.partition}" + ("_tuning" if self.tuning else "")
+        name = self.method + "".join(f"_{k}{v}" for k, v in self.point)
+        return f"{table}/seed{self.seed}/{name}"
+
+    def command(self, work: Path) -> list[str]:
+        """The command line that makes the run in ``work``."""
+        return [
+            sys.executable,
+            "-m",
+            f"{self.package}.main",
+            *self.overrides,
+            f"hydra.run.dir={work / self.record}",
+        ]
+
+
+def load(path: Path = DECLARATION) -> dict[str, Any]:
+    """The declaration, with every method's style checked."""
+    with path.open("rb") as f:
+        spec = tomllib.load(f)
+    for name, method in spec["methods"].items():
+        if method["style"] not in STYLES:
+            raise SystemExit(f"{path}: methods.{name}.style must be one of {STYLES}")
+    return spec
+
+
+def budget_overrides(spec: dict[str, Any], style: str) -> list[str]:
+    """Rounds, participation and local work that give every method the same budget.
+
+    Every client passes over its training images ``epochs_per_client``
+    times in expectation; each participation is one pass (``local_epochs=1``,
+    or ``ceil(train / batch)`` local steps), so a run has
+    ``epochs_per_client * clients / per_round`` rounds; every client is
+    evaluated ``evaluations`` times, at equal local work.
+    """
+    budget, clients = spec["budget"], int(spec["data"]["clients"])
+    per_round = 1 if style == "hypernetwork" else int(budget["clients_per_round"])
+    rounds = int(budget["epochs_per_client"]) * clients / per_round
+    every = rounds / int(budget["evaluations"])
+    if not rounds.is_integer() or not every.is_integer():
+        raise SystemExit("budget: rounds and evaluation rounds must come out whole")
+    steps = math.ceil(int(spec["data"]["train_per_client"]) / int(budget["batch_size"]))
+    local = ["local_epochs=1"] if style == "epochs" else [f"local_steps={steps}"]
+    return [
+        f"num_clients={clients}",
+        f"clients_per_round={per_round}",
+        f"num_rounds={int(rounds)}",
+        f"batch_size={int(budget['batch_size'])}",
+        *local,
+        f"eval_every={int(every)}",
+        f"checkpoint_every={int(every)}",
+        *budget["overrides"],
+    ]
+
+
+def _grid(method: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    keys = list(method["grid"])
+    values = itertools.product(*(method["grid"][k] for k in keys))
+    return [tuple(zip(keys, v, strict=True)) for v in values]
+
+
+def make_run(
+    spec: dict[str, Any],
+    method: str,
+    partition: str,
+    seed: int,
+    tuning: bool,
+    point: tuple[tuple[str, Any], ...],
+) -> Run:
+    """The run of ``method`` on ``partition`` at ``seed`` and grid ``point``."""
+    m = spec["methods"][method]
+    overrides = (
+        *spec["data"]["overrides"],
+        *spec["partitions"][partition]["overrides"],
+        *budget_overrides(spec, m["style"]),
+        *m["overrides"],
+        *(f"{k}={v}" for k, v in point),
+        f"seed={seed}",
+        f"tuning={'true' if tuning else 'false'}",
+    )
+    return Run(method, partition, seed, tuning, point, m["package"], overrides)
+
+
+def tuning_runs(spec: dict[str, Any]) -> list[Run]:
+    """Every grid point of every method on both partitions, on the tuning seed."""
+    seed = int(spec["seeds"]["tuning"])
+    return [
+        make_run(spec, method, partition, seed, True, point)
+        for partition in spec["partitions"]
+        for method in spec["methods"]
+        for point in _grid(spec["methods"][method])
+    ]
+
+
+def mean_accuracy(folder: Path) -> float:
+    """Mean client accuracy at the last evaluated round of a recorded run."""
+    clients = pd.read_csv(folder / "clients.csv")
+    last = clients[clients["round"] == clients["round"].max()]
+    return float(last["accuracy"].mean())
+
+
+def chosen_point(
+    spec: dict[str, Any], method: str, partition: str, records: Path = RECORDS
+) -> tuple[tuple[str, Any], ...] | None:
+    """The grid point with the highest tuning score, or None until all are recorded."""
+    runs = [
+        r for r in tuning_runs(spec) if (r.method, r.partition) == (method, partition)
+    ]
+    if not all((records / r.record / "summary.json").is_file() for r in runs):
+        return None
+    return max(runs, key=lambda r: mean_accuracy(records / r.record)).point
+
+
+def final_runs(spec: dict[str, Any], records: Path = RECORDS) -> list[Run]:
+    """The final seeds of every method whose grid is complete, at its chosen point."""
+    out = []
+    for partition in spec["partitions"]:
+        for method in spec["methods"]:
+            point = chosen_point(spec, method, partition, records)
+            if point is None:
+                continue
+            for seed in spec["seeds"]["final"]:
+                out.append(make_run(spec, method, partition, int(seed), False, point))
+    return out
+
+
+def execute(run: Run, data_root: str) -> str:
+    """Make ``run`` (resuming its work folder) and import it; a line saying how."""
+    work = WORK / run.record
+    done = subprocess.run(run.command(WORK), cwd=REPO, check=False)
+    if done.returncode != 0:
+        return f"FAILED ({done.returncode}): {run.record}"
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pflcore.reports.import_run",
+            str(work),
+            str(RECORDS / run.record),
+            "--data-root",
+            data_root,
+        ],
+        cwd=REPO,
+        check=False,
+    )
+    if imported.returncode != 0:
+        return f"NOT IMPORTED: {run.record}"
+    return f"done: {run.record}"
+
+
+def run_missing(spec: dict[str, Any], jobs: int, data_root: str) -> None:
+    """Tuning runs first, then the finals their choices allow; skip recorded runs."""
+    for stage in (tuning_runs, final_runs):
+        todo = [r for r in stage(spec) if not (RECORDS / r.record).is_dir()]
+        print(f"{stage.__name__}: {len(todo)} to run", flush=True)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for line in pool.map(lambda r: execute(r, data_root), todo):
+                print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``list``, ``budget`` or ``run``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("list", "budget", "run"))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--data-root", default="datasets")
+    args = parser.parse_args(argv)
+    spec = load()
+    if args.command == "run":
+        run_missing(spec, args.jobs, args.data_root)
+        return
+    if args.command == "budget":
+        for name, method in spec["methods"].items():
+            print(f"{name:14s} {' '.join(budget_overrides(spec, method['style']))}")
+        return
+    for run in tuning_runs(spec) + final_runs(spec):
+        status = "recorded" if (RECORDS / run.record).is_dir() else "missing"
+        print(f"{status:9s} {run.record}: {' '.join(run.command(WORK)[2:])}")
+
+
+if __name__ == "__main__":
+    main()

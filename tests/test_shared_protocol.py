@@ -1,0 +1,71 @@
+"""The shared protocol's runs: every method composes, on one data set and one budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.shared_protocol import final_runs, load, make_run, tuning_runs
+from pflcore.config import to_plain
+from pflcore.run.packages import compose, package_of
+
+SPEC = load()
+METHODS = list(SPEC["methods"])
+
+
+def resolved(run) -> dict:
+    config = to_plain(compose(run.package, list(run.overrides)))
+    return package_of(run.package).resolve(config)
+
+
+def passes_per_client(config: dict, style: str) -> float:
+    """Expected passes over a client's training images, from what the package reads."""
+    share = config["clients_per_round"] / config["num_clients"]
+    if style == "epochs":
+        per_round = config["local_epochs"]
+    else:
+        train = SPEC["data"]["train_per_client"]
+        per_round = config["local_steps"] * config["batch_size"] / train
+    return config["num_rounds"] * share * per_round
+
+
+@pytest.mark.parametrize("partition", list(SPEC["partitions"]))
+def test_every_method_composes_on_the_same_data_and_budget(partition):
+    configs = {}
+    for method in METHODS:
+        point = tuple((k, v[0]) for k, v in SPEC["methods"][method]["grid"].items())
+        configs[method] = resolved(make_run(SPEC, method, partition, 1, False, point))
+    for method, config in configs.items():
+        style = SPEC["methods"][method]["style"]
+        assert passes_per_client(config, style) == pytest.approx(25.0), method
+        assert config["protocol"] == configs["fedavg"]["protocol"], method
+        assert config["protocol"]["partition"] == partition
+        assert config["dataset"]["path"] == "cifar10/cifar10_train.npz"
+        assert config["dataset"]["crop_padding"] == 0 and not config["dataset"]["flip"]
+        assert config["num_clients"] == 20 and config["batch_size"] == 30
+        assert (config["momentum"], config["weight_decay"]) == (0.0, 0.0), method
+        assert config["seed"] == 1 and config["tuning"] is False
+        rounds = config["num_rounds"] / config["eval_every"]
+        assert rounds == SPEC["budget"]["evaluations"], method
+    for method in ("fedavg", "fedavg_ft", "local", "fedfomo", "ditto"):
+        assert configs[method]["model"]["name"] == "lenet"
+        assert configs[method]["lr_decay"] == 1.0
+    assert configs["fedper"]["model"]["name"] == "lenet"
+    assert configs["perfedavg_fo"]["model"]["name"] == "lenet"
+    for method in ("pfedhn", "pfedhn_pc"):  # the hypernetwork's target is LeNet
+        assert configs[method]["model"]["target"] == "cnn"
+        assert configs[method]["model"]["n_kernels"] == 16
+        assert configs[method]["clients_per_round"] == 1
+
+
+def test_every_method_has_a_grid_of_six_points_on_the_tuning_seed():
+    runs = tuning_runs(SPEC)
+    for method in METHODS:
+        for partition in SPEC["partitions"]:
+            mine = [r for r in runs if (r.method, r.partition) == (method, partition)]
+            assert len(mine) == 6, method
+            assert all(r.tuning and r.seed == SPEC["seeds"]["tuning"] for r in mine)
+    assert len({r.record for r in runs}) == len(runs)
+
+
+def test_finals_wait_for_a_complete_grid(tmp_path):
+    assert final_runs(SPEC, records=tmp_path) == []

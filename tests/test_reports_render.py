@@ -339,3 +339,32 @@ def test_fairness_columns_by_hand(three_seeds):
     assert "40.00 ± 0.00" in rendered.markdown  # FedAvg's worst client, every seed
     plain = render(catalog([methods_table()]).tables[0], three_seeds / "runs")
     assert "worst 10 %" not in plain.markdown
+
+
+def test_a_second_reference_and_pooled_accuracy_by_hand(three_seeds):
+    spec = catalog([methods_table(also_versus="FedFomo", pooled=True)])
+    rendered = render(spec.tables[0], three_seeds / "runs")
+    rows = csv_rows(rendered.csv)
+    # pooled: total correct over the 40 test samples of each seed
+    pooled = [sum(SEEDS[s]["avg"]) / 40 for s in range(3)]  # 0.5, 0.525, 0.5
+    assert float(rows["FedAvg"]["pooled_pct"]) == pytest.approx(100 * sum(pooled) / 3)
+    # FedAvg - FedFomo per seed: -0.4, -0.35, -0.4; t(0.975, 2) = 4.302653
+    diffs = [-0.4, -0.35, -0.4]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    half = 4.302653 * sd / math.sqrt(3)
+    row = rows["FedAvg"]
+    assert row["versus_2"] == "FedFomo" and row["verdict_2"] == "below"
+    assert float(row["delta_points_2"]) == pytest.approx(100 * mean)
+    assert float(row["ci_low_2"]) == pytest.approx(100 * (mean - half), abs=1e-4)
+    assert float(row["ci_high_2"]) == pytest.approx(100 * (mean + half), abs=1e-4)
+    assert rows["FedFomo"]["versus_2"] == ""  # not against itself
+    assert rows["Local"]["versus_2"] == "FedFomo"  # the first reference gets the second
+    assert "| second paired Δ (points), 95 % CI |" in rendered.markdown
+    assert "FedAvg vs FedFomo: **below**" in rendered.markdown
+    assert "**Pooled:**" in rendered.markdown
+
+
+def test_a_second_reference_must_name_a_row():
+    with pytest.raises(SpecError, match="'Nobody' names no row"):
+        catalog([methods_table(also_versus="Nobody")])

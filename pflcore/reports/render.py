@@ -50,6 +50,9 @@ GENERATED = (
 )
 
 
+SECOND = "second paired Δ (points), 95 % CI"
+
+
 def pct(value: float) -> str:
     """A fraction as percent with two decimals (``0.7167`` -> ``71.67``)."""
     return f"{100 * value:.2f}"
@@ -128,6 +131,8 @@ class RowResult:
     chance: float | None
     worst: tuple[float, ...] = ()
     spread: tuple[float, ...] = ()
+    second: Difference | None = None
+    pooled: tuple[float, ...] = ()
 
 
 def round_of(table: TableSpec, row: RowSpec) -> str:
@@ -189,6 +194,11 @@ def _row_result(
         chance=sum(chances) / len(chances) if chances else None,
         worst=tuple(worst_share_mean(c) for c in per_client),
         spread=tuple(mean_sd(c)[1] or 0.0 for c in per_client),
+        pooled=(
+            tuple(run.value(rnd, "pooled", row.column) for run in runs)
+            if table.pooled
+            else ()
+        ),
     )
 
 
@@ -308,12 +318,22 @@ def compute(table: TableSpec, root: Path) -> list[RowResult]:
         diff = None
         if versus not in (None, NO_REFERENCE, label):
             diff = difference(table, result, rows[str(versus)])
+        second = None
+        if table.also_versus not in (None, label, versus):
+            second = difference(table, result, rows[str(table.also_versus)])
         hurt = None
         local = local_of(table, result.spec)
         if local is not None and label != local:
             hurt = hurt_share(table, result, rows[local])
         results.append(
-            RowResult(**{**result.__dict__, "difference": diff, "hurt": hurt})
+            RowResult(
+                **{
+                    **result.__dict__,
+                    "difference": diff,
+                    "second": second,
+                    "hurt": hurt,
+                }
+            )
         )
     return results
 
@@ -426,6 +446,11 @@ def caption(
             "**Clients below Local:** not given: no Local run on these partitions "
             "is on record."
         )
+    if table.pooled:
+        lines.append(
+            "**Pooled:** a run's correct predictions over all its clients' test "
+            "samples, as the mean ± sample std over seeds."
+        )
     if table.fairness:
         lines.append(
             "**Fairness:** worst 10 % is the mean accuracy of the ceil(n / 10) "
@@ -449,8 +474,12 @@ def _columns(table: TableSpec, results: list[RowResult]) -> list[str]:
         columns.append("per seed")
     if any(r.spec.paper is not None for r in results):
         columns += ["paper", "ours vs paper"]
+    if table.pooled:
+        columns.append("pooled")
     if any(r.difference is not None for r in results):
         columns.append("paired Δ (points), 95 % CI")
+    if any(r.second is not None for r in results):
+        columns.append(SECOND)
     if any(local_of(table, r.spec) for r in results):
         columns.append("clients below Local")
     if table.fairness:
@@ -478,6 +507,8 @@ def _cells(table: TableSpec, result: RowResult) -> dict[str, str]:
             else paper_verdict(100 * result.mean, paper.value, paper.sd)
         ),
         "paired Δ (points), 95 % CI": "-" if diff is None else diff.cell(),
+        SECOND: "-" if result.second is None else result.second.cell(),
+        "pooled": _over_seeds(result.pooled) if result.pooled else "-",
         "clients below Local": (
             "-" if result.hurt is None else f"{100 * result.hurt:.0f} %"
         ),
@@ -505,9 +536,10 @@ def _methods(table: TableSpec, root: Path) -> Rendered:
     columns = _columns(table, results)
     rows = [[_cells(table, r)[c] for c in columns] for r in results]
     verdicts = [
-        f"- {r.difference.sentence(r.spec.label)}"
+        f"- {d.sentence(r.spec.label)}"
         for r in results
-        if r.difference is not None
+        for d in (r.difference, r.second)
+        if d is not None
     ]
     parts = [
         f"**{table.title}**",
@@ -577,6 +609,12 @@ def _methods_csv(results: list[RowResult]) -> str:
             "chance_pct",
             "worst10_pct",
             "client_sd_pct",
+            "pooled_pct",
+            "versus_2",
+            "delta_points_2",
+            "ci_low_2",
+            "ci_high_2",
+            "verdict_2",
         ]
     )
     for r in results:
@@ -608,6 +646,12 @@ def _methods_csv(results: list[RowResult]) -> str:
                 _fmt(r.chance),
                 _fmt(mean_sd(r.worst)[0]),
                 _fmt(mean_sd(r.spread)[0]),
+                _fmt(mean_sd(r.pooled)[0]) if r.pooled else "",
+                "" if r.second is None else r.second.versus,
+                "" if r.second is None else _fmt(r.second.interval.mean),
+                "" if r.second is None else _fmt(r.second.interval.low),
+                "" if r.second is None else _fmt(r.second.interval.high),
+                "" if r.second is None else r.second.word,
             ]
         )
     return out.getvalue()

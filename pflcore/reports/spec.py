@@ -86,6 +86,8 @@ class TableSpec:
     client_fields: tuple[ClientField, ...]
     chosen: str | None = None
     fairness: bool = False
+    also_versus: str | None = None
+    pooled: bool = False
 
     def row(self, label: str) -> RowSpec:
         """The row called ``label``."""
@@ -184,6 +186,8 @@ def _table(data: dict[str, Any]) -> TableSpec:
             "client_field",
             "chosen",
             "fairness",
+            "also_versus",
+            "pooled",
         },
     )
     rows = tuple(
@@ -211,9 +215,12 @@ def _table(data: dict[str, Any]) -> TableSpec:
         ),
         chosen=data.get("chosen"),
         fairness=bool(data.get("fairness", False)),
+        also_versus=data.get("also_versus"),
+        pooled=bool(data.get("pooled", False)),
     )
     named = [
         table.reference,
+        table.also_versus,
         table.local,
         table.chosen,
         *(row.versus for row in rows),

@@ -1,13 +1,15 @@
 """Every method on one protocol: the runs, their budget, and running what is missing.
 
-``python -m bench.shared_protocol list|budget|run [--jobs N] [--data-root DIR]``
+``python -m bench.shared_protocol list|budget|run|figure [--jobs N] [--data-root DIR]``
 reads ``bench/shared_protocol.toml``. Each method runs on both partitions:
 first its grid on the tuning seed with ``tuning=true`` (scored on a held-out
 half of each client's validation split, the test split never read), then
 the final seeds at the grid point with the highest mean client accuracy.
 Every run goes into ``outputs/shared_protocol/<record>`` (checkpointed, so an
 interrupted run resumes) and, once complete, is imported into
-``_static/runs/<record>``; a run whose record exists is skipped.
+``_static/runs/<record>``; a run whose record exists is skipped. ``figure``
+draws each partition's final runs against local work into
+``_static/shared_<partition>.png``.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class Run:
     @property
     def record(self) -> str:
         """The run's folder below ``_static/runs`` (and below the work folder)."""
-        table = f"shared_{self.partition}" + ("_tuning" if self.tuning else "")
+        if not self.tuning:  # the chosen point is in the run's config
+            return f"shared_{self.partition}/seed{self.seed}/{self.method}"
         name = self.method + "".join(f"_{k}{v}" for k, v in self.point)
-        return f"{table}/seed{self.seed}/{name}"
+        return f"shared_{self.partition}_tuning/seed{self.seed}/{name}"
 
     def command(self, work: Path) -> list[str]:
         """The command line that makes the run in ``work``."""
@@ -206,14 +209,41 @@ def run_missing(spec: dict[str, Any], jobs: int, data_root: str) -> None:
                 print(line, flush=True)
 
 
+def figures(spec: dict[str, Any], records: Path = RECORDS) -> list[Path]:
+    """Accuracy against local work, one figure per partition with final records."""
+    from pflcore.reports.plots import plot_runs
+
+    labels = {name: method["label"] for name, method in spec["methods"].items()}
+    written = []
+    for partition, declared in spec["partitions"].items():
+        folders = sorted((records / f"shared_{partition}").glob("seed*/*"))
+        if not folders:
+            print(f"no final runs of shared_{partition} on record yet")
+            continue
+        written.append(
+            plot_runs(
+                folders,
+                records.parent / f"shared_{partition}.png",
+                title=f"Shared protocol, CIFAR-10, {declared['label']}",
+                x="passes",
+                label_by=lambda run: labels[run.folder.name],
+            )
+        )
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``list``, ``budget`` or ``run``."""
+    """Command line: ``list``, ``budget``, ``run`` or ``figure``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("list", "budget", "run"))
+    parser.add_argument("command", choices=("list", "budget", "run", "figure"))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--data-root", default="datasets")
     args = parser.parse_args(argv)
     spec = load()
+    if args.command == "figure":
+        for path in figures(spec):
+            print(f"wrote {path}")
+        return
     if args.command == "run":
         run_missing(spec, args.jobs, args.data_root)
         return

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fakeruns import write_run
 
-from bench.shared_protocol import final_runs, load, make_run, tuning_runs
+from bench.shared_protocol import figures, final_runs, load, make_run, tuning_runs
 from pflcore.config import to_plain
 from pflcore.run.packages import compose, package_of
 
@@ -69,3 +70,27 @@ def test_every_method_has_a_grid_of_six_points_on_the_tuning_seed():
 
 def test_finals_wait_for_a_complete_grid(tmp_path):
     assert final_runs(SPEC, records=tmp_path) == []
+
+
+def test_finals_follow_the_best_tuning_point_and_are_drawn(tmp_path):
+    # a complete grid for FedAvg on one partition: the 4th learning rate scores best
+    for i, run in enumerate(r for r in tuning_runs(SPEC) if r.method == "fedavg"):
+        if run.partition != "classes":
+            continue
+        correct = 9 if i == 3 else 5
+        write_run(
+            tmp_path / run.record, seed=0, correct=[correct] * 4, samples=[10] * 4
+        )
+    finals = final_runs(SPEC, records=tmp_path)
+    assert {r.record for r in finals} == {
+        f"shared_classes/seed{s}/fedavg" for s in SPEC["seeds"]["final"]
+    }
+    assert all(dict(r.point) == {"lr": 0.04} for r in finals)
+    assert all("lr=0.04" in r.overrides for r in finals)
+    config = {"clients_per_round": 5, "num_clients": 20, "local_epochs": 1}
+    for s in SPEC["seeds"]["final"]:
+        write_run(tmp_path / "runs" / f"shared_classes/seed{s}/fedavg", seed=s,
+                  correct=[6, 7, 8, 9], samples=[10] * 4, config=config)  # fmt: skip
+    written = figures(SPEC, records=tmp_path / "runs")
+    assert [p.name for p in written] == ["shared_classes.png"]
+    assert written[0].is_file()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,24 @@ def title_of(runs: list[Run]) -> str:
     return " | ".join(parts)
 
 
+def passes_per_round(run: Run) -> float:
+    """Expected passes over a client's training images in one round of ``run``.
+
+    A round trains ``clients_per_round`` of ``num_clients`` clients; each
+    makes ``local_epochs`` passes, or, where the method counts steps
+    (``local_steps`` > 0), ``local_steps * batch_size`` images over the
+    clients' mean training size (``partition.csv``).
+    """
+    config = run.config
+    share = float(config["clients_per_round"]) / float(config["num_clients"])
+    steps = int(config.get("local_steps") or 0)
+    if steps <= 0:
+        return share * float(config["local_epochs"])
+    partition = pd.read_csv(run.folder / "partition.csv")
+    train = partition[partition["split"] == "train"].iloc[:, 2:].sum(axis=1)
+    return share * steps * float(config["batch_size"]) / float(train.mean())
+
+
 def pooled_band(run: Run) -> pd.DataFrame:
     """Per evaluated round: pooled accuracy, with the across-client std as spread."""
     rows = run.rounds.dropna(subset=["test_acc_pooled"]).set_index("round")
@@ -202,8 +221,10 @@ def plot_runs(
     extra: str | None = None,
     metric: str = "mean",
     ymin: float = 0.0,
+    x: str = "round",
+    label_by: Callable[[Run], str] | None = None,
 ) -> Path:
-    """Draw accuracy against round for every run below ``folders``.
+    """Draw accuracy against round (or local work) for every run below ``folders``.
 
     Parameters
     ----------
@@ -222,6 +243,12 @@ def plot_runs(
         the across-client std.
     ymin : float
         Lower end of the accuracy axis.
+    x : str
+        ``round``, or ``passes``: the expected passes over a client's training
+        images so far (:func:`passes_per_round`), which puts methods with
+        different rounds on one axis of equal local work.
+    label_by : callable, optional
+        A run's line label (default: the config keys that differ between runs).
 
     Returns
     -------
@@ -232,7 +259,8 @@ def plot_runs(
     keys = varying_keys(runs)
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(label_of(run, keys), []).append(run)
+        label = label_by(run) if label_by else label_of(run, keys)
+        groups.setdefault(label, []).append(run)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     fallback = itertools.cycle(plt.get_cmap("tab10")(range(10)))
     # When the method varies, it picks the colour (the same in every figure) and
@@ -252,7 +280,9 @@ def plot_runs(
         colour = colour or next(fallback)
         linestyle = style_of[rest_of[label]] if by_method else "-"
         band_of = pooled_band if metric == "pooled" else client_band
+        scale = passes_per_round(members[0]) if x == "passes" else 1.0
         bands = [band_of(r) for r in members]
+        bands = [b.set_axis(b.index * scale) for b in bands]
         if len(bands) == 1:
             mean, spread = bands[0]["mean"], bands[0]["spread"]
             suffix = ""
@@ -284,7 +314,7 @@ def plot_runs(
             lines = [client_band(r, column)["mean"] for r in members]
             dashed = pd.concat(lines, axis=1).mean(axis=1)
             ax.plot(
-                dashed.index,
+                dashed.index * scale,
                 dashed.to_numpy(),
                 label=f"{label} ({extra})",
                 color=colour,
@@ -292,7 +322,11 @@ def plot_runs(
                 ls="--",
             )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round (global aggregations)")
+    ax.set_xlabel(
+        "passes over a client's training images (expected)"
+        if x == "passes"
+        else "round (global aggregations)"
+    )
     what = "pooled over clients" if metric == "pooled" else "mean over clients"
     ax.set_ylabel(f"test accuracy (fraction, {what})")
     ax.set_ylim(ymin, 1)
@@ -325,6 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         help="mean over clients (default) or pooled accuracy",
     )
     parser.add_argument("--ymin", type=float, default=0.0, help="accuracy axis start")
+    parser.add_argument(
+        "--x",
+        choices=("round", "passes"),
+        default="round",
+        help="x axis: round, or passes over a client's training images",
+    )
     args = parser.parse_args(argv)
     try:
         path = plot_runs(
@@ -334,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             extra=args.extra,
             metric=args.metric,
             ymin=args.ymin,
+            x=args.x,
         )
     except NoResultsError as exc:
         parser.exit(2, f"error: {exc}\n")

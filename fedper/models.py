@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pflcore.local.models import LeNet
+from pflcore.local.models import LeNet, UnitChain
 
 MODEL_NAMES = ("mobilenet_v1", "resnet34", "small_cnn", "lenet")
 
@@ -70,7 +70,7 @@ class Classifier(nn.Sequential):
         )
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(UnitChain):
     """MobileNet-v1 (Howard et al. 2017), width 1.0, adaptive pooling.
 
     Parameters
@@ -106,12 +106,6 @@ class MobileNetV1(nn.Module):
         """Stem, the basic blocks, and the classifier, in forward order."""
         return [self.stem, *self.blocks, self.classifier]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised batch."""
-        for unit in self.units():
-            x = unit(x)
-        return x
-
     def replace_base(self, first: nn.Module, num_head_units: int) -> None:
         """Put ``first`` in place of the stem and the other base units by identities.
 
@@ -123,7 +117,7 @@ class MobileNetV1(nn.Module):
             self.blocks[i] = nn.Identity()
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(UnitChain):
     """A small CNN for 8x8 digits: a stem, two blocks and the classifier.
 
     Not a network of the paper: it makes the offline quick-start learn in
@@ -159,12 +153,6 @@ class SmallCNN(nn.Module):
     def units(self) -> list[nn.Module]:
         """Stem, the two blocks, and the classifier, in forward order."""
         return [self.stem, *self.blocks, self.classifier]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised batch."""
-        for unit in self.units():
-            x = unit(x)
-        return x
 
     def replace_base(self, first: nn.Module, num_head_units: int) -> None:
         """Put ``first`` in place of the stem and the other base units by identities."""

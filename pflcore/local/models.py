@@ -13,7 +13,21 @@ import torch
 from torch import nn
 
 
-class LeNet(nn.Module):
+class UnitChain(nn.Module):
+    """A network that is a chain of units, run in order (FedPer's view of a network)."""
+
+    def units(self) -> list[nn.Module]:
+        """The units, in forward order."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised batch ``(B, C, H, W)``."""
+        for unit in self.units():
+            x = unit(x)
+        return x
+
+
+class LeNet(UnitChain):
     """conv5x5 C->16, pool, conv5x5 16->32, pool, FC 120, FC 84, FC classes.
 
     ReLU after every layer but the last, 2x2 max-pooling after each
@@ -57,9 +71,3 @@ class LeNet(nn.Module):
     def units(self) -> list[nn.Module]:
         """The first convolution, the second, FC 120, FC 84 and the classifier."""
         return [self.stem, *self.blocks, self.classifier]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised batch ``(B, C, H, W)``."""
-        for unit in self.units():
-            x = unit(x)
-        return x

@@ -245,7 +245,8 @@ def run_federation(
     are ended, and a reaper ends them should this process be killed.
     """
     # Flower 1.41 deprecates run_simulation for `flwr run`, which needs a SuperLink
-    # process (about 45 s to start here) and loads the apps by module path. The
+    # process and loads the apps by module path (a one-round quick run: 1.4-1.7 x the
+    # embedded run's 44 s here, bench.launcher_startup, docs/DEPLOYMENT.md). The
     # embedded default keeps it for an in-process run with no server to start;
     # launcher=flwr is the supported path (pflcore.run.launch). The banner it logs is a
     # WARNING that quiet_simulation keeps off the terminal unless verbose=true.

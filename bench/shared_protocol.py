@@ -75,29 +75,30 @@ def load(path: Path = DECLARATION) -> dict[str, Any]:
     return spec
 
 
-def budget_overrides(spec: dict[str, Any], style: str) -> list[str]:
+def budget_overrides(spec: dict[str, Any], style: str, passes: int = 1) -> list[str]:
     """Rounds, participation and local work that give every method the same budget.
 
     Every client passes over its training images ``epochs_per_client``
-    times in expectation; each participation is one pass (``local_epochs=1``,
-    or ``ceil(train / batch)`` local steps), so a run has
-    ``epochs_per_client * clients / per_round`` rounds; every client is
-    evaluated ``evaluations`` times, at equal local work.
+    times in expectation; each participation is ``passes`` passes
+    (``local_epochs``, or ``passes * ceil(train / batch)`` local steps), so a
+    run has ``epochs_per_client * clients / (per_round * passes)`` rounds;
+    every client is evaluated ``evaluations`` times, at equal local work.
     """
     budget, clients = spec["budget"], int(spec["data"]["clients"])
     per_round = 1 if style == "hypernetwork" else int(budget["clients_per_round"])
-    rounds = int(budget["epochs_per_client"]) * clients / per_round
+    rounds = int(budget["epochs_per_client"]) * clients / (per_round * passes)
     every = rounds / int(budget["evaluations"])
     if not rounds.is_integer() or not every.is_integer():
         raise SystemExit("budget: rounds and evaluation rounds must come out whole")
-    steps = math.ceil(int(spec["data"]["train_per_client"]) / int(budget["batch_size"]))
-    local = ["local_epochs=1"] if style == "epochs" else [f"local_steps={steps}"]
+    train, batch = int(spec["data"]["train_per_client"]), int(budget["batch_size"])
+    steps = passes * math.ceil(train / batch)
+    local = f"local_epochs={passes}" if style == "epochs" else f"local_steps={steps}"
     return [
         f"num_clients={clients}",
         f"clients_per_round={per_round}",
         f"num_rounds={int(rounds)}",
         f"batch_size={int(budget['batch_size'])}",
-        *local,
+        local,
         f"eval_every={int(every)}",
         f"checkpoint_every={int(every)}",
         *budget["overrides"],
@@ -123,7 +124,7 @@ def make_run(
     overrides = (
         *spec["data"]["overrides"],
         *spec["partitions"][partition]["overrides"],
-        *budget_overrides(spec, m["style"]),
+        *budget_overrides(spec, m["style"], int(m.get("passes", 1))),
         *m["overrides"],
         *(f"{k}={v}" for k, v in point),
         f"seed={seed}",
@@ -216,7 +217,9 @@ def figures(spec: dict[str, Any], records: Path = RECORDS) -> list[Path]:
     labels = {name: method["label"] for name, method in spec["methods"].items()}
     written = []
     for partition, declared in spec["partitions"].items():
-        folders = sorted((records / f"shared_{partition}").glob("seed*/*"))
+        folders: list[str | Path] = sorted(
+            (records / f"shared_{partition}").glob("seed*/*")
+        )
         if not folders:
             print(f"no final runs of shared_{partition} on record yet")
             continue
@@ -249,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "budget":
         for name, method in spec["methods"].items():
-            print(f"{name:14s} {' '.join(budget_overrides(spec, method['style']))}")
+            passes = int(method.get("passes", 1))
+            overrides = budget_overrides(spec, method["style"], passes)
+            print(f"{name:14s} {' '.join(overrides)}")
         return
     for run in tuning_runs(spec) + final_runs(spec):
         status = "recorded" if (RECORDS / run.record).is_dir() else "missing"

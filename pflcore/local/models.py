@@ -9,16 +9,18 @@ count it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 
-class UnitChain(nn.Module):
+class UnitChain(nn.Module, ABC):
     """A network that is a chain of units, run in order (FedPer's view of a network)."""
 
+    @abstractmethod
     def units(self) -> list[nn.Module]:
         """The units, in forward order."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a normalised batch ``(B, C, H, W)``."""

@@ -37,7 +37,8 @@ def test_every_method_composes_on_the_same_data_and_budget(partition):
         configs[method] = resolved(make_run(SPEC, method, partition, 1, False, point))
     for method, config in configs.items():
         style = SPEC["methods"][method]["style"]
-        assert passes_per_client(config, style) == pytest.approx(25.0), method
+        passes = SPEC["budget"]["epochs_per_client"]
+        assert passes_per_client(config, style) == pytest.approx(passes), method
         assert config["protocol"] == configs["fedavg"]["protocol"], method
         assert config["protocol"]["partition"] == partition
         assert config["dataset"]["path"] == "cifar10/cifar10_train.npz"

@@ -21,6 +21,15 @@ def flower_task_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_ray_cluster():
+    """Stop the Ray cluster the session's runs joined, if one was started."""
+    yield
+    from tests.mainrun import stop_shared_ray
+
+    stop_shared_ray()
+
+
 @pytest.fixture
 def restore_flags(monkeypatch):
     """Restore the determinism flags and CUBLAS_WORKSPACE_CONFIG after a test."""

@@ -1,7 +1,16 @@
-"""Run a package's entry point in a subprocess and read the run folder it writes."""
+"""Run a package's entry point in a subprocess and read the run folder it writes.
+
+The runs join one Ray cluster that the test session starts on first use
+(:func:`shared_ray_address`), instead of each starting and stopping Ray of its
+own: a fresh ``ray.init`` costs 10-25 s on the 2-core machine, joining one
+under a second. Tests of the default path (a run that starts its own Ray, as a
+user's does) pass ``own_ray=True``; so do the tests that start processes by
+other means (``tests/liverun.py``, SuperNodes, ``flwr run``), which never join.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,15 +21,51 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
+_cluster = contextlib.ExitStack()
+_address: list[str] = []
+
+
+def shared_ray_address() -> str:
+    """The session's Ray cluster (one node, this machine's CPUs), started once.
+
+    Its processes get the environment a run gives its Ray workers when it
+    starts Ray itself in quiet mode: this checkout on the path, telemetry off,
+    Flower logging errors only.
+    """
+    if not _address:
+        from tests.raycluster import ray_cluster
+
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            FLWR_TELEMETRY_ENABLED="0",
+            FLWR_LOG_LEVEL="ERROR",
+        )
+        env.pop("RAY_ADDRESS", None)
+        cluster = ray_cluster([os.cpu_count() or 1], env)
+        _address.append(_cluster.enter_context(cluster))
+    return _address[0]
+
+
+def stop_shared_ray() -> None:
+    """Stop the session's cluster, if one was started."""
+    _cluster.close()
+    _address.clear()
+
 
 def run_module(
-    module: str, *args: str, cwd: Path, timeout: int = 600
+    module: str, *args: str, cwd: Path, timeout: int = 600, own_ray: bool = False
 ) -> subprocess.CompletedProcess:
     """``python -m module *args`` in ``cwd`` with this checkout first on the path.
 
-    Telemetry is off; stdout and stderr are captured as text.
+    Telemetry is off; stdout and stderr are captured as text. Ray's
+    ``RAY_ADDRESS`` makes the run join the session's cluster unless
+    ``own_ray``, when it starts Ray itself.
     """
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONPATH=str(REPO))
+    env.pop("RAY_ADDRESS", None)
+    if not own_ray:
+        env["RAY_ADDRESS"] = shared_ray_address()
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

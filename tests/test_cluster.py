@@ -9,62 +9,25 @@ machine).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.mainrun import REPO, output_tail, read_run
-from tests.processes import free_port, pids_mentioning
+from tests.processes import free_port
+from tests.raycluster import ray_cluster
 
 pytestmark = pytest.mark.slow
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def stop(marks: list[str]) -> None:
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in pids_mentioning(marks):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.time() + wait
-        while pids_mentioning(marks) and time.time() < deadline:
-            time.sleep(0.2)
-        if not pids_mentioning(marks):
-            return
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    temp = tempfile.mkdtemp(prefix="pflray", dir="/tmp")  # short: Ray's socket paths
-    port, client_port, dashboard_port = free_port(), free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    marks = [temp, address]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    try:
-        subprocess.run(
-            [RAY, "start", "--head", f"--port={port}", *common,
-             "--include-dashboard=false", f"--dashboard-port={dashboard_port}",
-             f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
-            env=env, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        subprocess.run(
-            [RAY, "start", f"--address={address}", *common],
-            env=env, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+    with ray_cluster([1, 1]) as address:  # two nodes of one CPU each
         yield address
-    finally:
-        stop(marks)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def client_actor_nodes(address: str) -> tuple[set[str], set[str]]:

@@ -73,6 +73,7 @@ def sweep(data_root, tmp_path_factory):
         "hydra.sweep.subdir=${algorithm}",
         *SMALL,
         cwd=folder,
+        own_ray=True,  # as a user's first run: it starts Ray itself
     )
     assert result.returncode == 0, output_tail(result)
     return result, folder
@@ -138,6 +139,7 @@ def test_verbose_brings_the_messages_back(data_root, tmp_path):
         *SMALL[:-3],
         "num_rounds=1",
         cwd=tmp_path,
+        own_ray=True,
     )
     assert result.returncode == 0, output_tail(result)
     output = result.stdout + result.stderr

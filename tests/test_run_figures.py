@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mainrun import shared_ray_address
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "run_figures.sh"
 TINY = [
@@ -25,6 +27,7 @@ def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         "FLWR_TELEMETRY_ENABLED": "0",
         # the script calls `python`: make it this interpreter
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RAY_ADDRESS": shared_ray_address(),  # its runs join the session's Ray
     }
     return subprocess.run(
         ["bash", str(SCRIPT), *args],

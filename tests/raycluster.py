@@ -18,21 +18,31 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.processes import free_port, pids_mentioning
+from tests.processes import free_port, pids_mentioning, with_descendants
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def stop(marks: list[str]) -> None:
-    """SIGTERM, then SIGKILL, every process whose command line holds a mark."""
+    """SIGTERM, then SIGKILL, every process whose command line holds a mark.
+
+    The processes below them go too: Ray's agents rename their command lines
+    (``ray::DashboardAgent``) and outlive a stopped raylet.
+    """
+    below = with_descendants(pids_mentioning(marks))
+
+    def running() -> list[int]:
+        alive = [pid for pid in below if Path(f"/proc/{pid}").exists()]
+        return sorted(set(pids_mentioning(marks)) | set(alive))
+
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in pids_mentioning(marks):
+        for pid in running():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.time() + wait
-        while pids_mentioning(marks) and time.time() < deadline:
+        while running() and time.time() < deadline:
             time.sleep(0.2)
-        if not pids_mentioning(marks):
+        if not running():
             return
 
 
@@ -53,7 +63,8 @@ def ray_cluster(
     temp = tempfile.mkdtemp(prefix="pflray", dir="/tmp")  # short: Ray's socket paths
     port, client_port, dashboard_port = free_port(), free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    marks = [temp, address]
+    # Ray's client server names the machine's own IP, not 127.0.0.1: found by its port
+    marks = [temp, address, f"--port={client_port}"]
     env = {**(os.environ if env is None else env), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:

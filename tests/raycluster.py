@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.processes import free_port, pids_mentioning, with_descendants
+from pflcore.run.reaper import below as processes_below
+from tests.processes import free_port, pids_mentioning
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -29,7 +30,7 @@ def stop(marks: list[str]) -> None:
     The processes below them go too: Ray's agents rename their command lines
     (``ray::DashboardAgent``) and outlive a stopped raylet.
     """
-    below = with_descendants(pids_mentioning(marks))
+    below = processes_below(pids_mentioning(marks))
 
     def running() -> list[int]:
         alive = [pid for pid in below if Path(f"/proc/{pid}").exists()]

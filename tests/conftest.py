@@ -1,13 +1,19 @@
 """Shared test setup."""
 
 import contextlib
+import fcntl
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+# held by a test marked own_ray from its fixtures' set-up to their tear-down
+OWN_RAY_LOCK = Path(tempfile.gettempdir()) / "pfl-tests-own-ray.lock"
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +95,27 @@ def _popen_refusing_programs(popen):
         return popen(args, *rest, **kwargs)
 
     return guarded_popen
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Run tests marked ``own_ray`` one at a time on this machine.
+
+    They start Ray with its default ports or Flower's local SuperLink on its
+    fixed port, so two of them at once (two pytest-xdist workers, or two test
+    sessions) would take each other's ports. A file lock, not an xdist group:
+    it covers module fixtures and other sessions too, and xdist 3.8's
+    ``loadgroup`` does not group under pytest 9.2 (it renames the items
+    through ``_nodeid``, which pytest no longer reads).
+    """
+    if item.get_closest_marker("own_ray") is None:
+        return (yield)
+    with OWN_RAY_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,8 +18,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests that start Ray of their own (default ports) or Flower's local SuperLink (a
+# fixed port): tests/conftest.py runs them one at a time, whichever worker has them.
+OWN_RAY = pytest.mark.own_ray
 
 _cluster = contextlib.ExitStack()
 _address: list[str] = []

@@ -3,11 +3,17 @@
 A cluster is started with ``ray start`` in a temporary folder of its own and
 stopped by the pids of the processes that mention that folder or its address
 (never ``ray stop``, which would stop every Ray on the machine).
+
+Under pytest-xdist each worker may run a cluster while another worker's run
+starts Ray of its own, so every node gets worker ports of its own: Ray's
+default range (10002-19999) is shared by every Ray on the machine, and two
+nodes starting workers at once were seen to bind the same port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -22,6 +28,41 @@ from pflcore.run.reaper import below as processes_below
 from tests.processes import free_port, pids_mentioning
 
 RAY = str(Path(sys.executable).with_name("ray"))
+WORKER_PORTS_FROM = 20000  # above Ray's default range, below Linux's ephemeral ports
+PORTS_PER_NODE = 500
+SLOTS_PER_XDIST_WORKER = 8
+_nodes_started = itertools.count()
+
+
+def _own_ports() -> list[str]:
+    """``ray start`` options giving the next node ports no other node uses.
+
+    A node's slot is its xdist worker's number times the slots per worker,
+    plus a counter of the nodes this process started (mod the slots per
+    worker): slots repeat only after a worker started that many nodes, by
+    which time the first of them has long been stopped.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    nth = next(_nodes_started) % SLOTS_PER_XDIST_WORKER
+    slot = worker * SLOTS_PER_XDIST_WORKER + nth
+    low = WORKER_PORTS_FROM + slot * PORTS_PER_NODE
+    return [
+        f"--min-worker-port={low}",
+        f"--max-worker-port={low + PORTS_PER_NODE - 1}",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
+
+
+def _ray_start(args: list[str], env: dict[str, str]) -> None:
+    """``ray start`` with ``args``; its output in the error when it fails."""
+    done = subprocess.run(
+        [RAY, "start", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"ray start {' '.join(args)} exited {done.returncode}:\n"
+            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
 
 
 def stop(marks: list[str]) -> None:
@@ -69,18 +110,18 @@ def ray_cluster(
     env = {**(os.environ if env is None else env), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
-        subprocess.run(
-            [RAY, "start", "--head", f"--port={port}", *common,
+        _ray_start(
+            ["--head", f"--port={port}", *common, *_own_ports(),
              f"--num-cpus={node_cpus[0]}", "--include-dashboard=false",
              f"--dashboard-port={dashboard_port}",
              f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
-            env=env, check=True, capture_output=True, timeout=120,
+            env,
         )  # fmt: skip
         for cpus in node_cpus[1:]:
-            subprocess.run(
-                [RAY, "start", f"--address={address}", *common, f"--num-cpus={cpus}"],
-                env=env, check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
+            _ray_start(
+                [f"--address={address}", *common, *_own_ports(), f"--num-cpus={cpus}"],
+                env,
+            )
         yield address
     finally:
         stop(marks)

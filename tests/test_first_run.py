@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.fakedata import write_cifar10
-from tests.mainrun import output_tail, run_module
+from tests.mainrun import OWN_RAY, output_tail, run_module
+
+pytestmark = OWN_RAY
 
 SMALL = [
     "model=small_cnn",

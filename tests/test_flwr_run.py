@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT
 
-from tests.mainrun import output_tail, read_run, run_module
+from tests.mainrun import OWN_RAY, output_tail, read_run, run_module
 from tests.processes import pids_mentioning
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, OWN_RAY]
 
 TIME_COLUMNS = ["time_s", "round_s"]
 HEALTH = f"http://127.0.0.1:{LOCAL_SUPERLINK_HTTP_API_PORT}/health"

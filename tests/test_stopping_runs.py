@@ -27,8 +27,9 @@ import pytest
 
 from pflcore.run.checkpoint import read_checkpoint
 from tests.liverun import LiveRun, command_of
+from tests.mainrun import OWN_RAY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, OWN_RAY]
 
 GRACE_S = 10.0  # the stated grace for a run's processes after its end
 EXIT_WITHIN_S = 10.0

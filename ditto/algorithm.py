@@ -13,14 +13,13 @@ client k receives the global model w^t and, on the same minibatches,
   whose gradient is grad F_k(v_k) + lambda * (v_k - w^t), with w^t held
   fixed at what the client received.
 
-The personal model is what the client is evaluated with. As in the authors'
-code (``flearn/trainers_MTL/ditto.py``), each minibatch first updates v_k
-and then the global copy, both on the same (augmented) batch; v_k starts
-from the run's initial weights and changes only in rounds where the client
-is selected. Here both updates use the run's SGD settings (learning rate,
-momentum, weight decay); the authors use plain SGD with one learning rate.
-Because the personal step draws no random numbers, the global copy follows
-exactly the trajectory FedAvg's local update would.
+The personal model is what the client is evaluated with. As in the authors' code
+(``flearn/trainers_MTL/ditto.py``), each minibatch first updates v_k and then the global
+copy, both on the same (augmented) batch; v_k starts from the run's initial weights and
+changes only in rounds where the client is selected. Here both updates use the run's SGD
+settings (learning rate, momentum, weight decay); the authors use plain SGD with one
+learning rate. Because the personal step draws no random numbers, the global copy
+follows exactly the trajectory FedAvg's local update would.
 """
 
 from __future__ import annotations

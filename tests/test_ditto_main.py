@@ -24,6 +24,12 @@ def composed(package: str, *overrides: str, preset: str = "quick") -> dict:
     return to_plain(cfg)
 
 
+def test_the_package_is_at_most_300_lines():
+    """Issue 32's bound on the package's code (tests and configs aside)."""
+    lines = sum(len(f.read_text().splitlines()) for f in (REPO / "ditto").glob("*.py"))
+    assert lines <= 300, f"ditto/*.py holds {lines} lines"
+
+
 def test_the_schema_is_fedfomos_without_its_server_with_ditto_lambda():
     ditto = {path for path, _ in leaf_fields(DITTO.schema)}
     fedfomo = {path for path, _ in leaf_fields(FEDFOMO.schema)}

@@ -72,3 +72,47 @@ def test_the_run_config_file_reads_back_as_written():
         "pfl.json-keys": "a,b",
     }
     assert tomllib.loads(toml_table(entries)) == entries
+
+
+LATE_SERVERAPP = """
+import json, os, socket, sys, time
+from pathlib import Path
+path = Path(sys.argv[1])
+summary = {"status": "running", "rounds_completed": 1, "pid": os.getpid(),
+           "host": socket.gethostname()}
+path.write_text(json.dumps(summary))
+print("written", flush=True)
+time.sleep(float(sys.argv[2]))  # a loaded machine: the stop reaches it late
+path.write_text(json.dumps({**summary, "status": "failed"}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("late_s", "killed"), [(0.5, False), (30.0, True)])
+def test_a_stopped_runs_serverapp_cannot_undo_the_interrupted_mark(
+    tmp_path, late_s, killed
+):
+    """Its own last write first (``failed``), or killed if later; then the mark."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from pflcore.run.launch import SubmittedRun
+
+    path = tmp_path / "summary.json"
+    app = subprocess.Popen(
+        [sys.executable, "-c", LATE_SERVERAPP, str(path), str(late_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdout is not None and app.stdout.readline() == "written\n"
+    start = time.monotonic()
+    run = SubmittedRun.read(tmp_path)
+    waited = time.monotonic() - start
+    assert run.rows == [0]
+    code = app.wait(timeout=5)
+    assert (code == -9) == killed
+    assert waited < SubmittedRun.WAIT_S + SubmittedRun.KILL_WAIT_S + 0.5
+    time.sleep(0.5)
+    assert json.loads(path.read_text())["status"] == "interrupted"

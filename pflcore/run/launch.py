@@ -17,6 +17,8 @@ import io
 import json
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -306,6 +308,7 @@ class SubmittedRun:
     finished: bool = True
 
     WAIT_S = 3.0  # for the ServerApp's last write
+    KILL_WAIT_S = 1.0  # for it to be gone once killed (a zombie until reaped)
 
     @classmethod
     def peek(cls, out: Path) -> SubmittedRun:
@@ -339,18 +342,36 @@ class SubmittedRun:
 
     @classmethod
     def _settled_summary(cls, path: Path) -> dict[str, Any] | None:
+        """The summary once its writer has ended.
+
+        A ServerApp on this machine still running :data:`WAIT_S` seconds
+        after the stop (a loaded machine) is killed first: its last write,
+        ``failed`` for the grid the stop cut off, would otherwise land after
+        the ``interrupted`` mark and undo it. Its finished rounds are on
+        file already.
+        """
         deadline = time.monotonic() + cls.WAIT_S
-        summary: dict[str, Any] | None = None
+        killed = False
         while True:
-            try:
-                summary = json.loads(path.read_text())
-            except (OSError, ValueError):
-                summary = None
-            pid = summary.get("pid") if summary else None
-            writing = isinstance(pid, int) and pid_alive(pid)
-            if not writing or time.monotonic() > deadline:
-                return summary
+            summary = cls._summary(path)
+            pid = summary.get("pid") if summary is not None else None
+            here = summary is not None and summary.get("host") == socket.gethostname()
+            writing = isinstance(pid, int) and here and pid_alive(pid)
+            if not writing or time.monotonic() > deadline + cls.KILL_WAIT_S:
+                return cls._summary(path) if killed else summary
+            if time.monotonic() > deadline and not killed and isinstance(pid, int):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                killed = True
             time.sleep(0.1)
+
+    @staticmethod
+    def _summary(path: Path) -> dict[str, Any] | None:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) else None
 
     def write_summary(self, status: str, error: str | None = None) -> None:
         """Nothing: :meth:`read` has written the summary."""

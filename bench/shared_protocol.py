@@ -5,17 +5,20 @@ reads ``bench/shared_protocol.toml``. Each method runs on both partitions:
 first its grid on the tuning seed with ``tuning=true`` (scored on a held-out
 half of each client's validation split, the test split never read), then
 the final seeds at the grid point with the highest mean client accuracy.
-Every run goes into ``outputs/shared_protocol/<record>`` (checkpointed, so an
-interrupted run resumes) and, once complete, is imported into
-``_static/runs/<record>``; a run whose record exists is skipped. ``figure``
-draws each partition's final runs against local work into
-``_static/shared_<partition>.png``.
+A tuning run that diverges (stops with a non-finite loss) is recorded with
+its rounds up to the divergence and is never chosen; a final run that fails
+is not recorded. Every run goes into ``outputs/shared_protocol/<record>``
+(checkpointed, so an interrupted run resumes) and, once complete, is
+imported into ``_static/runs/<record>``; a run whose record exists is
+skipped. ``figure`` draws each partition's final runs against local work
+into ``_static/shared_<partition>.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import subprocess
 import sys
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from pflcore.records.results import diverged_round
 
 REPO = Path(__file__).resolve().parents[1]
 DECLARATION = REPO / "bench" / "shared_protocol.toml"
@@ -145,22 +150,36 @@ def tuning_runs(spec: dict[str, Any]) -> list[Run]:
 
 
 def mean_accuracy(folder: Path) -> float:
-    """Mean client accuracy at the last evaluated round of a recorded run."""
+    """Mean client accuracy at the last evaluated round of a recorded run.
+
+    Minus infinity for a run that diverged: it is never the best point.
+    """
+    if _diverged(folder):
+        return -math.inf
     clients = pd.read_csv(folder / "clients.csv")
     last = clients[clients["round"] == clients["round"].max()]
     return float(last["accuracy"].mean())
 
 
+def _diverged(folder: Path) -> bool:
+    path = folder / "summary.json"
+    return path.is_file() and diverged_round(json.loads(path.read_text())) is not None
+
+
 def chosen_point(
     spec: dict[str, Any], method: str, partition: str, records: Path = RECORDS
 ) -> tuple[tuple[str, Any], ...] | None:
-    """The grid point with the highest tuning score, or None until all are recorded."""
+    """The grid point with the highest tuning score, or None until all are recorded.
+
+    None as well when every point diverged (there is nothing to choose).
+    """
     runs = [
         r for r in tuning_runs(spec) if (r.method, r.partition) == (method, partition)
     ]
     if not all((records / r.record / "summary.json").is_file() for r in runs):
         return None
-    return max(runs, key=lambda r: mean_accuracy(records / r.record)).point
+    best = max(runs, key=lambda r: mean_accuracy(records / r.record))
+    return None if _diverged(records / best.record) else best.point
 
 
 def final_runs(spec: dict[str, Any], records: Path = RECORDS) -> list[Run]:
@@ -180,7 +199,8 @@ def execute(run: Run, data_root: str) -> str:
     """Make ``run`` (resuming its work folder) and import it; a line saying how."""
     work = WORK / run.record
     done = subprocess.run(run.command(WORK), cwd=REPO, check=False)
-    if done.returncode != 0:
+    diverged = run.tuning and _diverged(work)
+    if done.returncode != 0 and not diverged:
         return f"FAILED ({done.returncode}): {run.record}"
     imported = subprocess.run(
         [
@@ -191,13 +211,14 @@ def execute(run: Run, data_root: str) -> str:
             str(RECORDS / run.record),
             "--data-root",
             data_root,
+            *(["--diverged"] if diverged else []),
         ],
         cwd=REPO,
         check=False,
     )
     if imported.returncode != 0:
         return f"NOT IMPORTED: {run.record}"
-    return f"done: {run.record}"
+    return f"{'diverged' if diverged else 'done'}: {run.record}"
 
 
 def run_missing(spec: dict[str, Any], jobs: int, data_root: str) -> None:

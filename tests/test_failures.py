@@ -176,3 +176,45 @@ def test_the_aggregate_is_renormalised_over_the_replies_that_arrived(tmp_path):
         ClientError, match="client 1 failed in training of round 1: boom"
     ):
         stopping.aggregate_train(1, [reply(0, 10, 1.0), failed(1), reply(2, 30, 5.0)])
+
+
+RAY_REASON = (
+    "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor"
+    '.run() (pid=1)\n  File "client.py", line 2, in train\n    raise'
+    " _non_finite(loss)\npkg.training.NonFiniteLossError: loss became nan; lower lr"
+    "\n\nThe above exception was the direct cause of the following exception:\n\n"
+    'ray::ClientAppActor.run() (pid=1)\n  File "ray_actor.py", line 65, in run\n'
+    "    raise ClientAppException(str(ex)) from ex\nflwr.clientapp.client_app."
+    "ClientAppException: \nException ClientAppException occurred. Message: loss "
+    "became nan; lower lr'>"
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        (RAY_REASON, "NonFiniteLossError: loss became nan; lower lr"),
+        (
+            "<class 'ZeroDivisionError'>:<'division by zero'>",
+            "ZeroDivisionError: division by zero",
+        ),
+        ("<class 'a.b.KeyError'>:<''w''>", "KeyError: 'w'"),
+        ("no reply before\n the timeout", "no reply before the timeout"),
+    ],
+)
+def test_a_client_error_is_named_by_the_exception_the_client_raised(reason, said):
+    from pflcore.fl.protocol import client_error_reason
+
+    assert client_error_reason(reason) == said
+
+
+def test_the_stopping_error_names_the_clients_exception_not_rays(tmp_path):
+    s = strategy(tmp_path, "stop")
+    bad = Message(Error(code=0, reason=RAY_REASON), reply_to=reply(1, 1, 0.0))
+    bad.metadata.__dict__["_src_node_id"] = 11
+    with pytest.raises(ClientError) as err:
+        s.aggregate_train(1, [reply(0, 10, 1.0), bad, reply(2, 30, 5.0)])
+    assert str(err.value) == (
+        "client 1 failed in training of round 1: "
+        "NonFiniteLossError: loss became nan; lower lr"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import shutil
 
@@ -368,3 +369,49 @@ def test_a_second_reference_and_pooled_accuracy_by_hand(three_seeds):
 def test_a_second_reference_must_name_a_row():
     with pytest.raises(SpecError, match="'Nobody' names no row"):
         catalog([methods_table(also_versus="Nobody")])
+
+
+def test_a_diverged_row_shows_its_round_and_is_never_chosen(tmp_path):
+    # lam 0.1 at 80 % by hand; lam 1 stopped with a non-finite loss after round 3
+    write_run(tmp_path / "runs" / "lam0.1", seed=0, correct=[7, 9], samples=[10, 10])
+    write_run(
+        tmp_path / "runs" / "lam1",
+        seed=0,
+        correct=[10, 10],  # what it scored before diverging does not count
+        samples=[10, 10],
+        status="failed",
+        round_=3,
+        extra_summary={"error": "NonFiniteLossError: loss became nan; lower lr"},
+    )
+    rendered = render(catalog([tuning_table("lam 0.1")]).tables[0], tmp_path / "runs")
+    lines = rendered.markdown.splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert next(x for x in lines if x.startswith("| lam 0.1 |")).startswith(
+        "| lam 0.1 | 80.00 ± "
+    )
+    diverged = next(x for x in lines if x.startswith("| lam 1 |"))
+    assert diverged.split(" | ")[1] == "diverged in round 4"
+    assert diverged.count("|") == header.count("|")
+    assert "**Diverged:**" in rendered.markdown
+    assert "**Chosen:** `lam 0.1`" in rendered.markdown
+    rows = csv_rows(rendered.csv)
+    assert rows["lam 1"]["verdict"] == "diverged" and rows["lam 1"]["round"] == "4"
+    assert rows["lam 1"]["mean_pct"] == ""
+    with pytest.raises(RecordError, match="'lam 1' diverged"):
+        render(catalog([tuning_table("lam 1")]).tables[0], tmp_path / "runs")
+    # any other failure still stops the table
+    summary = tmp_path / "runs" / "lam1" / "summary.json"
+    summary.write_text(summary.read_text().replace("NonFiniteLossError", "OSError"))
+    with pytest.raises(RecordError, match="not completed"):
+        render(catalog([tuning_table("lam 0.1")]).tables[0], tmp_path / "runs")
+
+
+def test_a_row_cannot_be_set_against_a_diverged_row(three_seeds):
+    for seed in SEEDS:
+        summary = three_seeds / "runs" / f"seed{seed}" / "local" / "summary.json"
+        data = json.loads(summary.read_text())
+        data.update(status="failed", error="NonFiniteLossError: loss became inf")
+        summary.write_text(json.dumps(data))
+    (spec,) = catalog([methods_table()]).tables
+    with pytest.raises(RecordError, match="set against 'Local', which diverged"):
+        render(spec, three_seeds / "runs")

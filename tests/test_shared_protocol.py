@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakeruns import write_run
 
-from bench.shared_protocol import figures, final_runs, load, make_run, tuning_runs
+from bench.shared_protocol import (
+    chosen_point,
+    figures,
+    final_runs,
+    load,
+    make_run,
+    tuning_runs,
+)
 from pflcore.config import to_plain
 from pflcore.run.packages import compose, package_of
 
@@ -95,3 +104,69 @@ def test_finals_follow_the_best_tuning_point_and_are_drawn(tmp_path):
     written = figures(SPEC, records=tmp_path / "runs")
     assert [p.name for p in written] == ["shared_classes.png"]
     assert written[0].is_file()
+
+
+def test_a_diverged_point_counts_as_recorded_and_is_never_chosen(tmp_path):
+    grid = [
+        r for r in tuning_runs(SPEC) if (r.method, r.partition) == ("ditto", "classes")
+    ]
+    for i, run in enumerate(grid):  # point 4 scores best of those that finished
+        write_run(
+            tmp_path / run.record,
+            seed=0,
+            correct=[9 if i == 4 else 5] * 4,
+            samples=[10] * 4,
+        )
+    diverged = {"status": "failed", "error": "NonFiniteLossError: loss became nan"}
+
+    def diverge(run):
+        summary = tmp_path / run.record / "summary.json"
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), **diverged}))
+
+    diverge(grid[0])
+    assert chosen_point(SPEC, "ditto", "classes", tmp_path) == grid[4].point
+    diverge(grid[4])  # the best point diverges: the next best is chosen
+    assert chosen_point(SPEC, "ditto", "classes", tmp_path) == grid[1].point
+    for run in grid:  # every point diverged: nothing to choose
+        diverge(run)
+    assert chosen_point(SPEC, "ditto", "classes", tmp_path) is None
+
+
+def test_tables_are_declared_from_the_records(tmp_path):
+    import tomllib
+
+    from bench.shared_tables import MARKER, write
+    from pflcore.reports.render import render
+    from pflcore.reports.spec import parse
+
+    runs = tmp_path / "runs"
+    grid = [
+        r for r in tuning_runs(SPEC) if (r.method, r.partition) == ("ditto", "classes")
+    ]
+    for i, run in enumerate(grid):  # point 2 is best; point 5 diverged
+        extra = {"error": "NonFiniteLossError: nan"} if i == 5 else {}
+        write_run(runs / run.record, seed=0, correct=[8 if i == 2 else 5] * 4,
+                  samples=[10] * 4, status="failed" if i == 5 else "completed",
+                  extra_summary=extra)  # fmt: skip
+    tables, doc = tmp_path / "tables.toml", tmp_path / "TUNING.md"
+    settings = '[settings]\nruns = "runs"\nout = "out"\ndocuments = []\n'
+    tables.write_text(settings + "\n" + MARKER + "\n[[table]]\nname = 'stale'\n")
+    assert write(SPEC, runs, tables, doc) == ["shared_classes_tuning_ditto"]
+    catalog = parse(tomllib.loads(tables.read_text()))
+    (table,) = catalog.tables
+    assert table.chosen == "Ditto, lr = 0.03, ditto.lam = 0.1"  # grid order: lr, lam
+    assert [row.runs for row in table.rows] == [
+        r.record.replace("seed0", "seed*") for r in grid
+    ]
+    text = render(table, runs).markdown
+    assert "| Ditto, lr = 0.1, ditto.lam = 1.0 | diverged in round 6 |" in text
+    assert "<!-- table:shared_classes_tuning_ditto -->" in doc.read_text()
+    # once every method has a final run on a partition, its table is declared too
+    for method in METHODS:
+        write_run(runs / f"shared_classes/seed0/{method}", seed=0, correct=[5] * 4,
+                  samples=[10] * 4)  # fmt: skip
+    assert write(SPEC, runs, tables, doc)[0] == "shared_classes"
+    final = parse(tomllib.loads(tables.read_text())).tables[0]
+    assert (final.reference, final.also_versus, final.local) == (
+        "FedAvg + FT", "Local", "Local")  # fmt: skip
+    assert len(final.rows) == len(METHODS)

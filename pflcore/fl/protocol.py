@@ -31,6 +31,7 @@ Client to server:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
@@ -54,6 +55,34 @@ class ClientError(RuntimeError):
 
 class ProtocolError(ClientError):
     """A message lacks a key its reader needs, or holds the wrong type."""
+
+
+# Flower writes a client's exception as "<class 'mod.Name'>:<'message'>"; under
+# Ray the message is the whole remote traceback, innermost exception first.
+_REPLY_ERROR = re.compile(r"<class '(?:[\w.]+\.)?([\w()]+)'>:<'(.*)'>", re.DOTALL)
+_RAISED = re.compile(
+    r"(?:[A-Za-z_][\w]*\.)*(\w+(?:Error|Exception)): (.+?)"
+    r"(?= The above exception| During handling of the above|$)"
+)
+
+
+def client_error_reason(reason: str) -> str:
+    """One line naming the exception a client raised, from its error reply.
+
+    ``reason`` is the text of a Flower error reply. The result is
+    ``"Name: message"`` for the innermost exception the client raised (not
+    the Ray or Flower wrapper around it), or ``reason`` on one line when it
+    names no exception (a timeout, an error written by hand).
+    """
+    flat = " ".join(reason.split())
+    outer = _REPLY_ERROR.fullmatch(flat)
+    if outer is None:
+        return flat
+    name, body = outer.groups()
+    for inner, message in _RAISED.findall(body):
+        if inner not in ("ClientAppException", "RayTaskError"):
+            return f"{inner}: {message.strip()}"
+    return f"{name}: {body.strip()}"
 
 
 # -- server to client --------------------------------------------------------

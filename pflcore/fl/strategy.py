@@ -39,6 +39,7 @@ from pflcore.fl.protocol import (
     SERVER_ROUND,
     TRAIN_LOSS,
     ClientError,
+    client_error_reason,
     eval_counts,
     has_eval,
     metrics_of,
@@ -526,7 +527,7 @@ class PartitionStrategy(Strategy):
         for reply in replies:
             pid = _sender(reply, pid_of)
             if reply.has_error():
-                failures[pid] = " ".join(str(reply.error.reason).split())
+                failures[pid] = client_error_reason(str(reply.error.reason))
             else:
                 good.append((pid, reply))
         silent: list[int] = []

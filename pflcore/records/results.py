@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pflcore.local.training import EvalStats
+from pflcore.local.training import EvalStats, NonFiniteLossError
 from pflcore.records.provenance import portable_json, provenance
 from pflcore.records.tracking import make_tracker
 
@@ -79,6 +79,21 @@ def effective_status(summary: dict[str, Any]) -> str:
     if same_host and isinstance(pid, int) and not pid_alive(pid):
         return "interrupted"
     return status
+
+
+def diverged_round(summary: dict[str, Any]) -> int | None:
+    """The round in which a run diverged, or None if it did not diverge.
+
+    A run diverged when it failed with the suite's non-finite-loss error
+    (:class:`~pflcore.local.training.NonFiniteLossError`, raised by a client
+    or by the server): its ``rounds_completed`` rounds are on record and the
+    next one diverged. Any other failure is not a divergence.
+    """
+    if summary.get("status") != "failed":
+        return None
+    if NonFiniteLossError.__name__ not in str(summary.get("error", "")):
+        return None
+    return int(summary.get("rounds_completed", 0)) + 1
 
 
 def worst_share_mean(values: Sequence[float] | np.ndarray, share: float = 0.1) -> float:

@@ -15,6 +15,11 @@ sha256 of the data files its configuration names (hashed now, from
 ``--data-root``), and the code's commit only as the operator states it
 (``--commit``; otherwise unknown).
 
+With ``--diverged``, a run that diverged (it failed with the suite's
+non-finite-loss error, :func:`~pflcore.records.results.diverged_round`) is
+imported too, its rounds up to the divergence: a tuning grid records the
+points that diverge, which the tables show as diverged and never choose.
+
 ``python -m pflcore.reports.import_run --in-place FOLDER ... --data-root
 DIR`` applies the same rewrite to run folders already committed.
 """
@@ -33,6 +38,7 @@ import yaml
 
 from pflcore.data.digests import UNKNOWN
 from pflcore.records.provenance import portable_text
+from pflcore.records.results import diverged_round
 from pflcore.reports.datafiles import digests
 from pflcore.reports.portable import portable_json, portable_string
 
@@ -147,19 +153,26 @@ def import_run(
     *,
     root: Path | None = None,
     commit: str | None = None,
+    diverged: bool = False,
 ) -> list[Path]:
     """Copy run ``src`` to ``dest`` (see the module docstring); the files written.
+
+    ``diverged`` admits a run that diverged as well as a completed one.
 
     Raises
     ------
     RunImportError
-        If ``src`` is not a completed run or ``dest`` already exists.
+        If ``src`` is not a completed run (nor, with ``diverged``, a diverged
+        one) or ``dest`` already exists.
     """
     summary_path = src / "summary.json"
     if not summary_path.is_file():
         raise RunImportError(f"{src} holds no summary.json: not a run folder")
     summary = json.loads(summary_path.read_text())
-    if summary.get("status") != "completed":
+    admitted = summary.get("status") == "completed" or (
+        diverged and diverged_round(summary) is not None
+    )
+    if not admitted:
         raise RunImportError(
             f"{src} is not a completed run (status {summary.get('status')!r})"
         )
@@ -206,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--commit", default=None, help="the code's commit, if known")
     parser.add_argument(
+        "--diverged",
+        action="store_true",
+        help="also import a run that diverged (failed with a non-finite loss)",
+    )
+    parser.add_argument(
         "--data-root",
         type=Path,
         default=None,
@@ -222,7 +240,11 @@ def main(argv: list[str] | None = None) -> None:
         if len(args.paths) != 2:
             raise RunImportError("expected SRC DEST (or --in-place FOLDER ...)")
         written = import_run(
-            args.paths[0], args.paths[1], root=args.data_root, commit=commit
+            args.paths[0],
+            args.paths[1],
+            root=args.data_root,
+            commit=commit,
+            diverged=args.diverged,
         )
     except (RunImportError, OSError, ValueError) as exc:
         parser.exit(2, f"error: {exc}\n")

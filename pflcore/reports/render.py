@@ -18,6 +18,9 @@ The rules (stated in every caption):
   the same partition, per seed, then the mean over seeds.
 * **Words**: "above" / "below" only where the interval excludes 0, "tie"
   otherwise; "matches the paper" only within the paper's ±.
+* **Diverged**: a row whose every run stopped with a non-finite loss (a
+  tuning grid's point that diverged) shows the round in which it did, no
+  accuracy, and is never chosen, nor set against.
 """
 
 from __future__ import annotations
@@ -306,12 +309,43 @@ def recorded_seeds(table: TableSpec, root: Path) -> set[int]:
     return {run.seed for row in table.rows for run in find(root, row.runs)}
 
 
+def diverged_rows(table: TableSpec, root: Path) -> dict[str, tuple[RunFolder, ...]]:
+    """The rows of ``table`` whose every shown run diverged, with those runs."""
+    shown = complete_seeds(table, root)
+    out = {}
+    for row in table.rows:
+        runs = [r for r in find(root, row.runs) if shown is None or r.seed in shown]
+        if runs and all(run.diverged_round is not None for run in runs):
+            out[row.label] = tuple(runs)
+    return out
+
+
 def compute(table: TableSpec, root: Path) -> list[RowResult]:
-    """Every row of ``table`` with its differences and shares."""
+    """Every row of ``table`` but the diverged ones, with differences and shares.
+
+    Raises
+    ------
+    RecordError
+        If a row is set against a row that diverged.
+    """
+    shown, diverged = complete_seeds(table, root), diverged_rows(table, root)
     rows = {
-        row.label: _row_result(table, row, root, complete_seeds(table, root))
+        row.label: _row_result(table, row, root, shown)
         for row in table.rows
+        if row.label not in diverged
     }
+    for row in table.rows:
+        against = (
+            row.versus or table.reference,
+            table.also_versus,
+            local_of(table, row),
+        )
+        for label in against:
+            if label in diverged and label != row.label:
+                raise RecordError(
+                    f"table {table.name}: row {row.label!r} is set against "
+                    f"{label!r}, which diverged"
+                )
     results = []
     for label, result in rows.items():
         versus = result.spec.versus or table.reference
@@ -381,9 +415,15 @@ def _ours_cell(result: RowResult) -> str:
 
 
 def caption(
-    table: TableSpec, results: list[RowResult], root: Path | None = None
+    table: TableSpec,
+    results: list[RowResult],
+    root: Path | None = None,
+    diverged: bool = False,
 ) -> str:
-    """The generated paragraph saying what the table shows."""
+    """The generated paragraph saying what the table shows.
+
+    ``diverged``: some row diverged (its sentence is added).
+    """
     tuning = bool(results) and all(
         run.summary.get("tuning") for r in results for run in r.runs
     )
@@ -464,6 +504,11 @@ def caption(
             '"as quoted by" names whose copy of a number we read where it could '
             "not be traced to the paper itself."
         )
+    if diverged:
+        lines.append(
+            "**Diverged:** a run that stopped with a non-finite loss shows the "
+            "round in which it did; it has no accuracy and is never chosen."
+        )
     lines.append(f"**Command:** `{table.command}`.")
     return "  \n".join(lines)
 
@@ -489,6 +534,14 @@ def _columns(table: TableSpec, results: list[RowResult]) -> list[str]:
     if _budget(table, results)[1]:
         columns.append("budget")
     return columns
+
+
+def _diverged_cells(label: str, runs: tuple[RunFolder, ...]) -> dict[str, str]:
+    rounds = sorted({int(run.diverged_round or 0) for run in runs})
+    where = "/".join(str(r) for r in rounds)
+    cells = {"method": label, "ours": f"diverged in round {where}"}
+    cells["seeds"] = ", ".join(str(run.seed) for run in runs)
+    return cells
 
 
 def _cells(table: TableSpec, result: RowResult) -> dict[str, str]:
@@ -533,8 +586,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _methods(table: TableSpec, root: Path) -> Rendered:
     results = compute(table, root)
+    diverged = diverged_rows(table, root)
     columns = _columns(table, results)
-    rows = [[_cells(table, r)[c] for c in columns] for r in results]
+    by_label = {r.spec.label: _cells(table, r) for r in results}
+    by_label.update({k: _diverged_cells(k, v) for k, v in diverged.items()})
+    rows = [[by_label[row.label].get(c, "-") for c in columns] for row in table.rows]
     verdicts = [
         f"- {d.sentence(r.spec.label)}"
         for r in results
@@ -544,13 +600,15 @@ def _methods(table: TableSpec, root: Path) -> Rendered:
     parts = [
         f"**{table.title}**",
         markdown_table(columns, rows),
-        caption(table, results, root),
+        caption(table, results, root, diverged=bool(diverged)),
     ]
     if verdicts:
         parts.append("Verdicts, printed by the tool:\n\n" + "\n".join(verdicts))
     if table.chosen is not None:
         parts.append(choice(table, results))
-    return Rendered(table.name, "\n\n".join(parts) + "\n", _methods_csv(results))
+    return Rendered(
+        table.name, "\n\n".join(parts) + "\n", _methods_csv(results, diverged)
+    )
 
 
 def choice(table: TableSpec, results: list[RowResult]) -> str:
@@ -560,10 +618,15 @@ def choice(table: TableSpec, results: list[RowResult]) -> str:
     ------
     RecordError
         If another row's mean is higher than the chosen row's (the committed
-        choice no longer follows from the records).
+        choice no longer follows from the records), or the chosen row
+        diverged.
     """
     best = max(results, key=lambda r: r.mean)
-    chosen = next(r for r in results if r.spec.label == table.chosen)
+    chosen = next((r for r in results if r.spec.label == table.chosen), None)
+    if chosen is None:
+        raise RecordError(
+            f"table {table.name}: chosen = {table.chosen!r} diverged or is no row"
+        )
     if best.mean > chosen.mean:
         raise RecordError(
             f"table {table.name}: chosen = {table.chosen!r} ({pct(chosen.mean)} %) but "
@@ -579,7 +642,9 @@ def _fmt(value: float | None, scale: float = 100.0) -> str:
     return "" if value is None else f"{scale * value:.6f}"
 
 
-def _methods_csv(results: list[RowResult]) -> str:
+def _methods_csv(
+    results: list[RowResult], diverged: dict[str, tuple[RunFolder, ...]]
+) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -654,6 +719,12 @@ def _methods_csv(results: list[RowResult]) -> str:
                 "" if r.second is None else r.second.word,
             ]
         )
+    for label, runs in diverged.items():  # no accuracy: only where it stopped
+        row = [label, ";".join(run.name for run in runs)]
+        row += [";".join(str(run.seed) for run in runs)]
+        row += [";".join(str(run.diverged_round) for run in runs)]
+        row += [""] * 16 + ["diverged"] + [""] * 10
+        writer.writerow(row)
     return out.getvalue()
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from pflcore.records.results import diverged_round
+
 ROUNDS = ("last", "last_training", "best_val")
 STATISTICS = ("client_mean", "pooled")
 
@@ -69,6 +71,11 @@ class RunFolder:
     def status(self) -> str:
         """``completed``, ``failed``, ... as recorded."""
         return str(self.summary.get("status", "unknown"))
+
+    @property
+    def diverged_round(self) -> int | None:
+        """The round in which the run diverged (None if it did not)."""
+        return diverged_round(self.summary)
 
     @cached_property
     def clients(self) -> pd.DataFrame:

@@ -12,7 +12,9 @@ bench.shared_protocol figure``):
   :func:`bench.shared_protocol.chosen_point` picks;
 * one table per partition (``shared_<partition>``) once every method has a
   final run there: every method on the final seeds, set against FedAvg + FT
-  and Local, with pooled accuracy, worst 10 % and the clients below Local.
+  and Local, with pooled accuracy, worst 10 % and the clients below Local;
+* the runs on record and their summed wall time, by partition and stage,
+  between the ``shared-protocol-time`` markers of ``docs/BENCHMARK.md``.
 
 The declarations hold no number: ``publish --check`` recomputes every one
 from the records and checks each ``chosen`` row is the best.
@@ -30,6 +32,11 @@ from pflcore.reports.publish import main as publish
 REPO = Path(__file__).resolve().parents[1]
 TABLES = REPO / "_static" / "tables.toml"
 TUNING_DOC = REPO / "docs" / "BENCHMARK_TUNING.md"
+BENCHMARK_DOC = REPO / "docs" / "BENCHMARK.md"
+TIME_OPEN, TIME_CLOSE = (
+    "<!-- shared-protocol-time -->",
+    "<!-- /shared-protocol-time -->",
+)
 MARKER = "# The shared protocol's tables, declared by `python -m bench.shared_tables`"
 INTRO = """
 # from bench/shared_protocol.toml and the records: one table per partition once every
@@ -146,28 +153,74 @@ def names(blocks: list[str]) -> list[str]:
     return [b.split('name = "', 1)[1].split('"', 1)[0] for b in blocks]
 
 
+def declarations(spec: dict[str, Any], records: Path, text: str) -> str:
+    """``text`` (``tables.toml``) with the shared protocol's part redeclared."""
+    if MARKER not in text:
+        raise SystemExit(f"tables.toml: the line {MARKER!r} is gone")
+    blocks = final_tables(spec, records) + tuning_tables(spec, records)
+    head = text[: text.index(MARKER)] + MARKER + INTRO
+    return head + "".join("\n" + b for b in blocks)
+
+
+def run_time(spec: dict[str, Any], records: Path = RECORDS) -> str:
+    """Markdown: the runs on record and their summed wall time, by stage."""
+    n_methods, n_final = len(spec["methods"]), len(spec["seeds"]["final"])
+    lines = [
+        "| partition | stage | runs on record | summed wall time (h) |",
+        "|---|---|---|---|",
+    ]
+    total_runs, total_s = 0, 0.0
+    for partition in spec["partitions"]:
+        for stage, pattern, planned in (
+            ("tuning", f"shared_{partition}_tuning/seed*/*", 6 * n_methods),
+            ("final", f"shared_{partition}/seed*/*", n_final * n_methods),
+        ):
+            walls = [
+                float(json.loads(p.read_text())["wall_time_s"])
+                for p in sorted(records.glob(f"{pattern}/summary.json"))
+            ]
+            total_runs, total_s = total_runs + len(walls), total_s + sum(walls)
+            hours = sum(walls) / 3600
+            lines.append(
+                f"| {partition} | {stage} | {len(walls)} of {planned} | {hours:.2f} |"
+            )
+    lines.append(f"| all | all | {total_runs} | {total_s / 3600:.2f} |")
+    return "\n".join(lines)
+
+
+def with_run_time(text: str, spec: dict[str, Any], records: Path = RECORDS) -> str:
+    """``text`` with the block between :data:`TIME_OPEN` and :data:`TIME_CLOSE` new."""
+    start, end = text.find(TIME_OPEN), text.find(TIME_CLOSE)
+    if start < 0 or end < start:
+        raise SystemExit(f"the document lacks {TIME_OPEN} ... {TIME_CLOSE}")
+    inner = "\n" + run_time(spec, records) + "\n"
+    return text[: start + len(TIME_OPEN)] + inner + text[end:]
+
+
 def write(
     spec: dict[str, Any],
     records: Path = RECORDS,
     tables: Path = TABLES,
     tuning_doc: Path = TUNING_DOC,
+    time_doc: Path | None = None,
 ) -> list[str]:
-    """Rewrite the declarations and the tuning document; the tables declared."""
-    finals, tuning = final_tables(spec, records), tuning_tables(spec, records)
-    text = tables.read_text()
-    if MARKER not in text:
-        raise SystemExit(f"{tables}: the line {MARKER!r} is gone")
-    head = text[: text.index(MARKER)] + MARKER + INTRO
-    tables.write_text(head + "".join("\n" + b for b in finals + tuning))
-    blocks = [f"<!-- table:{n} -->\n<!-- /table:{n} -->" for n in names(tuning)]
+    """Rewrite the declarations and the tuning document; the tables declared.
+
+    ``time_doc``: a document whose run-time block is rewritten as well.
+    """
+    tables.write_text(declarations(spec, records, tables.read_text()))
+    tuning = names(tuning_tables(spec, records))
+    blocks = [f"<!-- table:{n} -->\n<!-- /table:{n} -->" for n in tuning]
     tuning_doc.write_text(TUNING_HEADER + "".join(f"\n{b}\n" for b in blocks))
-    return names(finals + tuning)
+    if time_doc is not None:
+        time_doc.write_text(with_run_time(time_doc.read_text(), spec, records))
+    return names(final_tables(spec, records)) + tuning
 
 
 def main() -> None:
     """Command line: declare the tables, publish them, draw the figures."""
     spec = load()
-    declared = write(spec)
+    declared = write(spec, time_doc=BENCHMARK_DOC)
     print(f"declared {len(declared)} tables: {', '.join(declared)}")
     publish([])
     for path in figures(spec):

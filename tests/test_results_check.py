@@ -22,3 +22,27 @@ def test_published_tables_match_the_committed_records():
     catalog = load(ROOT / publish.DEFAULT_SPEC)
     problems = publish.check(catalog, ROOT)
     assert problems == [], "\n".join(problems)
+
+
+def test_the_shared_protocol_declarations_follow_the_committed_records():
+    from bench.shared_protocol import load as load_protocol
+    from bench.shared_tables import (
+        BENCHMARK_DOC,
+        TABLES,
+        TUNING_DOC,
+        declarations,
+        names,
+        tuning_tables,
+        with_run_time,
+    )
+    from pflcore.reports.markers import blocks
+
+    spec = load_protocol()
+    text = TABLES.read_text()
+    assert declarations(spec, ROOT / "_static" / "runs", text) == text, (
+        "run python -m bench.shared_tables"
+    )
+    doc = BENCHMARK_DOC.read_text()
+    assert with_run_time(doc, spec) == doc, "run python -m bench.shared_tables"
+    shown = list(blocks(TUNING_DOC.read_text(), str(TUNING_DOC)))
+    assert shown == names(tuning_tables(spec))

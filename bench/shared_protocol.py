@@ -1,6 +1,7 @@
 """Every method on one protocol: the runs, their budget, and running what is missing.
 
-``python -m bench.shared_protocol list|budget|run|figure [--jobs N] [--data-root DIR]``
+``python -m bench.shared_protocol list|budget|run|figure [--jobs N] [--data-root DIR]
+[--partition NAME]``
 reads ``bench/shared_protocol.toml``. Each method runs on both partitions:
 first its grid on the tuning seed with ``tuning=true`` (scored on a held-out
 half of each client's validation split, the test split never read), then
@@ -262,8 +263,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=("list", "budget", "run", "figure"))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--data-root", default="datasets")
+    parser.add_argument(
+        "--partition", default=None, help="list or run one partition's runs only"
+    )
     args = parser.parse_args(argv)
     spec = load()
+    if args.partition is not None:
+        if args.partition not in spec["partitions"]:
+            parser.exit(
+                2, f"error: --partition must be one of {list(spec['partitions'])}\n"
+            )
+        spec = {
+            **spec,
+            "partitions": {args.partition: spec["partitions"][args.partition]},
+        }
     if args.command == "figure":
         for path in figures(spec):
             print(f"wrote {path}")

@@ -170,3 +170,18 @@ def test_tables_are_declared_from_the_records(tmp_path):
     assert (final.reference, final.also_versus, final.local) == (
         "FedAvg + FT", "Local", "Local")  # fmt: skip
     assert len(final.rows) == len(METHODS)
+
+
+def test_one_partition_can_be_listed_alone(capsys):
+    from bench.shared_protocol import main
+
+    main(["list", "--partition", "dirichlet"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 6 * len(METHODS)
+    assert all("_dirichlet" in line.split()[1] for line in lines)
+    with pytest.raises(SystemExit) as stop:
+        main(["list", "--partition", "iid"])
+    assert stop.value.code == 2
+    assert (
+        "--partition must be one of ['classes', 'dirichlet']" in capsys.readouterr().err
+    )

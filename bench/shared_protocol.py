@@ -6,9 +6,11 @@ reads ``bench/shared_protocol.toml``. Each method runs on both partitions:
 first its grid on the tuning seed with ``tuning=true`` (scored on a held-out
 half of each client's validation split, the test split never read), then
 the final seeds at the grid point with the highest mean client accuracy.
-A tuning run that diverges (stops with a non-finite loss) is recorded with
-its rounds up to the divergence and is never chosen; a final run that fails
-is not recorded. Every run goes into ``outputs/shared_protocol/<record>``
+A run that diverges (stops with a non-finite loss) is recorded with its
+rounds up to the divergence: a tuning point that diverged is never chosen,
+and a method's row in the final table is computed over the seeds that did
+not diverge and names those that did. A run that fails otherwise is not
+recorded. Every run goes into ``outputs/shared_protocol/<record>``
 (checkpointed, so an interrupted run resumes) and, once complete, is
 imported into ``_static/runs/<record>``; a run whose record exists is
 skipped. ``figure`` draws each partition's final runs against local work
@@ -200,7 +202,7 @@ def execute(run: Run, data_root: str) -> str:
     """Make ``run`` (resuming its work folder) and import it; a line saying how."""
     work = WORK / run.record
     done = subprocess.run(run.command(WORK), cwd=REPO, check=False)
-    diverged = run.tuning and _diverged(work)
+    diverged = _diverged(work)
     if done.returncode != 0 and not diverged:
         return f"FAILED ({done.returncode}): {run.record}"
     imported = subprocess.run(

@@ -395,8 +395,8 @@ def test_a_diverged_row_shows_its_round_and_is_never_chosen(tmp_path):
     assert "**Diverged:**" in rendered.markdown
     assert "**Chosen:** `lam 0.1`" in rendered.markdown
     rows = csv_rows(rendered.csv)
-    assert rows["lam 1"]["verdict"] == "diverged" and rows["lam 1"]["round"] == "4"
-    assert rows["lam 1"]["mean_pct"] == ""
+    assert rows["lam 1"]["diverged"] == "0:4" and rows["lam 1"]["mean_pct"] == ""
+    assert rows["lam 0.1"]["diverged"] == ""
     with pytest.raises(RecordError, match="'lam 1' diverged"):
         render(catalog([tuning_table("lam 1")]).tables[0], tmp_path / "runs")
     # any other failure still stops the table
@@ -415,3 +415,30 @@ def test_a_row_cannot_be_set_against_a_diverged_row(three_seeds):
     (spec,) = catalog([methods_table()]).tables
     with pytest.raises(RecordError, match="set against 'Local', which diverged"):
         render(spec, three_seeds / "runs")
+
+
+def test_a_row_with_a_diverged_seed_is_computed_over_its_other_seeds(three_seeds):
+    summary = three_seeds / "runs" / "seed2" / "fomo" / "summary.json"
+    data = json.loads(summary.read_text())
+    data.update(status="failed", error="NonFiniteLossError: loss became nan")
+    data.update(rounds_completed=35)
+    summary.write_text(json.dumps(data))
+    (spec,) = catalog([methods_table()]).tables
+    rendered = render(spec, three_seeds / "runs")
+    row = csv_rows(rendered.csv)["FedFomo"]
+    assert row["seeds"] == "0;1" and row["diverged"] == "2:36"
+    by_hand = (seed_mean("fomo", 0) + seed_mean("fomo", 1)) / 2
+    assert float(row["mean_pct"]) == pytest.approx(100 * by_hand)
+    # paired with Local on the 2 common seeds: fewer than 3, so over clients
+    assert row["delta_over"] == "clients" and row["delta_n"] == "8"
+    diffs = [
+        (f - lo) / 10
+        for s in (0, 1)
+        for f, lo in zip(SEEDS[s]["fomo"], SEEDS[s]["local"], strict=True)
+    ]
+    assert float(row["delta_points"]) == pytest.approx(100 * sum(diffs) / 8)
+    line = next(x for x in rendered.markdown.splitlines() if x.startswith("| FedFomo"))
+    assert "(seed 2 diverged in round 36)" in line
+    assert "**Diverged:**" in rendered.markdown
+    local = csv_rows(rendered.csv)["Local"]
+    assert local["seeds"] == "0;1;2" and local["diverged"] == ""

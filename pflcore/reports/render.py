@@ -20,7 +20,8 @@ The rules (stated in every caption):
   otherwise; "matches the paper" only within the paper's ±.
 * **Diverged**: a row whose every run stopped with a non-finite loss (a
   tuning grid's point that diverged) shows the round in which it did, no
-  accuracy, and is never chosen, nor set against.
+  accuracy, and is never chosen, nor set against. A row with some diverged
+  seeds is computed over its other seeds and names the diverged ones.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class RowResult:
     spread: tuple[float, ...] = ()
     second: Difference | None = None
     pooled: tuple[float, ...] = ()
+    diverged: tuple[RunFolder, ...] = ()  # seeds left out: they diverged
 
 
 def round_of(table: TableSpec, row: RowSpec) -> str:
@@ -160,6 +162,8 @@ def _row_result(
     runs = find(root, row.runs)
     if shown is not None:
         runs = [run for run in runs if run.seed in shown]
+    diverged = tuple(run for run in runs if run.diverged_round is not None)
+    runs = [run for run in runs if run.diverged_round is None]
     _check_completed(runs)
     seeds = tuple(run.seed for run in runs)
     if len(set(seeds)) != len(seeds):
@@ -202,6 +206,7 @@ def _row_result(
             if table.pooled
             else ()
         ),
+        diverged=diverged,
     )
 
 
@@ -411,7 +416,16 @@ def _ours_cell(result: RowResult) -> str:
             text += " (clients)"
     elif result.sd_over == "clients":
         text += " (one client)"
+    if result.diverged:
+        text += f" ({_diverged_text(result.diverged)})"
     return text
+
+
+def _diverged_text(runs: tuple[RunFolder, ...]) -> str:
+    """``"seed 2 diverged in round 36"``, one clause per run."""
+    return ", ".join(
+        f"seed {run.seed} diverged in round {run.diverged_round}" for run in runs
+    )
 
 
 def caption(
@@ -507,7 +521,9 @@ def caption(
     if diverged:
         lines.append(
             "**Diverged:** a run that stopped with a non-finite loss shows the "
-            "round in which it did; it has no accuracy and is never chosen."
+            "round in which it did and has no accuracy; a row whose every run "
+            "diverged is never chosen, and a row with some diverged seeds is "
+            "computed over its other seeds."
         )
     lines.append(f"**Command:** `{table.command}`.")
     return "  \n".join(lines)
@@ -537,11 +553,12 @@ def _columns(table: TableSpec, results: list[RowResult]) -> list[str]:
 
 
 def _diverged_cells(label: str, runs: tuple[RunFolder, ...]) -> dict[str, str]:
-    rounds = sorted({int(run.diverged_round or 0) for run in runs})
-    where = "/".join(str(r) for r in rounds)
-    cells = {"method": label, "ours": f"diverged in round {where}"}
-    cells["seeds"] = ", ".join(str(run.seed) for run in runs)
-    return cells
+    if len(runs) == 1:
+        ours = f"diverged in round {runs[0].diverged_round}"
+    else:
+        ours = _diverged_text(runs)
+    seeds = ", ".join(str(run.seed) for run in runs)
+    return {"method": label, "ours": ours, "seeds": seeds}
 
 
 def _cells(table: TableSpec, result: RowResult) -> dict[str, str]:
@@ -600,7 +617,12 @@ def _methods(table: TableSpec, root: Path) -> Rendered:
     parts = [
         f"**{table.title}**",
         markdown_table(columns, rows),
-        caption(table, results, root, diverged=bool(diverged)),
+        caption(
+            table,
+            results,
+            root,
+            diverged=bool(diverged) or any(r.diverged for r in results),
+        ),
     ]
     if verdicts:
         parts.append("Verdicts, printed by the tool:\n\n" + "\n".join(verdicts))
@@ -680,6 +702,7 @@ def _methods_csv(
             "ci_low_2",
             "ci_high_2",
             "verdict_2",
+            "diverged",
         ]
     )
     for r in results:
@@ -717,15 +740,20 @@ def _methods_csv(
                 "" if r.second is None else _fmt(r.second.interval.low),
                 "" if r.second is None else _fmt(r.second.interval.high),
                 "" if r.second is None else r.second.word,
+                _diverged_field(r.diverged),
             ]
         )
     for label, runs in diverged.items():  # no accuracy: only where it stopped
         row = [label, ";".join(run.name for run in runs)]
         row += [";".join(str(run.seed) for run in runs)]
-        row += [";".join(str(run.diverged_round) for run in runs)]
-        row += [""] * 16 + ["diverged"] + [""] * 10
+        row += [""] * 28 + [_diverged_field(runs)]
         writer.writerow(row)
     return out.getvalue()
+
+
+def _diverged_field(runs: tuple[RunFolder, ...]) -> str:
+    """``"2:36"``: seed and round of each diverged run, ``;``-separated."""
+    return ";".join(f"{run.seed}:{run.diverged_round}" for run in runs)
 
 
 def _clients(table: TableSpec, root: Path) -> Rendered:

@@ -437,6 +437,9 @@ def test_a_row_with_a_diverged_seed_is_computed_over_its_other_seeds(three_seeds
         for f, lo in zip(SEEDS[s]["fomo"], SEEDS[s]["local"], strict=True)
     ]
     assert float(row["delta_points"]) == pytest.approx(100 * sum(diffs) / 8)
+    # conditional on not diverging: no word for it, whatever the interval says
+    assert row["verdict"] == "no verdict (seed 2 diverged)"
+    assert csv_rows(rendered.csv)["FedAvg"]["verdict"] in ("above", "below", "tie")
     line = next(x for x in rendered.markdown.splitlines() if x.startswith("| FedFomo"))
     assert "(seed 2 diverged in round 36)" in line
     assert "**Diverged:**" in rendered.markdown

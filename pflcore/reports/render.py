@@ -21,7 +21,9 @@ The rules (stated in every caption):
 * **Diverged**: a row whose every run stopped with a non-finite loss (a
   tuning grid's point that diverged) shows the round in which it did, no
   accuracy, and is never chosen, nor set against. A row with some diverged
-  seeds is computed over its other seeds and names the diverged ones.
+  seeds is computed over its other seeds and names the diverged ones; its
+  paired differences are shown with "no verdict", being conditional on
+  the run not diverging.
 """
 
 from __future__ import annotations
@@ -77,10 +79,18 @@ class Difference:
     seeds: tuple[int, ...]
     clients: Counts
     seed_counts: Counts | None
+    diverged: tuple[int, ...] = ()  # seeds left out: one of the two rows diverged
 
     @property
     def word(self) -> str:
-        """``above``, ``below`` or ``tie`` (see :func:`verdict`)."""
+        """``above``, ``below`` or ``tie`` (see :func:`verdict`).
+
+        ``no verdict`` where a seed was left out because a run diverged: the
+        difference over the other seeds is conditional on not diverging.
+        """
+        if self.diverged:
+            seeds = ", ".join(str(s) for s in self.diverged)
+            return f"no verdict (seed {seeds} diverged)"
         return verdict(self.interval)
 
     def cell(self) -> str:
@@ -246,6 +256,7 @@ def _common_seeds(table: TableSpec, row: RowResult, ref: RowResult) -> list[int]
 
 def difference(table: TableSpec, row: RowResult, ref: RowResult) -> Difference:
     """Paired difference of ``row`` against ``ref`` (see the module docstring)."""
+    diverged = tuple(sorted({r.seed for r in row.diverged + ref.diverged}))
     common = _common_seeds(table, row, ref)
     per_client = [_paired_clients(table, row, ref, seed) for seed in common]
     pooled = pd.concat(per_client)
@@ -266,6 +277,7 @@ def difference(table: TableSpec, row: RowResult, ref: RowResult) -> Difference:
             seeds=tuple(common),
             clients=clients,
             seed_counts=Counts.of(per_seed),
+            diverged=diverged,
         )
     return Difference(
         versus=ref.spec.label,
@@ -274,6 +286,7 @@ def difference(table: TableSpec, row: RowResult, ref: RowResult) -> Difference:
         seeds=tuple(common),
         clients=clients,
         seed_counts=None,
+        diverged=diverged,
     )
 
 
@@ -523,7 +536,7 @@ def caption(
             "**Diverged:** a run that stopped with a non-finite loss shows the "
             "round in which it did and has no accuracy; a row whose every run "
             "diverged is never chosen, and a row with some diverged seeds is "
-            "computed over its other seeds."
+            'computed over its other seeds, its differences marked "no verdict".'
         )
     lines.append(f"**Command:** `{table.command}`.")
     return "  \n".join(lines)

@@ -235,25 +235,32 @@ def run_missing(spec: dict[str, Any], jobs: int, data_root: str) -> None:
 
 
 def figures(spec: dict[str, Any], records: Path = RECORDS) -> list[Path]:
-    """Accuracy against local work, one figure per partition with final records."""
+    """Accuracy against local work, one figure per partition with final records.
+
+    A run that diverged is left out, and its method's label names its seed.
+    """
     from pflcore.reports.plots import plot_runs
 
     labels = {name: method["label"] for name, method in spec["methods"].items()}
     written = []
     for partition, declared in spec["partitions"].items():
-        folders: list[str | Path] = sorted(
-            (records / f"shared_{partition}").glob("seed*/*")
-        )
-        if not folders:
+        found = sorted((records / f"shared_{partition}").glob("seed*/*"))
+        if not found:
             print(f"no final runs of shared_{partition} on record yet")
             continue
+        folders: list[str | Path] = [f for f in found if not _diverged(f)]
+        names = dict(labels)
+        for folder in found:
+            if _diverged(folder):
+                name, seed = folder.name, folder.parent.name.removeprefix("seed")
+                names[name] = f"{names[name]}, seed {seed} diverged"
         written.append(
             plot_runs(
                 folders,
                 records.parent / f"shared_{partition}.png",
                 title=f"Shared protocol, CIFAR-10, {declared['label']}",
                 x="passes",
-                label_by=lambda run: labels[run.folder.name],
+                label_by=lambda run: names[run.folder.name],  # noqa: B023 (called now)
             )
         )
     return written

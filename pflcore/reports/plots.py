@@ -39,6 +39,7 @@ METHOD_COLOURS = {
     "perfedavg_fo": "#9467bd",
     "perfedavg_hf": "#c5b0d5",
     "fedfomo": "#ff7f0e",
+    "ditto": "#8c564b",
 }
 IGNORED_KEYS = {
     "seed",

@@ -184,7 +184,17 @@ def run_time(spec: dict[str, Any], records: Path = RECORDS) -> str:
             lines.append(
                 f"| {partition} | {stage} | {len(walls)} of {planned} | {hours:.2f} |"
             )
-    lines.append(f"| all | all | {total_runs} | {total_s / 3600:.2f} |")
+    hours = total_s / 3600
+    planned = len(spec["partitions"]) * (6 + n_final) * n_methods
+    lines.append(f"| all | all | {total_runs} of {planned} | {hours:.2f} |")
+    bar = float(spec["budget"]["cpu_hours"])
+    side = "within" if hours <= bar else "above"
+    lines += [
+        "",
+        f"In all {hours:.2f} h of run wall time for {total_runs} of {planned} runs, "
+        f"{side} the {bar:g} CPU-hour bar (two runs at a time on 2 cores: about one "
+        "core each).",
+    ]
     return "\n".join(lines)
 
 

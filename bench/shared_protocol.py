@@ -174,7 +174,8 @@ def chosen_point(
 ) -> tuple[tuple[str, Any], ...] | None:
     """The grid point with the highest tuning score, or None until all are recorded.
 
-    None as well when every point diverged (there is nothing to choose).
+    Of points with equal scores, the first in the declared grid order. None
+    as well when every point diverged (there is nothing to choose).
     """
     runs = [
         r for r in tuning_runs(spec) if (r.method, r.partition) == (method, partition)
@@ -186,15 +187,20 @@ def chosen_point(
 
 
 def final_runs(spec: dict[str, Any], records: Path = RECORDS) -> list[Run]:
-    """The final seeds of every method whose grid is complete, at its chosen point."""
+    """The final seeds of every method whose grid is complete, at its chosen point.
+
+    Seed by seed (every method's first seed, then every method's second, ...),
+    so that a benchmark stopped part-way has whole seeds for its table.
+    """
     out = []
     for partition in spec["partitions"]:
-        for method in spec["methods"]:
-            point = chosen_point(spec, method, partition, records)
-            if point is None:
-                continue
-            for seed in spec["seeds"]["final"]:
-                out.append(make_run(spec, method, partition, int(seed), False, point))
+        points = {m: chosen_point(spec, m, partition, records) for m in spec["methods"]}
+        for seed in spec["seeds"]["final"]:
+            for method, point in points.items():
+                if point is not None:
+                    out.append(
+                        make_run(spec, method, partition, int(seed), False, point)
+                    )
     return out
 
 

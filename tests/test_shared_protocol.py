@@ -185,3 +185,16 @@ def test_one_partition_can_be_listed_alone(capsys):
     assert (
         "--partition must be one of ['classes', 'dirichlet']" in capsys.readouterr().err
     )
+
+
+def test_finals_go_seed_by_seed_and_ties_go_to_the_first_grid_point(tmp_path):
+    for run in tuning_runs(SPEC):
+        if run.partition == "classes" and run.method in ("fedavg", "local"):
+            # every point scores the same: the first learning rate must be chosen
+            write_run(tmp_path / run.record, seed=0, correct=[5] * 4, samples=[10] * 4)
+    finals = final_runs(SPEC, records=tmp_path)
+    assert [(r.seed, r.method) for r in finals] == [
+        (s, m) for s in SPEC["seeds"]["final"] for m in ("fedavg", "local")
+    ]
+    first = SPEC["methods"]["fedavg"]["grid"]["lr"][0]
+    assert all(dict(r.point) == {"lr": first} for r in finals)

@@ -129,30 +129,21 @@ def test_in_place_rewrite_of_a_committed_folder(tmp_path, finished_run):
     assert not [line for line in absolute_paths(src) if line.startswith("summary.json")]
 
 
+def failed_run(folder, error: str, rounds: int = 5):
+    """A run folder that failed after ``rounds`` rounds with ``error``."""
+    return write_run(folder, seed=0, correct=[1], samples=[2], status="failed",
+                     round_=rounds, extra_summary={"error": error})  # fmt: skip
+
+
 def test_a_diverged_run_is_imported_only_when_asked(tmp_path):
     error = "ClientError: client 3 failed in training of round 5: NonFiniteLossError: x"
-    diverged = write_run(
-        tmp_path / "diverged",
-        seed=0,
-        correct=[1],
-        samples=[2],
-        status="failed",
-        round_=4,
-        extra_summary={"error": error},
-    )
+    diverged = failed_run(tmp_path / "diverged", error, rounds=4)
     with pytest.raises(RunImportError, match="status 'failed'"):
         import_run(diverged, tmp_path / "d1")
     written = import_run(diverged, tmp_path / "d2", diverged=True)
     summary = json.loads((tmp_path / "d2" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["rounds_completed"] == 4
     assert (tmp_path / "d2" / "clients.csv") in written
-    crashed = write_run(
-        tmp_path / "crashed",
-        seed=0,
-        correct=[1],
-        samples=[2],
-        status="failed",
-        extra_summary={"error": "ClientError: client 3 failed: MemoryError"},
-    )
+    crashed = failed_run(tmp_path / "crashed", "ClientError: client 3: MemoryError")
     with pytest.raises(RunImportError, match="not a completed run"):
         import_run(crashed, tmp_path / "d3", diverged=True)  # not a divergence

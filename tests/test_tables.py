@@ -136,6 +136,20 @@ def test_labels_name_settings_by_their_shortest_unambiguous_key(tmp_path):
     assert label_of(runs[0], ["algorithm", "model.target"]) == "pfedhn, target=cnn"
 
 
+def test_a_resumed_run_is_one_curve_with_its_seeds(tmp_path):
+    def run(seed: int, resume: str | None, checkpoint_every: int) -> Run:
+        config = {
+            "algorithm": "fedfomo",
+            "seed": seed,
+            "resume": resume,
+            "checkpoint_every": checkpoint_every,
+        }
+        return Run(tmp_path, config, pd.DataFrame(), pd.DataFrame())
+
+    runs = [run(0, None, 0), run(2, "<local path>", 1)]
+    assert varying_keys(runs) == []
+
+
 def test_a_killed_run_shows_as_interrupted(tmp_path):
     import socket
 

@@ -41,6 +41,9 @@ METHOD_COLOURS = {
     "fedfomo": "#ff7f0e",
     "ditto": "#8c564b",
 }
+# Keys that never change a run's numbers (a resumed run repeats its records bit for
+# bit; the launcher and checkpoints do not touch the maths), so runs differing only in
+# them are one curve.
 IGNORED_KEYS = {
     "seed",
     "timeout_s",
@@ -48,6 +51,12 @@ IGNORED_KEYS = {
     "tracking",
     "dataset.root",
     "dataset.path",
+    "resume",
+    "checkpoint_every",
+    "launcher",
+    "superlink",
+    "ray_address",
+    "partition.embedding.cache_dir",
 }
 
 
